@@ -1,0 +1,156 @@
+"""Routing throughput: Missive's test client against plain Python doing the same work.
+
+Each run decodes N JSON messages of about 100 bytes and routes each by its
+``label`` field to one of H handlers, which ack it. Plain Python does the same
+decode and field check and calls the same kind of function. The timings are
+interleaved (plain, Missive, plain, Missive...) and the median ratio printed:
+plain time / Missive time, so 1.0 means no overhead.
+
+    python bench/dispatch.py [--messages 200000] [--repeat 5] [--handlers 2,100,1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import missive
+
+
+def make_payloads(count: int, labels: list[str]) -> list[bytes]:
+    return [
+        json.dumps(
+            {"label": labels[i % len(labels)], "user": f"user-{i}", "amount": i % 97, "ok": True}
+        ).encode()
+        for i in range(count)
+    ]
+
+
+def plain_python(
+    payloads: list[bytes], labels: list[str], loads: Callable[[bytes], Any]
+) -> Callable[[], int]:
+    handled = [0]
+
+    def handle(doc: object) -> None:
+        handled[0] += 1
+
+    handle_first = handle_second = handle
+
+    if len(labels) == 2:
+        first, second = labels
+
+        def run() -> int:
+            for raw in payloads:
+                doc = loads(raw)
+                label = doc.get("label")
+                if label == first:
+                    handle_first(doc)
+                elif label == second:
+                    handle_second(doc)
+            return handled[0]
+    else:
+        # What a person writes for many labels: one dict lookup.
+        table = dict.fromkeys(labels, handle)
+
+        def run() -> int:
+            for raw in payloads:
+                doc = loads(raw)
+                table[doc.get("label")](doc)
+            return handled[0]
+
+    return run
+
+
+Context = missive.HandlingContext[missive.JSONMessage]
+
+
+class LabelIs:
+    """A plain callable matcher, as the spec's HasLabelMatcher (fixed)."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+
+    def __call__(self, message: missive.JSONMessage) -> bool:
+        label: str = message.get_json().get("label")
+        return label == self.label
+
+
+def with_missive(payloads: list[bytes], labels: list[str]) -> Callable[[], int]:
+    processor: missive.Processor[missive.JSONMessage] = missive.Processor()
+    for label in labels:
+
+        @processor.handle_for(LabelIs(label))
+        def handle(message: missive.JSONMessage, ctx: Context) -> None:
+            ctx.ack()
+
+    def run() -> int:
+        client = processor.test_client()
+        send = client.send
+        message_cls = missive.JSONMessage
+        for raw in payloads:
+            send(message_cls(raw))
+        client.close()
+        return len(client.acked)
+
+    return run
+
+
+def timed(run: Callable[[], int]) -> float:
+    gc.collect()
+    start = time.perf_counter()
+    run()
+    return time.perf_counter() - start
+
+
+def strict_loads(raw: bytes) -> Any:
+    return json.loads(raw.decode("utf-8"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--messages", type=int, default=200_000)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--handlers", default="2,100,1000")
+    args = parser.parse_args()
+
+    print(f"{args.messages} messages, {args.repeat} interleaved repetitions, medians shown")
+    print("plain A: json.loads(raw); plain B: json.loads(raw.decode()), as Missive decodes")
+    print("ratio = plain time / Missive time (1.0 = no overhead)")
+    print(
+        f"{'handlers':>8}  {'plain A µs':>10}  {'plain B µs':>10}  {'missive µs':>10}  "
+        f"{'ratio A':>7}  {'ratio B':>7}"
+    )
+    for handlers in (int(h) for h in args.handlers.split(",")):
+        labels = [f"label-{i}" for i in range(handlers)]
+        payloads = make_payloads(args.messages, labels[:2] if handlers == 2 else labels)
+        runs = {
+            "A": plain_python(payloads, labels, json.loads),
+            "B": plain_python(payloads, labels, strict_loads),
+            "missive": with_missive(payloads, labels),
+        }
+        assert runs["missive"]() == len(payloads)
+        times: dict[str, list[float]] = {name: [] for name in runs}
+        ratios: dict[str, list[float]] = {"A": [], "B": []}
+        for _ in range(args.repeat):
+            for name, run in runs.items():
+                times[name].append(timed(run))
+            for name in ratios:
+                ratios[name].append(times[name][-1] / times["missive"][-1])
+        per = 1e6 / args.messages
+        median = statistics.median
+        print(
+            f"{handlers:>8}  {median(times['A']) * per:>10.2f}  {median(times['B']) * per:>10.2f}  "
+            f"{median(times['missive']) * per:>10.2f}  {median(ratios['A']):>7.3f}  "
+            f"{median(ratios['B']):>7.3f}"
+        )
+
+
+if __name__ == "__main__":
+    main()

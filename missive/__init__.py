@@ -1,0 +1,51 @@
+"""Missive: write message handlers once, run them on any transport.
+
+The core imports only the standard library; each transport lives in
+``missive.adapters.<name>`` and each DLQ backend in ``missive.dlq.<name>``.
+"""
+
+from missive.adapters.base import Adapter
+from missive.context import HandlingContext, Outcome, ProcessingContext
+from missive.errors import (
+    AlreadySettledError,
+    DLQError,
+    DLQWriteError,
+    HandlingError,
+    MessageDecodeError,
+    MissingExtraError,
+    MissiveError,
+    RegistrationError,
+)
+from missive.message import JSONMessage, Message, RawMessage
+from missive.processor import DLQ, Handler, Matcher, Processor
+from missive.reason import DeadLetterReason
+from missive.state import State
+from missive.testing import TestClient
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DLQ",
+    "Adapter",
+    "AlreadySettledError",
+    "DLQError",
+    "DLQWriteError",
+    "DeadLetterReason",
+    "Handler",
+    "HandlingContext",
+    "HandlingError",
+    "JSONMessage",
+    "Matcher",
+    "Message",
+    "MessageDecodeError",
+    "MissingExtraError",
+    "MissiveError",
+    "Outcome",
+    "ProcessingContext",
+    "Processor",
+    "RawMessage",
+    "RegistrationError",
+    "State",
+    "TestClient",
+    "__version__",
+]

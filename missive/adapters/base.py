@@ -1,0 +1,97 @@
+"""Adapter: the abstract base of every transport, and the contract each one keeps."""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import logging
+import signal
+import threading
+from collections.abc import Iterator
+from types import FrameType
+from typing import Generic
+
+from missive._typing import M
+from missive.processor import Processor
+
+__all__ = ["Adapter"]
+
+logger = logging.getLogger("missive.adapters")
+
+
+class Adapter(abc.ABC, Generic[M]):
+    """Runs a :class:`~missive.Processor` on a transport. Subclass it for a new transport.
+
+    The contract every adapter keeps:
+
+    * **Messages.** Each message received becomes one ``message_cls(raw_data,
+      message_id, attributes)``; ``message_id`` is the transport's own id where it has
+      one, so that a redelivered message keeps its id, and ``attributes`` hold what
+      the transport says about the message (queue, channel, headers, delivery count).
+    * **Processing hooks.** :meth:`run` enters ``processor.context()`` once: the
+      ``before_processing`` hooks run before the first message is taken, and the
+      ``after_processing`` hooks once the last one is settled, even on error.
+    * **Ack.** :meth:`~missive.context.ProcessingContext.process` returns ``ACKED`` or
+      ``DEAD_LETTERED``: the adapter then acknowledges the message on its transport,
+      which will not deliver it again. A message is acked only after that: never
+      before its handler has finished or it is stored in the DLQ.
+    * **Nack.** ``NACKED``: the adapter hands the message back to the transport to be
+      delivered again. A transport that cannot redeliver dead-letters it instead
+      (``processing_ctx.dead_letter(message, reason)``); it never drops it silently.
+    * **Errors.** If ``process`` raises (:class:`~missive.HandlingError` with no DLQ set,
+      :class:`~missive.DLQWriteError` when the DLQ failed), the message is not acked.
+      An adapter whose transport redelivers leaves it to be redelivered and logs the
+      error; one that cannot stops and lets the error propagate from :meth:`run`.
+    * **Shutdown.** :meth:`stop` may be called from any thread or a signal handler;
+      :meth:`run` in the main thread also stops on SIGINT and SIGTERM. The adapter
+      then takes no new message, finishes the message in hand, hands back the ones it
+      received but did not start, runs the ``after_processing`` hooks, closes its
+      connections and returns from :meth:`run`.
+    * **Threads.** ``process`` may be called from several threads at once; an adapter
+      that does so documents it, since handlers must then be thread-safe.
+
+    :param message_cls: the :class:`~missive.Message` class to build messages with.
+    :param processor: the processor whose handlers receive the messages.
+    """
+
+    def __init__(self, message_cls: type[M], processor: Processor[M]) -> None:
+        self.message_cls = message_cls
+        self.processor = processor
+        self._stop_requested = threading.Event()
+
+    @abc.abstractmethod
+    def run(self) -> None:
+        """Receive and process messages until the input ends or :meth:`stop` is called."""
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to finish the message in hand and return. Thread-safe."""
+        self._stop_requested.set()
+
+    @property
+    def stop_requested(self) -> bool:
+        """Whether :meth:`stop` was called (or a stop signal received)."""
+        return self._stop_requested.is_set()
+
+    def _on_stop_signal(self, signum: int, frame: FrameType | None) -> None:
+        logger.info(
+            "%s received: stopping after the message in hand", signal.Signals(signum).name
+        )
+        self.stop()
+
+    @contextlib.contextmanager
+    def stop_on_signals(self) -> Iterator[None]:
+        """While in this block, SIGINT and SIGTERM call :meth:`stop` (main thread only).
+
+        The previous handlers are restored when the block ends. In other threads,
+        where Python cannot set signal handlers, this does nothing.
+        """
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        signals = (signal.SIGINT, signal.SIGTERM)
+        previous = {signum: signal.signal(signum, self._on_stop_signal) for signum in signals}
+        try:
+            yield
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)

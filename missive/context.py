@@ -1,0 +1,285 @@
+"""Processing and handling contexts, and the outcome of handling one message."""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import Callable
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Generic
+
+from missive._typing import M
+from missive.errors import AlreadySettledError, DLQWriteError, HandlingError, MessageDecodeError
+from missive.reason import DeadLetterReason
+from missive.state import State
+
+if TYPE_CHECKING:
+    from missive.processor import Processor
+
+__all__ = ["HandlingContext", "Outcome", "ProcessingContext"]
+
+logger = logging.getLogger("missive.processor")
+
+
+class Outcome(enum.Enum):
+    """What became of a message; tells an adapter what to do on its transport."""
+
+    #: A handler acked it: ack it on the transport.
+    ACKED = "acked"
+    #: A handler nacked it: hand it back to the transport for redelivery.
+    NACKED = "nacked"
+    #: It could not be handled and is now stored in the DLQ: ack it on the transport.
+    DEAD_LETTERED = "dead-lettered"
+
+
+_ACKED = Outcome.ACKED
+_NACKED = Outcome.NACKED
+_DEAD_LETTERED = Outcome.DEAD_LETTERED
+
+
+class HandlingContext(Generic[M]):
+    """The context of handling one message, passed to its handler and handling hooks.
+
+    A handler must call exactly one of :meth:`ack` or :meth:`nack`.
+    """
+
+    __slots__ = ("_state", "handler_name", "message", "outcome")
+
+    def __init__(self, message: M) -> None:
+        #: The message being handled.
+        self.message = message
+        #: The name of the handler chosen for the message, once routing chose one.
+        self.handler_name: str | None = None
+        #: ACKED or NACKED once the handler settled the message, else ``None``.
+        self.outcome: Outcome | None = None
+        self._state: State | None = None
+
+    @property
+    def state(self) -> State:
+        """An attribute bag for this message only, shared by its hooks and handler."""
+        state = self._state
+        if state is None:
+            state = self._state = State()
+        return state
+
+    def ack(self) -> None:
+        """Mark the message as processed; the adapter acks it once handling is over.
+
+        :raises AlreadySettledError: if the message was already acked or nacked.
+        """
+        if self.outcome is not None:
+            self._already_settled("ack")
+        self.outcome = _ACKED
+
+    def nack(self) -> None:
+        """Give the message back: the transport redelivers it later, when it can.
+
+        Use it for transient failures. On a transport that cannot redeliver (stdin,
+        Redis Pub/Sub) a nacked message is dead-lettered instead.
+
+        :raises AlreadySettledError: if the message was already acked or nacked.
+        """
+        if self.outcome is not None:
+            self._already_settled("nack")
+        self.outcome = _NACKED
+
+    def _already_settled(self, verb: str) -> None:
+        assert self.outcome is not None
+        raise AlreadySettledError(
+            f"cannot {verb} message {self.message.message_id!r}: it was already "
+            f"{self.outcome.value}; a handler acks or nacks a message once"
+        )
+
+
+ProcessingHook = Callable[["ProcessingContext[M]"], object]
+HandlingHook = Callable[["ProcessingContext[M]", HandlingContext[M]], object]
+
+
+class ProcessingContext(Generic[M]):
+    """One run of a processor by an adapter: from startup to shutdown.
+
+    Used as a context manager: entering runs the ``before_processing`` hooks, leaving
+    runs the ``after_processing`` hooks, even when something raised. In between, the
+    adapter calls :meth:`process` for each message it receives. :meth:`process` may be
+    called from several threads at once if the handlers allow it.
+    """
+
+    def __init__(self, processor: Processor[M]) -> None:
+        #: The processor being run.
+        self.processor = processor
+        #: An attribute bag for the whole run, shared by every hook and handler.
+        self.state = State()
+
+    def __enter__(self) -> ProcessingContext[M]:
+        try:
+            for hook in self.processor.before_processing_hooks:
+                hook(self)
+        except BaseException:
+            self._run_after_processing_hooks(raising=False)
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._run_after_processing_hooks(raising=exc is None)
+
+    def _run_after_processing_hooks(self, raising: bool) -> None:
+        first: BaseException | None = None
+        for hook in reversed(self.processor.after_processing_hooks):
+            try:
+                hook(self)
+            except Exception as exc:
+                if first is None:
+                    first = exc
+                else:
+                    logger.error("after_processing hook %s also raised", _name(hook), exc_info=True)
+        if first is not None:
+            if raising:
+                raise first
+            logger.error("after_processing hook raised", exc_info=first)
+
+    def process(self, message: M) -> Outcome:
+        """Route ``message`` to its one handler, run the handling hooks, and say what became of it.
+
+        Returns ACKED or NACKED as the handler decided. When the message cannot be
+        handled (no handler, several, a matcher, hook or handler raised, or the
+        handler settled nothing) it is written to the DLQ and DEAD_LETTERED returned.
+
+        :raises HandlingError: when it cannot be handled and no DLQ is set.
+        :raises DLQWriteError: when it cannot be handled and the DLQ write failed.
+        In both cases the message must not be acked.
+        """
+        processor = self.processor
+        hctx: HandlingContext[M] = HandlingContext(message)
+        failure: DeadLetterReason | None = None
+        hooks = processor.before_handling_hooks
+        if hooks:
+            failure = self._run_before_handling_hooks(hooks, hctx)
+        if failure is None:
+            handler: Callable[[M, HandlingContext[M]], object] | None = None
+            name = ""
+            matcher: Callable[[M], object] | None = None
+            try:
+                for matcher, candidate, candidate_name in processor.routes:
+                    if matcher(message):
+                        if handler is not None:
+                            failure = self._several(message)
+                            break
+                        handler = candidate
+                        name = candidate_name
+            except Exception as exc:
+                failure = _matcher_failed(matcher, exc)
+            if failure is None:
+                if handler is None:
+                    failure = DeadLetterReason("no handler matched the message")
+                else:
+                    hctx.handler_name = name
+                    try:
+                        handler(message, hctx)
+                    except Exception as exc:
+                        failure = _raised(f"handler {name!r}", exc, name)
+        hooks = processor.after_handling_hooks
+        if hooks:
+            failure = self._run_after_handling_hooks(hooks, hctx, failure)
+        if failure is None:
+            outcome = hctx.outcome
+            if outcome is not None:
+                return outcome
+            failure = DeadLetterReason(
+                f"handler {hctx.handler_name!r} returned without acking or nacking the message",
+                handler=hctx.handler_name,
+            )
+        return self.dead_letter(message, failure)
+
+    def dead_letter(self, message: M, reason: str) -> Outcome:
+        """Store ``message`` in the DLQ with ``reason``; returns DEAD_LETTERED.
+
+        Adapters call it for messages they cannot give back to their transport (a
+        nacked message on stdin, for example).
+
+        :raises HandlingError: if no DLQ is set.
+        :raises DLQWriteError: if the DLQ write failed.
+        """
+        dlq = self.processor.dlq
+        if dlq is None:
+            raise HandlingError(message.message_id, reason)
+        if not isinstance(reason, DeadLetterReason):
+            reason = DeadLetterReason(reason)
+        try:
+            dlq[message.message_id] = (message, reason)
+        except Exception as exc:
+            raise DLQWriteError(message.message_id, reason, exc) from exc
+        logger.warning(
+            "message %r (%d bytes) dead-lettered: %s",
+            message.message_id,
+            len(message.raw_data),
+            reason.summary,
+        )
+        return _DEAD_LETTERED
+
+    def _run_before_handling_hooks(
+        self, hooks: list[HandlingHook[M]], hctx: HandlingContext[M]
+    ) -> DeadLetterReason | None:
+        for hook in hooks:
+            try:
+                hook(self, hctx)
+            except Exception as exc:
+                return _raised(f"before_handling hook {_name(hook)!r}", exc, hctx.handler_name)
+        return None
+
+    def _run_after_handling_hooks(
+        self,
+        hooks: list[HandlingHook[M]],
+        hctx: HandlingContext[M],
+        failure: DeadLetterReason | None,
+    ) -> DeadLetterReason | None:
+        for hook in reversed(hooks):
+            try:
+                hook(self, hctx)
+            except Exception as exc:
+                if failure is None:
+                    what = f"after_handling hook {_name(hook)!r}"
+                    failure = _raised(what, exc, hctx.handler_name)
+                else:
+                    logger.error(
+                        "after_handling hook %r also raised %s for message %r",
+                        _name(hook),
+                        type(exc).__qualname__,
+                        hctx.message.message_id,
+                    )
+        return failure
+
+    def _several(self, message: M) -> DeadLetterReason:
+        names = []
+        for matcher, _, name in self.processor.routes:
+            try:
+                if matcher(message):
+                    names.append(name)
+            except Exception:  # noqa: S112 - a raising matcher does not match here
+                continue
+        return DeadLetterReason(
+            f"{len(names)} handlers matched the message, exactly one must: {', '.join(names)}"
+        )
+
+
+def _raised(what: str, exc: Exception, handler: str | None) -> DeadLetterReason:
+    if isinstance(exc, MessageDecodeError):
+        return DeadLetterReason(
+            str(exc),
+            summary=f"{what} could not decode the message: {exc.problem}",
+            handler=handler,
+            exc_type=type(exc).__qualname__,
+        )
+    return DeadLetterReason.from_exception(what, exc, handler=handler)
+
+
+def _matcher_failed(matcher: object, exc: Exception) -> DeadLetterReason:
+    return _raised(f"matcher {matcher!r}", exc, None)
+
+
+def _name(func: Any) -> str:
+    return getattr(func, "__qualname__", None) or repr(func)

@@ -1,0 +1,89 @@
+"""Errors raised by Missive.
+
+Every error Missive raises derives from :class:`MissiveError`::
+
+    MissiveError
+    ├── MessageDecodeError (also ValueError)    a message's bytes are not what its class expects
+    ├── RegistrationError (also ValueError)     a handler or hook cannot be registered as given
+    ├── AlreadySettledError (also RuntimeError) a handler acked or nacked a message twice
+    ├── HandlingError                           a message could not be handled and no DLQ is set
+    ├── DLQWriteError                           the DLQ could not store a failed message
+    ├── DLQError                                a DLQ cannot be opened or read
+    └── MissingExtraError (also ImportError)    an adapter's optional dependency is not installed
+
+A matcher that is not callable is a plain :class:`TypeError`.
+"""
+
+from __future__ import annotations
+
+
+class MissiveError(Exception):
+    """The root of every error Missive raises."""
+
+
+class MessageDecodeError(MissiveError, ValueError):
+    """A message's bytes cannot be decoded as its message class requires.
+
+    Raised, for example, by :meth:`missive.JSONMessage.get_json` for invalid UTF-8 or
+    invalid JSON. The processor turns it into a dead letter whose reason is this text.
+    """
+
+    def __init__(self, message_id: bytes, problem: str) -> None:
+        self.message_id = message_id
+        self.problem = problem
+        super().__init__(f"message {message_id!r}: {problem}")
+
+
+class RegistrationError(MissiveError, ValueError):
+    """A handler or hook cannot be registered, for example a matcher registered twice."""
+
+
+class AlreadySettledError(MissiveError, RuntimeError):
+    """A handler acked or nacked a message that it had already acked or nacked."""
+
+
+class HandlingError(MissiveError):
+    """A message could not be handled and the processor has no DLQ to store it in.
+
+    The message has not been acked. ``reason`` says what went wrong; set a DLQ with
+    :meth:`missive.Processor.set_dlq` to store such messages instead of raising.
+    """
+
+    def __init__(self, message_id: bytes, reason: str) -> None:
+        self.message_id = message_id
+        self.reason = reason
+        super().__init__(
+            f"message {message_id!r} was not handled and is not acked: {reason}. "
+            "Fix the cause, or set a DLQ with processor.set_dlq(...) to store such messages."
+        )
+
+
+class DLQWriteError(MissiveError):
+    """A message that could not be handled could not be written to the DLQ either.
+
+    The message has not been acked, so the transport keeps (or redelivers) it. The
+    original failure is in ``reason``; the DLQ's own error is the ``__cause__``.
+    """
+
+    def __init__(self, message_id: bytes, reason: str, error: BaseException) -> None:
+        self.message_id = message_id
+        self.reason = reason
+        super().__init__(
+            f"message {message_id!r} failed ({reason}) and could not be written to the DLQ "
+            f"({type(error).__name__}: {error}); it is not acked. Check the DLQ's storage."
+        )
+
+
+class DLQError(MissiveError):
+    """A DLQ cannot be opened, created or read."""
+
+
+class MissingExtraError(MissiveError, ImportError):
+    """An adapter or DLQ needs an optional dependency that is not installed."""
+
+    def __init__(self, extra: str, module: str) -> None:
+        self.extra = extra
+        super().__init__(
+            f"{module} needs the optional dependency '{extra}': "
+            f"install it with: pip install 'missive[{extra}]'"
+        )

@@ -1,0 +1,120 @@
+"""Processor: the handlers, their matchers, the hooks and the DLQ of one application."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, MutableMapping
+from typing import TYPE_CHECKING, Generic
+
+from missive._typing import M
+from missive.context import HandlingContext, HandlingHook, ProcessingContext, ProcessingHook
+from missive.errors import RegistrationError
+from missive.message import Message
+
+if TYPE_CHECKING:
+    from missive.testing import TestClient
+
+__all__ = ["DLQ", "Handler", "Matcher", "Processor"]
+
+#: Any callable that says whether a message is for a handler.
+Matcher = Callable[[M], object]
+#: A handler: takes the message and its handling context, and acks or nacks it.
+Handler = Callable[[M, HandlingContext[M]], object]
+#: A dead-letter queue: any mutable mapping from message id to (message, reason).
+DLQ = MutableMapping[bytes, tuple[Message, str]]
+
+
+class Processor(Generic[M]):
+    """Routes each message to exactly one handler, chosen by matchers.
+
+    Register handlers with :meth:`handle_for` and hooks with the hook decorators, then
+    give the processor to an adapter (or to :meth:`test_client`) to run it. A message
+    that no handler, or more than one, matches, or whose handling fails, is written to
+    the DLQ (see :meth:`set_dlq`) and acked; with no DLQ, :class:`~missive.HandlingError`
+    is raised and the message is not acked.
+
+    Type it to check handlers against a message class::
+
+        processor: missive.Processor[missive.JSONMessage] = missive.Processor()
+    """
+
+    def __init__(self) -> None:
+        #: ``(matcher, handler, handler name)`` in registration order.
+        self.routes: list[tuple[Matcher[M], Handler[M], str]] = []
+        self.before_processing_hooks: list[ProcessingHook[M]] = []
+        self.after_processing_hooks: list[ProcessingHook[M]] = []
+        self.before_handling_hooks: list[HandlingHook[M]] = []
+        self.after_handling_hooks: list[HandlingHook[M]] = []
+        #: Where messages that cannot be handled are stored; ``None`` until set.
+        self.dlq: DLQ | None = None
+
+    def handle_for(self, matcher: Matcher[M]) -> Callable[[Handler[M]], Handler[M]]:
+        """Register the decorated function as the handler for messages ``matcher`` accepts.
+
+        The handler is returned unchanged. Each message must be matched by exactly one
+        handler's matcher.
+
+        :raises TypeError: if ``matcher`` is not callable.
+        :raises RegistrationError: if the same matcher object is already registered.
+        """
+        if not callable(matcher):
+            raise TypeError(
+                f"a matcher must be callable (message -> bool), not {type(matcher).__name__} "
+                f"{matcher!r}"
+            )
+        def register(handler: Handler[M]) -> Handler[M]:
+            name = getattr(handler, "__qualname__", None) or repr(handler)
+            for registered, _, other in self.routes:
+                if registered is matcher:
+                    raise RegistrationError(
+                        f"matcher {matcher!r} of handler {name!r} is already registered "
+                        f"for handler {other!r}; every message goes to exactly one handler, "
+                        "so give each handler its own matcher"
+                    )
+            self.routes.append((matcher, handler, name))
+            return handler
+
+        return register
+
+    def before_processing(self, hook: ProcessingHook[M]) -> ProcessingHook[M]:
+        """Register a hook run once at startup, before the first message: ``hook(processing_ctx)``.
+
+        If it raises, processing does not start and the error propagates.
+        """
+        self.before_processing_hooks.append(hook)
+        return hook
+
+    def after_processing(self, hook: ProcessingHook[M]) -> ProcessingHook[M]:
+        """Register a hook run once at shutdown, even after an error: ``hook(processing_ctx)``."""
+        self.after_processing_hooks.append(hook)
+        return hook
+
+    def before_handling(self, hook: HandlingHook[M]) -> HandlingHook[M]:
+        """Register a hook run before each message: ``hook(processing_ctx, handling_ctx)``.
+
+        If it raises, the message is not handled; it is dead-lettered with that reason.
+        """
+        self.before_handling_hooks.append(hook)
+        return hook
+
+    def after_handling(self, hook: HandlingHook[M]) -> HandlingHook[M]:
+        """Register a hook run after each message, even when handling failed.
+
+        Called as ``hook(processing_ctx, handling_ctx)``. If it raises, the message is
+        dead-lettered with that reason. After-hooks run in reverse registration order.
+        """
+        self.after_handling_hooks.append(hook)
+        return hook
+
+    def set_dlq(self, dlq: DLQ | None) -> None:
+        """Store messages that cannot be handled in ``dlq`` (any mutable mapping), then ack them."""
+        self.dlq = dlq
+
+    def context(self) -> ProcessingContext[M]:
+        """A new processing context: what an adapter enters to run the processor."""
+        return ProcessingContext(self)
+
+    def test_client(self) -> TestClient[M]:
+        """A client that sends messages straight to this processor, for tests."""
+        from missive.testing import TestClient
+
+        return TestClient(self)

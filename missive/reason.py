@@ -1,0 +1,58 @@
+"""DeadLetterReason: why a message was dead-lettered, as a string with details."""
+
+from __future__ import annotations
+
+import traceback as _traceback
+
+__all__ = ["DeadLetterReason"]
+
+
+class DeadLetterReason(str):
+    """Why a message could not be handled: a ``str`` that also carries details.
+
+    A plain mapping DLQ stores it as the string it is; a database DLQ also stores
+    the details. ``summary`` is the reason without exception text, which is what
+    Missive logs (exception text can quote the payload).
+
+    :param reason: the full reason, for the DLQ.
+    :param summary: the reason without exception text; defaults to ``reason``.
+    :param handler: the handler's name, when one was chosen.
+    :param exc_type: the exception's type name, when one was raised.
+    :param traceback: the formatted traceback, when one was raised.
+    """
+
+    summary: str
+    handler: str | None
+    exc_type: str | None
+    traceback: str | None
+
+    def __new__(
+        cls,
+        reason: str,
+        *,
+        summary: str | None = None,
+        handler: str | None = None,
+        exc_type: str | None = None,
+        traceback: str | None = None,
+    ) -> DeadLetterReason:
+        self = super().__new__(cls, reason)
+        self.summary = reason if summary is None else summary
+        self.handler = handler
+        self.exc_type = exc_type
+        self.traceback = traceback
+        return self
+
+    @classmethod
+    def from_exception(
+        cls, what: str, exc: BaseException, *, handler: str | None = None
+    ) -> DeadLetterReason:
+        """A reason for ``exc``, raised by ``what`` (for example ``"handler 'greet'"``)."""
+        exc_type = type(exc).__qualname__
+        summary = f"{what} raised {exc_type}"
+        return cls(
+            f"{summary}: {exc}",
+            summary=summary,
+            handler=handler,
+            exc_type=exc_type,
+            traceback="".join(_traceback.format_exception(exc)),
+        )
