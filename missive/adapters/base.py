@@ -58,6 +58,7 @@ class Adapter(abc.ABC, Generic[M]):
         self.message_cls = message_cls
         self.processor = processor
         self._stop_requested = threading.Event()
+        self._ready = threading.Event()
 
     @abc.abstractmethod
     def run(self) -> None:
@@ -66,6 +67,14 @@ class Adapter(abc.ABC, Generic[M]):
     def stop(self) -> None:
         """Ask :meth:`run` to finish the message in hand and return. Thread-safe."""
         self._stop_requested.set()
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        """Wait until :meth:`run` is consuming (subscribed, connected); ``False`` on timeout."""
+        return self._ready.wait(timeout)
+
+    def _set_ready(self) -> None:
+        """Subclasses call this once they receive messages (after subscribing, say)."""
+        self._ready.set()
 
     @property
     def stop_requested(self) -> bool:

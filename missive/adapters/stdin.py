@@ -66,6 +66,7 @@ class StdinAdapter(Adapter[M]):
         line_number = 0
         with self.stop_on_signals(), self.processor.context() as context:
             logger.info("reading messages, one per line")
+            self._set_ready()
             while not self.stop_requested:
                 self._reading = True
                 try:
