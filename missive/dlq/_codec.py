@@ -1,0 +1,139 @@
+"""What every database DLQ shares: attributes as JSON, reasons, times and message classes."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from missive.message import Message, RawMessage, message_class_named
+from missive.reason import DeadLetterReason
+
+__all__ = [
+    "BYTES_TAG",
+    "MessageClasses",
+    "decode_attributes",
+    "encode_attributes",
+    "format_time",
+    "parse_time",
+    "reason_fields",
+    "utc",
+]
+
+#: The key of the one-key JSON object that stands for a ``bytes`` attribute value.
+BYTES_TAG = "__missive_bytes_b64__"
+
+# Fixed width, so that stored times sort and compare as text.
+_TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%f+00:00"
+
+
+def _jsonable(value: Any) -> Any:
+    if value is None or isinstance(value, str | bool | int | float):
+        return value
+    if isinstance(value, bytes | bytearray | memoryview):
+        return {BYTES_TAG: base64.b64encode(bytes(value)).decode("ascii")}
+    if isinstance(value, Mapping):
+        return {str(key): _jsonable(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(item) for item in value]
+    return str(value)
+
+
+def encode_attributes(attributes: Mapping[str, Any]) -> str:
+    """``attributes`` as JSON text.
+
+    ``bytes`` values become ``{BYTES_TAG: base64}`` and read back as ``bytes``; tuples
+    become lists; keys become strings; any other value JSON cannot hold is stored
+    as its ``str``.
+    """
+    return json.dumps(_jsonable(attributes), separators=(",", ":"))
+
+
+def _untag(obj: dict[str, Any]) -> Any:
+    if len(obj) == 1 and isinstance(obj.get(BYTES_TAG), str):
+        try:
+            return base64.b64decode(obj[BYTES_TAG], validate=True)
+        except binascii.Error:
+            return obj
+    return obj
+
+
+def decode_attributes(text: str) -> dict[str, Any]:
+    """The attributes that :func:`encode_attributes` turned into ``text``."""
+    value = json.loads(text, object_hook=_untag)
+    return value if isinstance(value, dict) else {}
+
+
+def reason_fields(reason: str) -> tuple[str, str, str | None, str | None, str | None]:
+    """``(reason, summary, handler, exc_type, traceback)`` of a reason or plain ``str``."""
+    if not isinstance(reason, str):
+        raise TypeError(f"a dead letter's reason must be a str, not {type(reason).__name__}")
+    if isinstance(reason, DeadLetterReason):
+        return str(reason), reason.summary, reason.handler, reason.exc_type, reason.traceback
+    return str(reason), str(reason), None, None, None
+
+
+def utc(moment: datetime, name: str) -> datetime:
+    """``moment`` in UTC.
+
+    :raises ValueError: if it is naive (its time zone would be a guess).
+    """
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError(
+            f"{name} must be an aware datetime, such as datetime.now(UTC), not naive {moment}"
+        )
+    return moment.astimezone(UTC)
+
+
+def format_time(moment: datetime) -> str:
+    """``moment`` (aware) as fixed-width ISO-8601 UTC text, which sorts as time does."""
+    return utc(moment, "a dead letter's time").strftime(_TIME_FORMAT)
+
+
+def parse_time(text: str) -> datetime:
+    """The aware UTC datetime that :func:`format_time` wrote as ``text``."""
+    return datetime.fromisoformat(text).astimezone(UTC)
+
+
+class MessageClasses:
+    """Finds the class to rebuild a stored message with, never importing anything.
+
+    A class given here wins; then any :class:`~missive.Message` subclass the program
+    has already defined (:func:`missive.message.message_class_named`); otherwise the
+    message is rebuilt as a :class:`~missive.RawMessage`.
+    """
+
+    def __init__(self, classes: Iterable[type[Message]], logger: logging.Logger) -> None:
+        self._classes: dict[str, type[Message]] = {}
+        for cls in classes:
+            if not (isinstance(cls, type) and issubclass(cls, Message)):
+                raise TypeError(f"message_classes must hold Message subclasses, not {cls!r}")
+            self._classes[f"{cls.__module__}.{cls.__qualname__}"] = cls
+        self._logger = logger
+
+    def build(
+        self, class_name: str, raw_data: bytes, message_id: bytes, attributes: Mapping[str, Any]
+    ) -> Message:
+        """A message of the class named ``class_name``, or a RawMessage if it is unknown."""
+        cls = self._classes.get(class_name) or message_class_named(class_name)
+        if cls is None:
+            self._logger.debug(
+                "dead letter %r: message class %s is not imported; read as RawMessage",
+                message_id,
+                class_name,
+            )
+            return RawMessage(raw_data, message_id, attributes)
+        try:
+            return cls(raw_data, message_id, attributes)
+        except Exception as exc:
+            self._logger.warning(
+                "dead letter %r: message class %s could not be built (%s); read as RawMessage",
+                message_id,
+                class_name,
+                type(exc).__name__,
+            )
+            return RawMessage(raw_data, message_id, attributes)

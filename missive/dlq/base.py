@@ -1,0 +1,139 @@
+"""The DLQ contract: :class:`DeadLetterStore` and the :class:`DeadLetter` record it keeps."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterator, Mapping, MutableMapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from types import TracebackType
+from typing import Any, Self
+
+from missive.message import Message
+from missive.reason import DeadLetterReason
+
+__all__ = ["DeadLetter", "DeadLetterStore"]
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """One stored dead letter: the message, why it failed, and when.
+
+    ``reason`` and ``traceback`` are left out of the ``repr``: exception text can
+    quote the payload.
+    """
+
+    #: The message's id, the store's key.
+    message_id: bytes
+    #: The message, rebuilt as its class (or :class:`~missive.RawMessage`, see the contract).
+    message: Message
+    #: The full reason, with its details (a plain ``str`` reason reads back as one too).
+    reason: DeadLetterReason = field(repr=False)
+    #: The handler chosen for the message, if routing chose one.
+    handler: str | None
+    #: The exception's type name, if one was raised.
+    exc_type: str | None
+    #: The formatted traceback, if an exception was raised.
+    traceback: str | None = field(repr=False)
+    #: ``"module.QualName"`` of the message's class when it was dead-lettered.
+    message_class: str
+    #: The transport's attributes of the message.
+    attributes: Mapping[str, Any]
+    #: The size of the message's bytes.
+    size: int
+    #: When this id was first dead-lettered (aware, UTC).
+    first_dead_lettered_at: datetime
+    #: When this id was last dead-lettered (aware, UTC).
+    dead_lettered_at: datetime
+    #: How many times this id has been dead-lettered.
+    times: int
+
+    @property
+    def summary(self) -> str:
+        """The reason without exception text: what is safe to log."""
+        return self.reason.summary
+
+
+class DeadLetterStore(MutableMapping[bytes, tuple[Message, str]]):
+    """A durable DLQ: a mapping from message id to ``(message, reason)`` that keeps records.
+
+    Give one to :meth:`missive.Processor.set_dlq`. The contract every store keeps:
+
+    * **Writing.** ``store[message.message_id] = (message, reason)``, where ``reason``
+      is a :class:`~missive.DeadLetterReason` or a plain ``str``. The key must be the
+      message's own id (``ValueError`` otherwise). The assignment returns only once the
+      dead letter is stored durably: the adapter acks the message right after, so a
+      store must never return before the write is committed. A failed write raises
+      (the processor turns it into :class:`~missive.DLQWriteError` and does not ack).
+    * **Rewriting.** Writing an id already stored replaces its message and reason,
+      keeps its place in the order and its ``first_dead_lettered_at``, updates
+      ``dead_lettered_at`` and adds one to ``times``. It never fails for being a
+      duplicate: redelivered messages are dead-lettered again.
+    * **Reading.** ``store[id]`` gives an equal message (same id, bytes and
+      attributes) of the same class, and a :class:`~missive.DeadLetterReason` with
+      the stored details. The class is one the program has already imported
+      (:func:`missive.message.message_class_named`) or was given to the store; any
+      other is read as :class:`~missive.RawMessage`. A store never unpickles and never
+      imports a module named by its storage. A missing id raises ``KeyError``, as does
+      a key that is not ``bytes``.
+    * **Order.** Iteration, :meth:`records` and :meth:`oldest` go oldest first: in
+      the order ids were first stored (as a ``dict`` keeps insertion order).
+    * **Threads.** Every method may be called from any thread.
+    * **Closing.** :meth:`close` (or leaving a ``with`` block) releases the storage;
+      it is idempotent, and a closed store raises :class:`~missive.DLQError`.
+    * **Errors.** Storage that cannot be opened or used raises
+      :class:`~missive.DLQError` naming where it is, what is wrong and what to do;
+      the constructor checks the storage, so a bad path fails at startup, not at
+      the first dead letter.
+    * **Logging.** Payloads, reasons and tracebacks are never logged at INFO or above.
+    """
+
+    @abc.abstractmethod
+    def record(self, message_id: bytes) -> DeadLetter:
+        """The record of ``message_id``.
+
+        :raises KeyError: if it is not stored.
+        """
+
+    @abc.abstractmethod
+    def records(
+        self,
+        *,
+        reason: str | None = None,
+        handler: str | None = None,
+        since: datetime | None = None,
+        before: datetime | None = None,
+        limit: int | None = None,
+    ) -> Iterator[DeadLetter]:
+        """The records, oldest first, that match every filter given.
+
+        :param reason: only those whose reason contains this text (case-sensitive).
+        :param handler: only those dead-lettered from this handler.
+        :param since: only those last dead-lettered at or after this aware datetime.
+        :param before: only those last dead-lettered before this aware datetime.
+        :param limit: at most this many.
+        :raises ValueError: if ``since`` or ``before`` is naive, or ``limit`` negative.
+        """
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release the storage; idempotent."""
+
+    def oldest(self) -> DeadLetter | None:
+        """The oldest record (the first stored), or ``None`` when the store is empty."""
+        return next(self.records(limit=1), None)
+
+    def __getitem__(self, message_id: bytes) -> tuple[Message, str]:
+        record = self.record(message_id)
+        return record.message, record.reason
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

@@ -1,0 +1,412 @@
+"""SQLiteDLQ: dead letters kept in an SQLite database file (standard library only).
+
+::
+
+    from missive.dlq.sqlite import SQLiteDLQ
+
+    processor.set_dlq(SQLiteDLQ("/var/dlq.db"))
+
+The database is in WAL mode with ``synchronous=FULL``: a dead letter is committed and
+on disk before the write returns, and several processes can write one file at once
+(each waits up to ``timeout`` seconds for the others). Do not put the file on a
+network file system: SQLite's locking does not work there.
+
+Schema (version 1, in ``PRAGMA user_version``): one table, ``missive_dead_letters``,
+one row a message id; times are ISO-8601 UTC text.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from missive.dlq._codec import (
+    MessageClasses,
+    decode_attributes,
+    encode_attributes,
+    format_time,
+    parse_time,
+    reason_fields,
+    utc,
+)
+from missive.dlq.base import DeadLetter, DeadLetterStore
+from missive.errors import DLQError
+from missive.message import Message
+from missive.reason import DeadLetterReason
+
+__all__ = ["SCHEMA_VERSION", "TABLE", "SQLiteDLQ"]
+
+logger = logging.getLogger("missive.dlq.sqlite")
+
+#: The schema version this module writes, stored in ``PRAGMA user_version``.
+SCHEMA_VERSION = 1
+#: The one table that holds the dead letters.
+TABLE = "missive_dead_letters"
+
+_SCHEMA = (
+    f"""CREATE TABLE IF NOT EXISTS {TABLE} (
+        seq INTEGER PRIMARY KEY,
+        message_id BLOB NOT NULL UNIQUE,
+        raw_data BLOB NOT NULL,
+        message_class TEXT NOT NULL,
+        attributes TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        summary TEXT NOT NULL,
+        handler TEXT,
+        exc_type TEXT,
+        traceback TEXT,
+        first_dead_lettered_at TEXT NOT NULL,
+        dead_lettered_at TEXT NOT NULL,
+        times INTEGER NOT NULL DEFAULT 1
+    )""",
+    f"CREATE INDEX IF NOT EXISTS {TABLE}_dead_lettered_at ON {TABLE} (dead_lettered_at)",
+    f"PRAGMA user_version = {SCHEMA_VERSION}",
+)
+
+_UPSERT = f"""
+INSERT INTO {TABLE} (
+    message_id, raw_data, message_class, attributes, reason, summary, handler, exc_type,
+    traceback, first_dead_lettered_at, dead_lettered_at, times
+) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)
+ON CONFLICT (message_id) DO UPDATE SET
+    raw_data = excluded.raw_data,
+    message_class = excluded.message_class,
+    attributes = excluded.attributes,
+    reason = excluded.reason,
+    summary = excluded.summary,
+    handler = excluded.handler,
+    exc_type = excluded.exc_type,
+    traceback = excluded.traceback,
+    dead_lettered_at = excluded.dead_lettered_at,
+    times = times + 1
+"""  # noqa: S608 - TABLE is a constant
+
+_COLUMNS = (
+    "seq, message_id, raw_data, message_class, attributes, reason, summary, handler, "
+    "exc_type, traceback, first_dead_lettered_at, dead_lettered_at, times"
+)
+_SELECT = f"SELECT {_COLUMNS} FROM {TABLE}"  # noqa: S608 - constants only
+_PAGE = 500
+
+# Connections a forked child inherited: never used, closed or freed by the child,
+# since SQLite connections must not cross fork().
+_inherited: list[sqlite3.Connection] = []
+
+
+class SQLiteDLQ(DeadLetterStore):
+    """A DLQ in an SQLite database file; see :class:`~missive.dlq.DeadLetterStore`.
+
+    The file and its table are created if missing. One connection serves the whole
+    process, guarded by a lock, so the store may be used from any thread (SQLite
+    serializes writes anyway). A process forked after the store was opened opens its
+    own connection on first use.
+
+    :param path: the database file; its directory must exist.
+    :param timeout: how many seconds a write waits for other processes' writes.
+    :param message_classes: message classes to rebuild stored messages with, in
+        addition to every :class:`~missive.Message` subclass already imported.
+    :raises DLQError: if the path is a directory, its directory does not exist, the
+        file cannot be created or written, is not an SQLite database, or was written
+        by a newer schema version.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        timeout: float = 30.0,
+        message_classes: Iterable[type[Message]] = (),
+    ) -> None:
+        #: The database file's path.
+        self.path = os.fspath(path)
+        #: How many seconds a write waits for other processes' writes.
+        self.timeout = timeout
+        self._classes = MessageClasses(message_classes, logger)
+        self._lock = threading.Lock()
+        self._closed = False
+        self._connection = _open(self.path, timeout)
+        self._pid = os.getpid()
+
+    def _conn(self) -> sqlite3.Connection:
+        # Call with the lock held.
+        if self._closed:
+            raise DLQError(f"the SQLite DLQ at {self.path!r} is closed; open a new SQLiteDLQ")
+        if self._pid != os.getpid():
+            _inherited.append(self._connection)
+            self._connection = _open(self.path, self.timeout)
+            self._pid = os.getpid()
+        return self._connection
+
+    def _execute(self, what: str, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
+        with self._lock:
+            conn = self._conn()
+            try:
+                return conn.execute(sql, params).fetchall()
+            except sqlite3.Error as exc:
+                raise DLQError(_problem(self.path, exc, what, self.timeout)) from exc
+
+    def __setitem__(self, message_id: bytes, value: tuple[Message, str]) -> None:
+        message, reason = value
+        if not isinstance(message, Message):
+            raise TypeError(f"a dead letter's message must be a Message, not {message!r}")
+        if type(message_id) is not bytes or message_id != message.message_id:
+            raise ValueError(
+                f"a dead letter is stored under its message's id {message.message_id!r}, "
+                f"not {message_id!r}"
+            )
+        full, summary, handler, exc_type, traceback = reason_fields(reason)
+        now = format_time(datetime.now(UTC))
+        self._execute(
+            f"store dead letter {message_id!r}",
+            _UPSERT,
+            (
+                message_id,
+                message.raw_data,
+                message.class_name,
+                encode_attributes(message.attributes),
+                full,
+                summary,
+                handler,
+                exc_type,
+                traceback,
+                now,
+                now,
+            ),
+        )
+        logger.debug("stored dead letter %r (%d bytes)", message_id, len(message.raw_data))
+
+    def record(self, message_id: bytes) -> DeadLetter:
+        """The record of ``message_id``; see :meth:`DeadLetterStore.record`."""
+        if type(message_id) is not bytes:
+            raise KeyError(message_id)
+        rows = self._execute(
+            f"read dead letter {message_id!r}", f"{_SELECT} WHERE message_id = ?", (message_id,)
+        )
+        if not rows:
+            raise KeyError(message_id)
+        return self._dead_letter(rows[0])
+
+    def records(
+        self,
+        *,
+        reason: str | None = None,
+        handler: str | None = None,
+        since: datetime | None = None,
+        before: datetime | None = None,
+        limit: int | None = None,
+    ) -> Iterator[DeadLetter]:
+        """The records, oldest first; see :meth:`DeadLetterStore.records`.
+
+        Rows are read a page at a time, so no lock or transaction is held between
+        records; rows written meanwhile may or may not appear.
+        """
+        where = ["seq > ?"]
+        params: list[Any] = []
+        if reason is not None:
+            where.append("instr(reason, ?) > 0")
+            params.append(reason)
+        if handler is not None:
+            where.append("handler = ?")
+            params.append(handler)
+        if since is not None:
+            where.append("dead_lettered_at >= ?")
+            params.append(format_time(utc(since, "since")))
+        if before is not None:
+            where.append("dead_lettered_at < ?")
+            params.append(format_time(utc(before, "before")))
+        if limit is not None and limit < 0:
+            raise ValueError(f"limit must be 0 or more, not {limit}")
+        sql = f"{_SELECT} WHERE {' AND '.join(where)} ORDER BY seq LIMIT ?"
+        return self._pages(sql, params, limit)
+
+    def _pages(self, sql: str, params: list[Any], limit: int | None) -> Iterator[DeadLetter]:
+        last = 0
+        left = -1 if limit is None else limit
+        while left:
+            page = _PAGE if left < 0 else min(left, _PAGE)
+            rows = self._execute("read dead letters", sql, (last, *params, page))
+            for row in rows:
+                yield self._dead_letter(row)
+            if len(rows) < page:
+                return
+            last = rows[-1][0]
+            if left > 0:
+                left -= len(rows)
+
+    def _dead_letter(self, row: tuple[Any, ...]) -> DeadLetter:
+        (_, message_id, raw_data, class_name, attributes_text, reason, summary, handler,
+         exc_type, traceback, first, last, times) = row  # fmt: skip
+        attributes = decode_attributes(attributes_text)
+        message = self._classes.build(class_name, raw_data, message_id, attributes)
+        return DeadLetter(
+            message_id=message_id,
+            message=message,
+            reason=DeadLetterReason(
+                reason, summary=summary, handler=handler, exc_type=exc_type, traceback=traceback
+            ),
+            handler=handler,
+            exc_type=exc_type,
+            traceback=traceback,
+            message_class=class_name,
+            attributes=message.attributes,
+            size=len(raw_data),
+            first_dead_lettered_at=parse_time(first),
+            dead_lettered_at=parse_time(last),
+            times=times,
+        )
+
+    def __delitem__(self, message_id: bytes) -> None:
+        if type(message_id) is not bytes:
+            raise KeyError(message_id)
+        with self._lock:
+            conn = self._conn()
+            try:
+                deleted = conn.execute(
+                    f"DELETE FROM {TABLE} WHERE message_id = ?",  # noqa: S608 - constant
+                    (message_id,),
+                ).rowcount
+            except sqlite3.Error as exc:
+                raise DLQError(
+                    _problem(self.path, exc, f"delete {message_id!r}", self.timeout)
+                ) from exc
+        if not deleted:
+            raise KeyError(message_id)
+
+    def __contains__(self, message_id: object) -> bool:
+        if type(message_id) is not bytes:
+            return False
+        sql = f"SELECT 1 FROM {TABLE} WHERE message_id = ?"  # noqa: S608 - constant
+        return bool(self._execute(f"look up {message_id!r}", sql, (message_id,)))
+
+    def __iter__(self) -> Iterator[bytes]:
+        sql = f"SELECT seq, message_id FROM {TABLE} WHERE seq > ? ORDER BY seq LIMIT ?"  # noqa: S608
+        last = 0
+        while True:
+            rows = self._execute("list dead letters", sql, (last, _PAGE))
+            for _, message_id in rows:
+                yield message_id
+            if len(rows) < _PAGE:
+                return
+            last = rows[-1][0]
+
+    def __len__(self) -> int:
+        count: int = self._execute("count", f"SELECT count(*) FROM {TABLE}")[0][0]  # noqa: S608
+        return count
+
+    def close(self) -> None:
+        """Close the connection; idempotent. The store cannot be used afterwards."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            if self._pid == os.getpid():
+                self._connection.close()
+            else:
+                _inherited.append(self._connection)
+        logger.debug("closed DLQ %s", self.path)
+
+    def __repr__(self) -> str:
+        return f"<SQLiteDLQ {self.path!r}{' closed' if self._closed else ''}>"
+
+
+def _open(path: str, timeout: float) -> sqlite3.Connection:
+    _check_path(path)
+    try:
+        conn = sqlite3.connect(path, timeout=timeout, isolation_level=None, check_same_thread=False)
+    except sqlite3.Error as exc:
+        raise DLQError(_problem(path, exc, "open the database", timeout)) from exc
+    try:
+        _prepare(conn, path)
+    except sqlite3.Error as exc:
+        conn.close()
+        raise DLQError(_problem(path, exc, "open the database", timeout)) from exc
+    except BaseException:
+        conn.close()
+        raise
+    logger.debug("opened DLQ %s (schema version %d)", path, SCHEMA_VERSION)
+    return conn
+
+
+def _check_path(path: str) -> None:
+    if path == ":memory:":
+        return
+    where = Path(path)
+    if where.is_dir():
+        raise DLQError(
+            f"cannot open the SQLite DLQ at {path!r}: it is a directory; "
+            f"give the path of a database file instead, such as {str(where / 'dlq.db')!r}"
+        )
+    directory = where.absolute().parent
+    if not directory.exists():
+        raise DLQError(
+            f"cannot open the SQLite DLQ at {path!r}: its directory {str(directory)!r} does "
+            "not exist; create it (mkdir -p) or choose another path"
+        )
+    if not directory.is_dir():
+        raise DLQError(
+            f"cannot open the SQLite DLQ at {path!r}: {str(directory)!r} is not a directory; "
+            "choose another path"
+        )
+
+
+def _prepare(conn: sqlite3.Connection, path: str) -> None:
+    # Reading the header first reports a file that is not a database.
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        raise DLQError(_newer(path, version))
+    mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+    if str(mode).lower() != "wal" and path != ":memory:":
+        raise DLQError(
+            f"cannot open the SQLite DLQ at {path!r}: SQLite refused WAL mode (journal "
+            f"mode is {mode!r}); put the file on a local file system"
+        )
+    conn.execute("PRAGMA synchronous = FULL")
+    # A write transaction even when the schema exists: it proves the file is writable.
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise DLQError(_newer(path, version))
+        for statement in _SCHEMA:
+            conn.execute(statement)
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+def _newer(path: str, version: int) -> str:
+    return (
+        f"cannot open the SQLite DLQ at {path!r}: it has schema version {version}, newer "
+        f"than this Missive's {SCHEMA_VERSION}; upgrade Missive or use another file"
+    )
+
+
+def _problem(path: str, exc: sqlite3.Error, what: str, timeout: float) -> str:
+    text = str(exc)
+    if "not a database" in text:
+        advice = "it is not an SQLite database (or is corrupt); point the DLQ at a new file"
+    elif "unable to open" in text:
+        advice = (
+            "the file cannot be opened or created; check that the path is a file in a "
+            "directory this process can write to"
+        )
+    elif "readonly" in text or "read-only" in text:
+        advice = "it is read-only; make the file and its directory writable by this process"
+    elif "locked" in text or "busy" in text:
+        advice = (
+            f"another process held it locked for over {timeout:g} s; "
+            "raise the timeout or find the process holding it"
+        )
+    elif "disk" in text or "full" in text:
+        advice = "the disk is full or failing; free space or move the DLQ"
+    else:
+        advice = "check the file and its directory"
+    return f"SQLite DLQ at {path!r}: cannot {what} ({type(exc).__name__}: {text}); {advice}"
