@@ -1,0 +1,149 @@
+"""The HTTP side of the WSGI adapter: reading a bounded body, headers, JSON responses."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+__all__ = ["RejectedError", "StartResponse", "read_body", "request_headers", "respond"]
+
+StartResponse = Callable[..., Any]
+
+STATUS = {
+    200: "200 OK",
+    202: "202 Accepted",
+    400: "400 Bad Request",
+    401: "401 Unauthorized",
+    404: "404 Not Found",
+    405: "405 Method Not Allowed",
+    413: "413 Content Too Large",
+    500: "500 Internal Server Error",
+    503: "503 Service Unavailable",
+}
+
+_CHUNK = 64 * 1024
+
+
+class RejectedError(Exception):
+    """A request refused before it became a message; ``reason`` is for the log only."""
+
+    def __init__(
+        self,
+        status: int,
+        document: dict[str, Any],
+        reason: str,
+        headers: Iterable[tuple[str, str]] = (),
+    ) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.document = document
+        self.reason = reason
+        self.headers = list(headers)
+
+
+def respond(
+    start_response: StartResponse,
+    status: int,
+    document: Mapping[str, Any],
+    headers: Iterable[tuple[str, str]] = (),
+    head: bool = False,
+) -> list[bytes]:
+    """Start a JSON response; returns the WSGI body (empty for a HEAD request)."""
+    body = json.dumps(document, separators=(",", ":")).encode("utf-8")
+    start_response(
+        STATUS[status],
+        [
+            ("Content-Type", "application/json"),
+            ("Content-Length", str(len(body))),
+            *headers,
+        ],
+    )
+    return [] if head else [body]
+
+
+def request_headers(environ: Mapping[str, Any]) -> dict[str, str]:
+    """The request's headers from a WSGI environ, names lower-case with dashes."""
+    headers = {
+        key[5:].replace("_", "-").lower(): value
+        for key, value in environ.items()
+        if key.startswith("HTTP_")
+    }
+    content_type = environ.get("CONTENT_TYPE")
+    if content_type:
+        headers["content-type"] = content_type
+    content_length = environ.get("CONTENT_LENGTH")
+    if content_length:
+        headers["content-length"] = content_length
+    return headers
+
+
+def _too_large(size: str, limit: int) -> RejectedError:
+    return RejectedError(
+        413,
+        {"status": "rejected", "error": "body too large", "limit": limit},
+        f"body of {size} bytes exceeds the limit of {limit} bytes",
+    )
+
+
+def read_body(environ: Mapping[str, Any], limit: int) -> bytes:
+    """Read the request body, at most ``limit`` bytes, without reading a larger one whole.
+
+    With a ``Content-Length`` the length is checked first. Without one, a chunked
+    body (or one the server says ends, ``wsgi.input_terminated``) is read up to
+    ``limit + 1`` bytes; any other request has no body.
+
+    :raises RejectedError: 413 for a body over ``limit``, 400 for a bad or short length.
+    """
+    stream = environ["wsgi.input"]
+    length_text = environ.get("CONTENT_LENGTH")
+    if length_text:
+        if not length_text.isdigit():
+            raise RejectedError(
+                400,
+                {"status": "rejected", "error": "invalid Content-Length"},
+                "invalid Content-Length header",
+            )
+        length = int(length_text)
+        if length > limit:
+            raise _too_large(length_text, limit)
+        body = _read(stream, length)
+        if len(body) < length:
+            raise RejectedError(
+                400,
+                {"status": "rejected", "error": "incomplete body"},
+                f"body ended after {len(body)} of {length} bytes",
+            )
+        return body
+    chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
+    if not (chunked or environ.get("wsgi.input_terminated")):
+        return b""
+    body = _read(stream, limit + 1)
+    if len(body) > limit:
+        raise _too_large(f"more than {limit}", limit)
+    return body
+
+
+def _read(stream: Any, size: int) -> bytes:
+    """Read up to ``size`` bytes, fewer only at the end of the body."""
+    if size == 0:
+        return b""
+    try:
+        data: bytes = stream.read(size)
+        if len(data) == size or not data:
+            return data
+        parts = [data]
+        got = len(data)
+        while got < size:
+            data = stream.read(min(size - got, _CHUNK))
+            if not data:
+                break
+            parts.append(data)
+            got += len(data)
+        return b"".join(parts)
+    except Exception as exc:  # servers raise their own types for a broken body
+        raise RejectedError(
+            400,
+            {"status": "rejected", "error": "could not read the body"},
+            f"reading the body failed: {type(exc).__name__}",
+        ) from exc

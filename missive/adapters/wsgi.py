@@ -1,0 +1,374 @@
+"""WSGIAdapter: a processor as a web application, one message per POST (webhooks).
+
+Run it under any WSGI server; the adapter itself is the application::
+
+    adapter = WSGIAdapter(missive.JSONMessage, processor)
+    # gunicorn --workers 4 --threads 8 mymodule:adapter
+
+Standard library only. See ``docs/wsgi.md`` for status codes, limits and signatures.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+import weakref
+import wsgiref.simple_server
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from missive._typing import M
+from missive.adapters._wsgi_http import (
+    RejectedError,
+    StartResponse,
+    read_body,
+    request_headers,
+    respond,
+)
+from missive.adapters._wsgi_signature import HMACSignature, SignatureVerifier, StripeSignature
+from missive.adapters.base import Adapter
+from missive.context import Outcome, ProcessingContext
+from missive.errors import DLQWriteError, HandlingError
+from missive.processor import Processor
+
+__all__ = ["HMACSignature", "SignatureVerifier", "StripeSignature", "WSGIAdapter"]
+
+logger = logging.getLogger("missive.adapters.wsgi")
+
+#: Headers left out of message attributes by default: credentials do not belong in a DLQ.
+DEFAULT_DROP_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
+_MAX_ID_LENGTH = 256
+
+
+class WSGIAdapter(Adapter[M]):
+    """A WSGI application that turns each POST to ``path`` into one message.
+
+    The adapter instance is the WSGI callable (``gunicorn mymodule:adapter``);
+    :attr:`app` is the same object. The message's bytes are the request body; its
+    attributes are ``method``, ``path``, ``query_string``, ``remote_addr`` and
+    ``headers`` (a dict, names lower-case, without ``drop_headers``).
+
+    The response says what became of the message, as a small JSON document:
+
+    * ACKED: 200. NACKED: 503 with ``Retry-After``: the sender should retry.
+    * DEAD_LETTERED: 202 with the message id: it is stored, so do not retry.
+    * Not handled and no DLQ (HandlingError), or the DLQ write failed
+      (DLQWriteError): 500, the message is not stored; the reason goes to the log.
+    * Refused before processing: 400 (bad length), 401 (signature), 404 (other
+      paths), 405 (other methods, with ``Allow``), 413 (body over the limit), 503
+      (the processing hooks failed, or the adapter is closed).
+
+    **Processing hooks** run once per process: ``before_processing`` on the first
+    request (or :meth:`start`), under a lock, and ``after_processing`` on
+    :meth:`close`, which runs at interpreter exit (``atexit``) or from a server hook
+    such as gunicorn's ``worker_exit``. A forked child starts its own run.
+
+    **Threads**: requests may be processed on several threads at once (gunicorn
+    ``--threads``), so handlers must be thread-safe. :meth:`close` waits for the
+    requests in progress before running the ``after_processing`` hooks.
+
+    :param message_cls: the message class to build each request body into.
+    :param processor: the processor to run.
+    :param path: the path that accepts messages.
+    :param health_path: the path answering ``GET`` with 200 once the processing hooks
+        ran (503 if they failed or the adapter is closed); ``None`` for none.
+    :param max_body_size: the largest body accepted, in bytes (1 MiB by default).
+    :param signature: a :class:`SignatureVerifier` (:class:`HMACSignature`,
+        :class:`StripeSignature`) every request must pass, else 401.
+    :param message_id_header: a header holding the sender's message id
+        (``"X-Message-Id"``, ``"Idempotency-Key"``); without it ids are generated.
+    :param retry_after: seconds sent in ``Retry-After`` with a 503.
+    :param drop_headers: header names (any case) left out of the message attributes.
+    :raises ValueError: for a path not starting with ``/``, equal paths, or negative sizes.
+    """
+
+    def __init__(
+        self,
+        message_cls: type[M],
+        processor: Processor[M],
+        *,
+        path: str = "/",
+        health_path: str | None = "/healthz",
+        max_body_size: int = 1024 * 1024,
+        signature: SignatureVerifier | None = None,
+        message_id_header: str | None = None,
+        retry_after: int = 30,
+        drop_headers: Iterable[str] = DEFAULT_DROP_HEADERS,
+    ) -> None:
+        super().__init__(message_cls, processor)
+        for name, value in (("path", path), ("health_path", health_path)):
+            if value is not None and not value.startswith("/"):
+                raise ValueError(f"{name} must start with '/', not {value!r}")
+        if path == health_path:
+            raise ValueError(f"path and health_path must differ, both are {path!r}")
+        if max_body_size < 0 or retry_after < 0:
+            raise ValueError("max_body_size and retry_after must be at least 0")
+        self.path = path
+        self.health_path = health_path
+        self.max_body_size = max_body_size
+        self.signature = signature
+        self.message_id_header = message_id_header.lower() if message_id_header else None
+        self.retry_after = retry_after
+        self.drop_headers = frozenset(name.lower() for name in drop_headers)
+        self._retry_headers = [("Retry-After", str(retry_after))]
+        self._reset()
+        ref = weakref.ref(self)
+        os.register_at_fork(after_in_child=lambda: _reset_in_child(ref))
+
+    def _reset(self) -> None:
+        self._lock = threading.Condition()
+        self._context: ProcessingContext[M] | None = None
+        self._closed = False
+        self._in_progress = 0
+
+    @property
+    def app(self) -> WSGIAdapter[M]:
+        """The WSGI application: the adapter itself."""
+        return self
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Run the ``before_processing`` hooks now, if they have not run in this process.
+
+        Called by the first request otherwise. Thread-safe and idempotent.
+
+        :raises RuntimeError: if the adapter is closed.
+        :raises Exception: whatever a ``before_processing`` hook raised; the next
+            call (or request) tries again.
+        """
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("this WSGI adapter is closed; create a new one")
+            if self._context is None:
+                context = self.processor.context()
+                context.__enter__()
+                self._context = context
+                atexit.register(self.close)
+                self._set_ready()
+                logger.info("processing started in process %d", os.getpid())
+
+    def close(self, timeout: float | None = None) -> None:
+        """Stop taking messages, wait for those in progress, run the ``after_processing`` hooks.
+
+        Requests arriving meanwhile or later get 503 and are not processed.
+        Idempotent; called at interpreter exit if processing started. Call it from
+        a server's worker-exit hook for an earlier, surer shutdown.
+
+        :param timeout: the longest wait for requests in progress, in seconds
+            (``None``: as long as they take). The hooks run after it either way.
+        :raises Exception: what an ``after_processing`` hook raised.
+        """
+        with self._lock:
+            self._closed = True
+            self.stop()
+            if not self._lock.wait_for(lambda: self._in_progress == 0, timeout):
+                logger.warning(
+                    "closing with %d requests still in progress after %ss",
+                    self._in_progress,
+                    timeout,
+                )
+            context, self._context = self._context, None
+        atexit.unregister(self.close)
+        if context is not None:
+            logger.info("processing stopped in process %d", os.getpid())
+            context.__exit__(None, None, None)
+
+    def _begin(self) -> ProcessingContext[M] | None:
+        """The running context with one more request in progress; ``None``: answer 503."""
+        with self._lock:
+            context = self._context
+            if context is None:
+                if self._closed:
+                    return None
+                try:
+                    self.start()
+                except Exception:
+                    logger.exception("a before_processing hook failed; answering 503")
+                    return None
+                context = self._context
+            self._in_progress += 1
+            return context
+
+    def _end(self) -> None:
+        with self._lock:
+            self._in_progress -= 1
+            if self._in_progress == 0 and self._closed:
+                self._lock.notify_all()
+
+    # -- requests -------------------------------------------------------------------
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
+        """Answer one request; see the class docstring for what each status means."""
+        path = environ.get("PATH_INFO") or "/"
+        method = environ.get("REQUEST_METHOD", "GET")
+        if path != self.path:
+            if path == self.health_path:
+                return self._health(method, start_response)
+            return respond(start_response, 404, {"status": "not found"})
+        if method != "POST":
+            return respond(
+                start_response, 405, {"status": "method not allowed"}, [("Allow", "POST")]
+            )
+        try:
+            body = read_body(environ, self.max_body_size)
+            headers = request_headers(environ)
+            if self.signature is not None:
+                problem = self.signature.verify(body, headers)
+                if problem is not None:
+                    document = {"status": "rejected", "error": "invalid or missing signature"}
+                    raise RejectedError(401, document, problem)
+            message_id = self._message_id(headers)
+        except RejectedError as rejected:
+            logger.warning(
+                "POST %s refused with %d, not processed: %s",
+                path,
+                rejected.status,
+                rejected.reason,
+            )
+            return respond(start_response, rejected.status, rejected.document, rejected.headers)
+        if self.drop_headers.intersection(headers):
+            headers = {k: v for k, v in headers.items() if k not in self.drop_headers}
+        attributes = {
+            "method": method,
+            "path": path,
+            "query_string": environ.get("QUERY_STRING", ""),
+            "remote_addr": environ.get("REMOTE_ADDR"),
+            "headers": headers,
+        }
+        message = self.message_cls(body, message_id, attributes)
+        context = self._begin()
+        if context is None:
+            return self._unavailable(start_response)
+        try:
+            return self._process(context, message, start_response)
+        finally:
+            self._end()
+
+    def _process(
+        self, context: ProcessingContext[M], message: M, start_response: StartResponse
+    ) -> list[bytes]:
+        try:
+            outcome = context.process(message)
+        except (HandlingError, DLQWriteError) as exc:
+            _log_failure(message, exc)
+            return self._failed(message, start_response)
+        except Exception as exc:
+            logger.error(
+                "message %r (%d bytes): processing raised %s; answered 500 so that the "
+                "sender retries. This is a bug in Missive or a message class: report it.",
+                message.message_id,
+                len(message.raw_data),
+                type(exc).__qualname__,
+            )
+            logger.debug("the error for message %r", message.message_id, exc_info=True)
+            return self._failed(message, start_response)
+        message_id = message.message_id.decode("latin-1")
+        if outcome is Outcome.ACKED:
+            return respond(start_response, 200, {"status": "acked", "message_id": message_id})
+        if outcome is Outcome.DEAD_LETTERED:
+            document = {"status": "dead-lettered", "message_id": message_id}
+            return respond(start_response, 202, document)
+        logger.debug("message %r nacked: answered 503", message.message_id)
+        document = {"status": "nacked", "message_id": message_id}
+        return respond(start_response, 503, document, self._retry_headers)
+
+    def _failed(self, message: M, start_response: StartResponse) -> list[bytes]:
+        document = {
+            "status": "failed",
+            "message_id": message.message_id.decode("latin-1"),
+            "error": "the message was not handled and not stored; retry later",
+        }
+        return respond(start_response, 500, document)
+
+    def _unavailable(self, start_response: StartResponse, head: bool = False) -> list[bytes]:
+        document = {"status": "unavailable", "retry_after": self.retry_after}
+        return respond(start_response, 503, document, self._retry_headers, head=head)
+
+    def _health(self, method: str, start_response: StartResponse) -> list[bytes]:
+        if method not in ("GET", "HEAD"):
+            document = {"status": "method not allowed"}
+            return respond(start_response, 405, document, [("Allow", "GET, HEAD")])
+        head = method == "HEAD"
+        if self._begin() is None:
+            return self._unavailable(start_response, head)
+        self._end()
+        return respond(start_response, 200, {"status": "ok"}, head=head)
+
+    def _message_id(self, headers: Mapping[str, str]) -> bytes | None:
+        if self.message_id_header is None:
+            return None
+        value = headers.get(self.message_id_header, "").strip()
+        if not value:
+            return None
+        if len(value) > _MAX_ID_LENGTH:
+            raise RejectedError(
+                400,
+                {"status": "rejected", "error": f"message id longer than {_MAX_ID_LENGTH}"},
+                f"{self.message_id_header} header of {len(value)} characters",
+            )
+        return value.encode("latin-1")
+
+    # -- development server ----------------------------------------------------------
+
+    def run(self, host: str = "127.0.0.1", port: int = 8000) -> None:
+        """Serve on ``host:port`` with the standard library's server, for development only.
+
+        One request at a time, no TLS: use gunicorn or uwsgi in production. Returns
+        after :meth:`stop`, SIGINT or SIGTERM, having run the ``after_processing``
+        hooks. :attr:`server_address` holds the bound address (for ``port=0``).
+        """
+        server = wsgiref.simple_server.make_server(
+            host, port, self, handler_class=_QuietHandler
+        )
+        self.server_address: tuple[str, int] = server.server_address[:2]  # type: ignore[assignment]
+        server.timeout = 0.2
+        with server, self.stop_on_signals():
+            try:
+                self.start()
+                logger.info("serving on http://%s:%d%s", host, self.server_address[1], self.path)
+                while not self.stop_requested:
+                    server.handle_request()
+            finally:
+                self.close()
+
+
+class _QuietHandler(wsgiref.simple_server.WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        logger.debug("%s " + format, self.address_string(), *args)
+
+
+def _reset_in_child(ref: weakref.ref[WSGIAdapter[Any]]) -> None:
+    adapter = ref()
+    if adapter is not None:
+        closed = adapter._closed
+        adapter._reset()
+        adapter._closed = closed
+
+
+def _log_failure(message: Any, exc: HandlingError | DLQWriteError) -> None:
+    reason = exc.reason
+    summary = getattr(reason, "summary", reason)
+    if isinstance(exc, DLQWriteError):
+        cause = exc.__cause__
+        what = f"writing it to the DLQ failed ({type(cause).__name__}: {cause})"
+        advice = "Check the DLQ's storage"
+    else:
+        what = "no DLQ is set"
+        advice = "Fix the cause, or set a DLQ to store such messages"
+    logger.error(
+        "message %r (%d bytes) could not be handled (%s) and %s: answered 500, it is "
+        "neither acked nor stored, the sender should retry. %s.",
+        message.message_id,
+        len(message.raw_data),
+        summary,
+        what,
+        advice,
+    )
+    # The full reason may quote the payload (exception text): debug level only.
+    logger.debug("message %r full reason: %s", message.message_id, reason)
+    traceback = getattr(reason, "traceback", None)
+    if traceback:
+        logger.debug("message %r traceback:\n%s", message.message_id, traceback)
