@@ -136,7 +136,8 @@ class ProcessingContext(Generic[M]):
                 if first is None:
                     first = exc
                 else:
-                    logger.error("after_processing hook %s also raised", _name(hook), exc_info=True)
+                    name = callable_name(hook)
+                    logger.error("after_processing hook %r also raised", name, exc_info=True)
         if first is not None:
             if raising:
                 raise first
@@ -228,7 +229,8 @@ class ProcessingContext(Generic[M]):
             try:
                 hook(self, hctx)
             except Exception as exc:
-                return _raised(f"before_handling hook {_name(hook)!r}", exc, hctx.handler_name)
+                what = f"before_handling hook {callable_name(hook)!r}"
+                return _raised(what, exc, hctx.handler_name)
         return None
 
     def _run_after_handling_hooks(
@@ -242,12 +244,12 @@ class ProcessingContext(Generic[M]):
                 hook(self, hctx)
             except Exception as exc:
                 if failure is None:
-                    what = f"after_handling hook {_name(hook)!r}"
+                    what = f"after_handling hook {callable_name(hook)!r}"
                     failure = _raised(what, exc, hctx.handler_name)
                 else:
                     logger.error(
                         "after_handling hook %r also raised %s for message %r",
-                        _name(hook),
+                        callable_name(hook),
                         type(exc).__qualname__,
                         hctx.message.message_id,
                     )
@@ -270,7 +272,7 @@ def _raised(what: str, exc: Exception, handler: str | None) -> DeadLetterReason:
     if isinstance(exc, MessageDecodeError):
         return DeadLetterReason(
             str(exc),
-            summary=f"{what} could not decode the message: {exc.problem}",
+            summary=f"could not decode the message: {exc.problem}",
             handler=handler,
             exc_type=type(exc).__qualname__,
         )
@@ -281,5 +283,10 @@ def _matcher_failed(matcher: object, exc: Exception) -> DeadLetterReason:
     return _raised(f"matcher {matcher!r}", exc, None)
 
 
-def _name(func: Any) -> str:
-    return getattr(func, "__qualname__", None) or repr(func)
+def callable_name(func: Any) -> str:
+    """A short, readable name for a handler or hook: its qualified name, else its repr."""
+    name = getattr(func, "__qualname__", None)
+    if not isinstance(name, str):
+        return repr(func)
+    # A function defined inside another reads better without the "<locals>" path.
+    return name.rpartition("<locals>.")[2]

@@ -6,7 +6,13 @@ from collections.abc import Callable, MutableMapping
 from typing import TYPE_CHECKING, Generic
 
 from missive._typing import M
-from missive.context import HandlingContext, HandlingHook, ProcessingContext, ProcessingHook
+from missive.context import (
+    HandlingContext,
+    HandlingHook,
+    ProcessingContext,
+    ProcessingHook,
+    callable_name,
+)
 from missive.errors import RegistrationError
 from missive.message import Message
 
@@ -62,7 +68,7 @@ class Processor(Generic[M]):
                 f"{matcher!r}"
             )
         def register(handler: Handler[M]) -> Handler[M]:
-            name = getattr(handler, "__qualname__", None) or repr(handler)
+            name = callable_name(handler)
             for registered, _, other in self.routes:
                 if registered is matcher:
                     raise RegistrationError(

@@ -1,0 +1,44 @@
+# The two commands a fresh clone needs: `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint typecheck unit services bench clean
+
+# (Re)create the virtual environment when it is missing or pyproject.toml changed.
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+## demo: the example JSON processor reads the bundled stream through stdin, with an SQLite DLQ
+demo: $(STAMP)
+	rm -rf .demo && mkdir -p .demo
+	$(PY) examples/json_processor.py .demo/dlq.db < examples/sample_messages.jsonl
+
+## test: ruff, mypy --strict, then pytest (brokers are started if they are down)
+test: lint typecheck services unit
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy --strict missive
+
+unit: $(STAMP)
+	$(VENV)/bin/pytest
+
+## services: start each local broker the tests use, leaving a running one alone
+services:
+	@.ci/services
+
+bench: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	$(PY) bench/dispatch.py
+
+clean:
+	rm -rf $(VENV) .demo .mypy_cache .ruff_cache .pytest_cache .hypothesis *.egg-info

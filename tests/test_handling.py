@@ -1,0 +1,71 @@
+"""Acking and nacking from a handler."""
+
+from typing import Any
+
+import pytest
+
+import missive
+
+Ctx = missive.HandlingContext[Any]
+
+
+def processor_with(handler: Any) -> missive.Processor[missive.Message]:
+    processor = missive.Processor()
+    processor.handle_for(lambda m: True)(handler)
+    return processor
+
+
+def test_an_acked_message_is_listed_as_acked() -> None:
+    client = processor_with(lambda m, ctx: ctx.ack()).test_client()
+    message = missive.RawMessage(b"x")
+    assert client.send(message) is missive.Outcome.ACKED
+    assert client.acked == [message]
+    assert client.nacked == client.dead_lettered == []
+
+
+def test_a_nacked_message_is_listed_as_nacked() -> None:
+    client = processor_with(lambda m, ctx: ctx.nack()).test_client()
+    message = missive.RawMessage(b"x")
+    assert client.send(message) is missive.Outcome.NACKED
+    assert client.nacked == [message]
+    assert client.acked == []
+
+
+@pytest.mark.parametrize(("first", "second"), [("ack", "ack"), ("ack", "nack"), ("nack", "ack")])
+def test_settling_twice_is_a_clear_error(first: str, second: str) -> None:
+    errors: list[Exception] = []
+
+    def handler(message: missive.Message, ctx: Ctx) -> None:
+        getattr(ctx, first)()
+        try:
+            getattr(ctx, second)()
+        except missive.AlreadySettledError as exc:
+            errors.append(exc)
+
+    processor_with(handler).test_client().send(missive.RawMessage(b"x", b"id-3"))
+    assert len(errors) == 1
+    assert "id-3" in str(errors[0])
+    assert "already" in str(errors[0])
+
+
+def test_settling_twice_uncaught_dead_letters_the_message() -> None:
+    def handler(message: missive.Message, ctx: Ctx) -> None:
+        ctx.ack()
+        ctx.ack()
+
+    processor = processor_with(handler)
+    processor.set_dlq({})
+    client = processor.test_client()
+    assert client.send(missive.RawMessage(b"x")) is missive.Outcome.DEAD_LETTERED
+
+
+def test_the_handling_context_knows_the_message_and_handler() -> None:
+    seen: list[tuple[missive.Message, str | None]] = []
+
+    def handler(message: missive.Message, ctx: Ctx) -> None:
+        seen.append((ctx.message, ctx.handler_name))
+        ctx.ack()
+
+    message = missive.RawMessage(b"x")
+    processor_with(handler).test_client().send(message)
+    assert seen == [(message, "handler")]

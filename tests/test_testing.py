@@ -1,0 +1,56 @@
+"""The test client: the in-memory double for adapters."""
+
+from typing import Any
+
+import pytest
+
+import missive
+
+Ctx = missive.HandlingContext[Any]
+
+
+def counting_processor(events: list[str]) -> missive.Processor[missive.Message]:
+    processor = missive.Processor()
+    processor.before_processing(lambda p: events.append("start"))
+    processor.after_processing(lambda p: events.append("stop"))
+    processor.handle_for(lambda m: True)(lambda m, ctx: ctx.ack())
+    return processor
+
+
+def test_before_processing_runs_once_before_the_first_message() -> None:
+    events: list[str] = []
+    client = counting_processor(events).test_client()
+    assert events == []
+    client.send(missive.RawMessage(b"1"))
+    client.send(missive.RawMessage(b"2"))
+    assert events == ["start"]
+
+
+def test_close_runs_after_processing_once() -> None:
+    events: list[str] = []
+    client = counting_processor(events).test_client()
+    client.send(missive.RawMessage(b"1"))
+    client.close()
+    client.close()
+    assert events == ["start", "stop"]
+
+
+def test_as_a_context_manager_the_hooks_bracket_the_block() -> None:
+    events: list[str] = []
+    with counting_processor(events).test_client() as client:
+        assert events == ["start"]
+        client.send(missive.RawMessage(b"1"))
+    assert events == ["start", "stop"]
+
+
+def test_a_closed_client_refuses_messages() -> None:
+    client = counting_processor([]).test_client()
+    client.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        client.send(missive.RawMessage(b"1"))
+
+
+def test_closing_an_unused_client_runs_no_hooks() -> None:
+    events: list[str] = []
+    counting_processor(events).test_client().close()
+    assert events == []
