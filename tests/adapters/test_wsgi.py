@@ -1,0 +1,586 @@
+"""The WSGI adapter called in process, through wsgiref's PEP 3333 validator."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import http.client
+import io
+import json
+import logging
+import threading
+import time
+import wsgiref.util
+import wsgiref.validate
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+import missive
+from missive.adapters.wsgi import HMACSignature, StripeSignature, WSGIAdapter
+
+SECRET = b"s3cret"
+PAYLOAD_SECRET = "card-4111-1111"  # stands for customer data: must never reach logs
+
+
+@dataclass
+class Response:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def call(
+    app: Any,
+    method: str = "POST",
+    path: str = "/",
+    body: bytes = b"",
+    headers: Mapping[str, str] | None = None,
+    query: str = "",
+    chunked: bool = False,
+    stream: Any = None,
+    validate: bool = True,
+) -> Response:
+    """Call ``app`` as a WSGI server would, with PEP 3333 checks on both sides."""
+    environ: dict[str, Any] = {
+        "REQUEST_METHOD": method,
+        "SCRIPT_NAME": "",
+        "PATH_INFO": path,
+        "QUERY_STRING": query,
+        "wsgi.input": stream if stream is not None else io.BytesIO(body),
+    }
+    if chunked:
+        environ["HTTP_TRANSFER_ENCODING"] = "chunked"
+    else:
+        environ["CONTENT_LENGTH"] = str(len(body))
+    for name, value in (headers or {}).items():
+        key = name.upper().replace("-", "_")
+        environ[key if key in ("CONTENT_TYPE", "CONTENT_LENGTH") else "HTTP_" + key] = value
+    wsgiref.util.setup_testing_defaults(environ)
+    started: dict[str, Any] = {}
+
+    def start_response(status: str, response_headers: list[tuple[str, str]]) -> Any:
+        started["status"] = int(status.split()[0])
+        started["headers"] = dict(response_headers)
+        return lambda data: None
+
+    if validate:
+        app = wsgiref.validate.validator(app)
+    result = app(environ, start_response)
+    try:
+        data = b"".join(result)
+    finally:
+        if hasattr(result, "close"):
+            result.close()
+    return Response(started["status"], started["headers"], data)
+
+
+class Recorder:
+    """A processor whose one handler does what ``action`` says, recording each message."""
+
+    def __init__(self, action: str = "ack") -> None:
+        self.action = action
+        self.messages: list[missive.Message] = []
+        self.events: list[str] = []
+        self.processor: missive.Processor[missive.Message] = missive.Processor()
+        self.processor.handle_for(lambda m: True)(self.handle)
+        self.processor.before_processing(lambda ctx: self.events.append("before"))
+        self.processor.after_processing(lambda ctx: self.events.append("after"))
+
+    def handle(self, message: missive.Message, ctx: missive.HandlingContext[Any]) -> None:
+        self.messages.append(message)
+        if self.action == "ack":
+            ctx.ack()
+        elif self.action == "nack":
+            ctx.nack()
+        elif self.action == "raise":
+            raise ValueError(f"bad payload {message.raw_data!r}")
+
+
+@pytest.fixture
+def recorder() -> Recorder:
+    return Recorder()
+
+
+@pytest.fixture
+def adapter(recorder: Recorder) -> Iterator[WSGIAdapter[missive.Message]]:
+    adapter = WSGIAdapter(missive.RawMessage, recorder.processor)
+    yield adapter
+    adapter.close()
+
+
+def adapter_for(recorder: Recorder, **options: Any) -> WSGIAdapter[missive.Message]:
+    return WSGIAdapter(missive.RawMessage, recorder.processor, **options)
+
+
+class FailingDLQ(dict[bytes, Any]):
+    def __setitem__(self, key: bytes, value: Any) -> None:
+        raise OSError("disk full")
+
+
+class UnreadableStream:
+    """A wsgi.input that fails the test if anything reads it."""
+
+    def read(self, size: int = -1) -> bytes:
+        raise AssertionError("the body was read")
+
+    readline = readlines = read
+
+    def __iter__(self) -> Iterator[bytes]:
+        raise AssertionError("the body was read")
+
+
+class CountingStream(io.BytesIO):
+    def __init__(self, data: bytes) -> None:
+        super().__init__(data)
+        self.bytes_read = 0
+
+    def read(self, size: int | None = -1) -> bytes:
+        data = super().read(size)
+        self.bytes_read += len(data)
+        return data
+
+
+# -- outcomes ------------------------------------------------------------------------
+
+
+def test_acked_message_answers_200_with_its_id(adapter: WSGIAdapter[Any]) -> None:
+    response = call(adapter, body=b"hello")
+    assert response.status == 200
+    assert response.json["status"] == "acked"
+    assert response.json["message_id"]
+
+
+def test_message_holds_body_path_query_and_headers(
+    adapter: WSGIAdapter[Any], recorder: Recorder
+) -> None:
+    call(adapter, body=b"\x00hello", query="a=1", headers={"X-Event": "push"})
+    (message,) = recorder.messages
+    assert message.raw_data == b"\x00hello"
+    assert message.attributes["path"] == "/"
+    assert message.attributes["query_string"] == "a=1"
+    assert message.attributes["headers"]["x-event"] == "push"
+    assert message.attributes["method"] == "POST"
+
+
+def test_credential_headers_are_left_out_of_attributes(
+    adapter: WSGIAdapter[Any], recorder: Recorder
+) -> None:
+    call(adapter, body=b"x", headers={"Authorization": "Bearer t", "Cookie": "s=1"})
+    headers = recorder.messages[0].attributes["headers"]
+    assert "authorization" not in headers
+    assert "cookie" not in headers
+
+
+def test_nacked_message_answers_503_with_retry_after() -> None:
+    adapter = adapter_for(Recorder("nack"), retry_after=7)
+    response = call(adapter, body=b"x")
+    adapter.close()
+    assert response.status == 503
+    assert response.headers["Retry-After"] == "7"
+    assert response.json["status"] == "nacked"
+
+
+def test_dead_lettered_message_answers_202_and_is_in_the_dlq() -> None:
+    recorder = Recorder("raise")
+    dlq: dict[bytes, Any] = {}
+    recorder.processor.set_dlq(dlq)
+    adapter = adapter_for(recorder)
+    response = call(adapter, body=b"x")
+    adapter.close()
+    assert response.status == 202
+    assert response.json["status"] == "dead-lettered"
+    assert response.json["message_id"].encode() in dlq
+
+
+def test_handler_error_without_dlq_answers_500_without_exception_text() -> None:
+    adapter = adapter_for(Recorder("raise"))
+    response = call(adapter, body=PAYLOAD_SECRET.encode())
+    adapter.close()
+    assert response.status == 500
+    assert response.json["status"] == "failed"
+    assert PAYLOAD_SECRET not in response.body.decode()
+    assert "ValueError" not in response.body.decode()
+
+
+def test_dlq_write_failure_answers_500() -> None:
+    recorder = Recorder("raise")
+    recorder.processor.set_dlq(FailingDLQ())
+    adapter = adapter_for(recorder)
+    response = call(adapter, body=b"x")
+    adapter.close()
+    assert response.status == 500
+
+
+def test_failure_logs_id_and_reason_but_never_the_payload(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    adapter = adapter_for(Recorder("raise"))
+    with caplog.at_level(logging.INFO):
+        response = call(adapter, body=PAYLOAD_SECRET.encode())
+    adapter.close()
+    logged = "\n".join(r.getMessage() for r in caplog.records if r.levelno >= logging.INFO)
+    assert response.json["message_id"] in logged
+    assert "ValueError" in logged
+    assert PAYLOAD_SECRET not in logged
+
+
+# -- limits, methods and paths -------------------------------------------------------
+
+
+def test_body_over_the_limit_gets_413_without_being_read(recorder: Recorder) -> None:
+    adapter = adapter_for(recorder, max_body_size=10)
+    response = call(adapter, body=b"x" * 11, stream=UnreadableStream())
+    assert response.status == 413
+    assert recorder.messages == []
+
+
+def test_body_at_the_limit_is_accepted(recorder: Recorder) -> None:
+    adapter = adapter_for(recorder, max_body_size=10)
+    response = call(adapter, body=b"x" * 10)
+    adapter.close()
+    assert response.status == 200
+
+
+def test_chunked_body_over_the_limit_gets_413_after_reading_limit_plus_one(
+    recorder: Recorder,
+) -> None:
+    adapter = adapter_for(recorder, max_body_size=100)
+    stream = CountingStream(b"x" * 10_000)
+    response = call(adapter, chunked=True, stream=stream)
+    assert response.status == 413
+    assert stream.bytes_read == 101
+    assert recorder.messages == []
+
+
+def test_chunked_body_within_the_limit_is_the_message(
+    adapter: WSGIAdapter[Any], recorder: Recorder
+) -> None:
+    response = call(adapter, chunked=True, stream=io.BytesIO(b"chunked body"))
+    assert response.status == 200
+    assert recorder.messages[0].raw_data == b"chunked body"
+
+
+def test_invalid_content_length_gets_400(adapter: WSGIAdapter[Any], recorder: Recorder) -> None:
+    # (wsgiref's validator itself refuses such a request, so it is off here)
+    response = call(adapter, headers={"Content-Length": "12abc"}, validate=False)
+    assert response.status == 400
+    assert recorder.messages == []
+
+
+def test_body_shorter_than_its_content_length_gets_400(
+    adapter: WSGIAdapter[Any], recorder: Recorder
+) -> None:
+    response = call(adapter, headers={"Content-Length": "50"}, stream=io.BytesIO(b"short"))
+    assert response.status == 400
+    assert recorder.messages == []
+
+
+@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE"])
+def test_other_methods_on_the_path_get_405_with_allow(
+    adapter: WSGIAdapter[Any], method: str
+) -> None:
+    response = call(adapter, method=method)
+    assert response.status == 405
+    assert response.headers["Allow"] == "POST"
+
+
+def test_unknown_path_gets_404(adapter: WSGIAdapter[Any], recorder: Recorder) -> None:
+    response = call(adapter, path="/other", body=b"x")
+    assert response.status == 404
+    assert recorder.messages == []
+
+
+def test_configured_path_takes_messages(recorder: Recorder) -> None:
+    adapter = adapter_for(recorder, path="/hooks/github")
+    assert call(adapter, path="/", body=b"x").status == 404
+    assert call(adapter, path="/hooks/github", body=b"x").status == 200
+    adapter.close()
+
+
+def test_healthz_answers_200(adapter: WSGIAdapter[Any]) -> None:
+    response = call(adapter, method="GET", path="/healthz")
+    assert response.status == 200
+
+
+def test_health_path_is_configurable(recorder: Recorder) -> None:
+    adapter = adapter_for(recorder, health_path="/ready")
+    assert call(adapter, method="GET", path="/ready").status == 200
+    assert call(adapter, method="GET", path="/healthz").status == 404
+    adapter.close()
+
+
+def test_healthz_answers_503_when_before_processing_fails() -> None:
+    processor: missive.Processor[missive.Message] = missive.Processor()
+    processor.before_processing(lambda ctx: 1 / 0)
+    adapter = WSGIAdapter(missive.RawMessage, processor)
+    assert call(adapter, method="GET", path="/healthz").status == 503
+
+
+def test_app_alias_is_the_adapter(adapter: WSGIAdapter[Any]) -> None:
+    assert adapter.app is adapter
+
+
+@pytest.mark.parametrize(
+    "options", [{"path": "hooks"}, {"health_path": "/"}, {"max_body_size": -1}]
+)
+def test_invalid_options_raise_value_error(recorder: Recorder, options: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match="must"):
+        adapter_for(recorder, **options)
+
+
+# -- message ids ---------------------------------------------------------------------
+
+
+def test_sender_id_header_becomes_the_message_id(recorder: Recorder) -> None:
+    adapter = adapter_for(recorder, message_id_header="Idempotency-Key")
+    response = call(adapter, body=b"x", headers={"Idempotency-Key": "evt-42"})
+    adapter.close()
+    assert recorder.messages[0].message_id == b"evt-42"
+    assert response.json["message_id"] == "evt-42"
+
+
+def test_without_the_id_header_an_id_is_generated(recorder: Recorder) -> None:
+    adapter = adapter_for(recorder, message_id_header="X-Message-Id")
+    call(adapter, body=b"x")
+    call(adapter, body=b"x")
+    adapter.close()
+    first, second = recorder.messages
+    assert first.message_id != second.message_id
+
+
+def test_overlong_sender_id_gets_400(recorder: Recorder) -> None:
+    adapter = adapter_for(recorder, message_id_header="X-Message-Id")
+    response = call(adapter, body=b"x", headers={"X-Message-Id": "a" * 257})
+    assert response.status == 400
+    assert recorder.messages == []
+
+
+# -- signatures ----------------------------------------------------------------------
+
+
+def github_signature(body: bytes) -> str:
+    return "sha256=" + hmac.new(SECRET, body, hashlib.sha256).hexdigest()
+
+
+def test_valid_github_signature_is_processed(recorder: Recorder) -> None:
+    adapter = adapter_for(recorder, signature=HMACSignature(SECRET))
+    body = b'{"zen": "hi"}'
+    response = call(adapter, body=body, headers={"X-Hub-Signature-256": github_signature(body)})
+    adapter.close()
+    assert response.status == 200
+    assert recorder.messages[0].raw_data == body
+
+
+def test_missing_signature_gets_401_and_is_not_processed(recorder: Recorder) -> None:
+    adapter = adapter_for(recorder, signature=HMACSignature(SECRET))
+    response = call(adapter, body=b"x")
+    assert response.status == 401
+    assert recorder.messages == []
+    assert recorder.events == []
+
+
+def test_wrong_signature_gets_401_and_logs_no_payload(
+    recorder: Recorder, caplog: pytest.LogCaptureFixture
+) -> None:
+    adapter = adapter_for(recorder, signature=HMACSignature(SECRET))
+    body = PAYLOAD_SECRET.encode()
+    forged = "sha256=" + hmac.new(b"other", body, hashlib.sha256).hexdigest()
+    with caplog.at_level(logging.DEBUG):
+        response = call(adapter, body=body, headers={"X-Hub-Signature-256": forged})
+    assert response.status == 401
+    assert recorder.messages == []
+    assert "wrong signature" in caplog.text
+    assert PAYLOAD_SECRET not in caplog.text
+
+
+def test_signature_of_another_body_gets_401(recorder: Recorder) -> None:
+    adapter = adapter_for(recorder, signature=HMACSignature(SECRET))
+    headers = {"X-Hub-Signature-256": github_signature(b"original")}
+    response = call(adapter, body=b"tampered", headers=headers)
+    assert response.status == 401
+
+
+def test_base64_signature_without_prefix_in_custom_header() -> None:
+    verifier = HMACSignature(SECRET, header="X-Shopify-Hmac-Sha256", prefix="", encoding="base64")
+    body = b"order"
+    good = verifier.expected(body)
+    assert verifier.verify(body, {"x-shopify-hmac-sha256": good}) is None
+    assert verifier.verify(b"other", {"x-shopify-hmac-sha256": good}) is not None
+
+
+def test_empty_secret_is_refused() -> None:
+    with pytest.raises(ValueError, match="empty"):
+        HMACSignature(b"")
+
+
+def stripe_adapter(recorder: Recorder, now: float) -> WSGIAdapter[missive.Message]:
+    return adapter_for(recorder, signature=StripeSignature(SECRET, clock=lambda: now))
+
+
+def test_valid_stripe_signature_is_processed(recorder: Recorder) -> None:
+    body, now = b'{"id": "evt_1"}', 1_700_000_000
+    adapter = stripe_adapter(recorder, now)
+    value = StripeSignature(SECRET).sign(body, now - 10)
+    response = call(adapter, body=body, headers={"Stripe-Signature": value})
+    adapter.close()
+    assert response.status == 200
+
+
+def test_stripe_signature_with_one_matching_v1_among_several_is_processed(
+    recorder: Recorder,
+) -> None:
+    body, now = b"{}", 1_700_000_000
+    adapter = stripe_adapter(recorder, now)
+    good_v1 = StripeSignature(SECRET).sign(body, now).split(",")[1]
+    value = f"t={now},v1={'0' * 64},{good_v1}"
+    response = call(adapter, body=body, headers={"Stripe-Signature": value})
+    adapter.close()
+    assert response.status == 200
+
+
+def test_stripe_signature_older_than_tolerance_gets_401(recorder: Recorder) -> None:
+    body, now = b"{}", 1_700_000_000
+    adapter = stripe_adapter(recorder, now)
+    value = StripeSignature(SECRET).sign(body, now - 301)
+    response = call(adapter, body=body, headers={"Stripe-Signature": value})
+    assert response.status == 401
+    assert recorder.messages == []
+
+
+def test_stripe_signature_without_timestamp_gets_401(recorder: Recorder) -> None:
+    adapter = stripe_adapter(recorder, 1_700_000_000)
+    response = call(adapter, body=b"{}", headers={"Stripe-Signature": "v1=" + "0" * 64})
+    assert response.status == 401
+
+
+# -- processing hooks and threads ----------------------------------------------------
+
+
+def test_before_processing_runs_once_for_many_requests(
+    adapter: WSGIAdapter[Any], recorder: Recorder
+) -> None:
+    for _ in range(3):
+        call(adapter, body=b"x")
+    assert recorder.events == ["before"]
+
+
+def test_before_processing_waits_for_the_first_request(
+    adapter: WSGIAdapter[Any], recorder: Recorder
+) -> None:
+    assert recorder.events == []
+    call(adapter, body=b"x")
+    assert recorder.events == ["before"]
+
+
+def test_close_runs_after_processing_once(adapter: WSGIAdapter[Any], recorder: Recorder) -> None:
+    call(adapter, body=b"x")
+    adapter.close()
+    adapter.close()
+    assert recorder.events == ["before", "after"]
+
+
+def test_requests_after_close_get_503_unprocessed(
+    adapter: WSGIAdapter[Any], recorder: Recorder
+) -> None:
+    adapter.close()
+    response = call(adapter, body=b"x")
+    assert response.status == 503
+    assert "Retry-After" in response.headers
+    assert recorder.messages == []
+
+
+def test_failing_before_processing_gets_503_and_is_retried_next_request() -> None:
+    attempts: list[int] = []
+    recorder = Recorder()
+
+    def flaky(ctx: Any) -> None:
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise ConnectionError("database down")
+
+    recorder.processor.before_processing_hooks.insert(0, flaky)
+    adapter = adapter_for(recorder)
+    first = call(adapter, body=b"x")
+    second = call(adapter, body=b"x")
+    adapter.close()
+    assert (first.status, second.status) == (503, 200)
+    assert len(recorder.messages) == 1
+
+
+def test_concurrent_first_requests_run_before_processing_once(recorder: Recorder) -> None:
+    started = threading.Event()
+
+    def slow_hook(ctx: Any) -> None:
+        started.set()
+        time.sleep(0.2)
+
+    recorder.processor.before_processing_hooks.insert(0, slow_hook)
+    adapter = adapter_for(recorder)
+    statuses: list[int] = []
+    threads = [
+        threading.Thread(target=lambda: statuses.append(call(adapter, body=b"x").status))
+        for _ in range(8)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    adapter.close()
+    assert statuses == [200] * 8
+    assert recorder.events == ["before", "after"]
+
+
+def test_close_waits_for_the_request_in_progress() -> None:
+    recorder = Recorder()
+    entered, release = threading.Event(), threading.Event()
+    order: list[str] = []
+
+    def slow(message: missive.Message, ctx: missive.HandlingContext[Any]) -> None:
+        entered.set()
+        release.wait(5)
+        order.append("handled")
+        ctx.ack()
+
+    recorder.processor.routes.clear()
+    recorder.processor.handle_for(lambda m: True)(slow)
+    recorder.processor.after_processing(lambda ctx: order.append("after"))
+    adapter = adapter_for(recorder)
+    request = threading.Thread(target=call, args=(adapter,), kwargs={"body": b"x"})
+    request.start()
+    entered.wait(5)
+    closer = threading.Thread(target=adapter.close)
+    closer.start()
+    time.sleep(0.1)
+    assert order == []
+    release.set()
+    request.join(5)
+    closer.join(5)
+    assert order == ["handled", "after"]
+
+
+# -- development server --------------------------------------------------------------
+
+
+def test_run_serves_on_loopback_until_stopped(recorder: Recorder) -> None:
+    adapter = adapter_for(recorder)
+    server = threading.Thread(target=adapter.run, kwargs={"port": 0})
+    server.start()
+    try:
+        assert adapter.wait_ready(5)
+        connection = http.client.HTTPConnection("127.0.0.1", adapter.server_address[1], timeout=5)
+        connection.request("POST", "/", body=b"over http")
+        status = connection.getresponse().status
+        connection.close()
+    finally:
+        adapter.stop()
+        server.join(5)
+    assert status == 200
+    assert recorder.messages[0].raw_data == b"over http"
+    assert recorder.events == ["before", "after"]
