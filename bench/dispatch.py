@@ -80,7 +80,8 @@ class LabelIs:
         return label == self.label
 
 
-def with_missive(payloads: list[bytes], labels: list[str]) -> Callable[[], int]:
+def with_missive(payloads: list[bytes], labels: list[str], batch: int) -> Callable[[], int]:
+    """Send every payload through test clients of ``batch`` messages each."""
     processor: missive.Processor[missive.JSONMessage] = missive.Processor()
     for label in labels:
 
@@ -89,13 +90,16 @@ def with_missive(payloads: list[bytes], labels: list[str]) -> Callable[[], int]:
             ctx.ack()
 
     def run() -> int:
-        client = processor.test_client()
-        send = client.send
+        acked = 0
         message_cls = missive.JSONMessage
-        for raw in payloads:
-            send(message_cls(raw))
-        client.close()
-        return len(client.acked)
+        for start in range(0, len(payloads), batch):
+            client = processor.test_client()
+            send = client.send
+            for raw in payloads[start : start + batch]:
+                send(message_cls(raw))
+            client.close()
+            acked += len(client.acked)
+        return acked
 
     return run
 
@@ -118,14 +122,20 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=200_000)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--handlers", default="2,100,1000")
+    parser.add_argument("--batch", type=int, default=1_000, help="messages per test client")
     args = parser.parse_args()
 
     print(f"{args.messages} messages, {args.repeat} interleaved repetitions, medians shown")
-    print("plain A: json.loads(raw); plain B: json.loads(raw.decode()), as Missive decodes")
-    print("ratio = plain time / Missive time (1.0 = no overhead)")
+    print("plain A: json.loads(raw)   plain B: json.loads(raw.decode()), as Missive decodes")
+    print(f"missive 1: one test client for all messages (acked keeps all {args.messages} alive)")
+    print(f"missive {args.batch}: a new test client every {args.batch} messages")
+    print("ratio X/Y = plain time / Missive time (1.0 = no overhead), median of the pairs")
+    columns = ["A", "B", "missive 1", f"missive {args.batch}"]
+    ratio_names = [(p, m) for m in columns[2:] for p in columns[:2]]
     print(
-        f"{'handlers':>8}  {'plain A µs':>10}  {'plain B µs':>10}  {'missive µs':>10}  "
-        f"{'ratio A':>7}  {'ratio B':>7}"
+        f"{'handlers':>8}"
+        + "".join(f"  {name + ' µs':>{max(10, len(name) + 3)}}" for name in columns)
+        + "".join(f"  {f'{p}/{m}':>{len(p) + len(m) + 1}}" for p, m in ratio_names)
     )
     for handlers in (int(h) for h in args.handlers.split(",")):
         labels = [f"label-{i}" for i in range(handlers)]
@@ -133,22 +143,28 @@ def main() -> None:
         runs = {
             "A": plain_python(payloads, labels, json.loads),
             "B": plain_python(payloads, labels, strict_loads),
-            "missive": with_missive(payloads, labels),
+            "missive 1": with_missive(payloads, labels, len(payloads)),
+            f"missive {args.batch}": with_missive(payloads, labels, args.batch),
         }
-        assert runs["missive"]() == len(payloads)
+        for name in columns[2:]:
+            assert runs[name]() == len(payloads), "every message must be acked"
         times: dict[str, list[float]] = {name: [] for name in runs}
-        ratios: dict[str, list[float]] = {"A": [], "B": []}
+        ratios: dict[tuple[str, str], list[float]] = {pair: [] for pair in ratio_names}
         for _ in range(args.repeat):
             for name, run in runs.items():
                 times[name].append(timed(run))
-            for name in ratios:
-                ratios[name].append(times[name][-1] / times["missive"][-1])
+            for p, m in ratio_names:
+                ratios[p, m].append(times[p][-1] / times[m][-1])
         per = 1e6 / args.messages
         median = statistics.median
         print(
-            f"{handlers:>8}  {median(times['A']) * per:>10.2f}  {median(times['B']) * per:>10.2f}  "
-            f"{median(times['missive']) * per:>10.2f}  {median(ratios['A']):>7.3f}  "
-            f"{median(ratios['B']):>7.3f}"
+            f"{handlers:>8}"
+            + "".join(
+                f"  {median(times[name]) * per:>{max(10, len(name) + 3)}.2f}" for name in columns
+            )
+            + "".join(
+                f"  {median(ratios[p, m]):>{len(p) + len(m) + 1}.3f}" for p, m in ratio_names
+            )
         )
 
 
