@@ -1,0 +1,149 @@
+"""What both Redis adapters share: defaults, connecting, reconnecting with backoff.
+
+Private: the public names live in :mod:`missive.adapters.redis`, which imports redis-py
+first (raising :class:`~missive.MissingExtraError` without it) and then this module.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import redis
+from redis.backoff import EqualJitterBackoff, NoBackoff
+from redis.retry import Retry
+
+from missive._typing import M
+from missive.adapters.base import Adapter
+from missive.errors import DLQWriteError, HandlingError
+from missive.processor import Processor
+
+__all__ = ["CONNECTION_ERRORS", "DEFAULT_URL", "RedisAdapterBase", "consumer_name",
+           "default_url", "not_handled", "redact", "run_reconnecting"]
+
+logger = logging.getLogger("missive.adapters.redis")
+
+#: The errors that mean the connection failed: reconnect and go on.
+CONNECTION_ERRORS = (redis.ConnectionError, redis.TimeoutError)
+_NO_RETRY = Retry(NoBackoff(), 0)  # failures surface to run_reconnecting, which logs them
+
+#: Where the adapters connect when neither ``url`` nor ``REDIS_URL`` says otherwise.
+DEFAULT_URL = "redis://127.0.0.1:6379/0"
+
+
+def default_url(url: str | None) -> str:
+    """``url`` if given, else the ``REDIS_URL`` environment variable, else the local Redis."""
+    if url is not None:
+        return url
+    return os.environ.get("REDIS_URL") or DEFAULT_URL
+
+
+def consumer_name() -> str:
+    """A consumer name unique to this process: ``<host>-<pid>-<random>``."""
+    return f"{socket.gethostname()}-{os.getpid()}-{os.urandom(3).hex()}"
+
+
+def redact(url: str) -> str:
+    """``url`` without its password, for logs."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    credentials, _, host = rest.rpartition("@")
+    user = credentials.partition(":")[0]
+    return f"{scheme}://{user + ':***' if user else '***'}@{host}"
+
+
+class _Backoff(Protocol):
+    def compute(self, failures: int) -> float: ...
+
+
+def run_reconnecting(
+    stopped: threading.Event,
+    consume: Callable[[], None],
+    connection_errors: tuple[type[BaseException], ...],
+    backoff: _Backoff,
+    describe: str,
+    connected: Callable[[], bool],
+) -> None:
+    """Call ``consume`` until it returns, reconnecting with ``backoff`` when the connection fails.
+
+    ``consume`` connects, consumes until a stop is requested and returns; it raises one
+    of ``connection_errors`` when the connection cannot be made or is lost. Each
+    failure is logged at WARNING with the delay before the next attempt; the count of
+    consecutive failures (which sets the delay) starts again once ``connected()``
+    says the last attempt got as far as consuming. ``stopped`` being set
+    during the wait ends it.
+    """
+    failures = 0
+    while not stopped.is_set():
+        try:
+            consume()
+        except connection_errors as exc:
+            failures = 1 if connected() else failures + 1
+            delay = backoff.compute(failures)
+            logger.warning(
+                "%s: connection to Redis lost or refused (%s: %s); reconnecting in %.2f s "
+                "(attempt %d)",
+                describe,
+                type(exc).__name__,
+                exc,
+                delay,
+                failures,
+            )
+            if stopped.wait(delay):
+                return
+        else:
+            return
+
+
+def not_handled(exc: HandlingError | DLQWriteError) -> str:
+    """Why a message was not acked, for a log line: the summary, never exception text.
+
+    (Exception text may quote the payload.)
+    """
+    reason = getattr(exc.reason, "summary", exc.reason)
+    if isinstance(exc, DLQWriteError) and exc.__cause__ is not None:
+        return f"{reason}; the DLQ write raised {type(exc.__cause__).__name__}"
+    return f"{reason}; no DLQ is set"
+
+
+class RedisAdapterBase(Adapter[M]):
+    """What both Redis adapters share: the URL, connecting, reconnecting with backoff."""
+
+    def __init__(
+        self,
+        message_cls: type[M],
+        processor: Processor[M],
+        url: str | None,
+        max_reconnect_delay: float,
+    ) -> None:
+        super().__init__(message_cls, processor)
+        if max_reconnect_delay < 0:
+            raise ValueError("max_reconnect_delay must not be negative")
+        #: The Redis URL connected to.
+        self.url = default_url(url)
+        self.max_reconnect_delay = max_reconnect_delay
+        self._consuming = False
+
+    def _client(self, **options: Any) -> redis.Redis:
+        # No retries inside redis-py: a failure reaches run_reconnecting, which logs it.
+        return redis.Redis.from_url(
+            self.url, retry=_NO_RETRY, socket_connect_timeout=5, socket_keepalive=True, **options
+        )
+
+    def _run_reconnecting(self, consume: Callable[[], None], describe: str) -> None:
+        """Run ``consume`` (which sets ``self._consuming`` once consuming) until stopped."""
+        backoff = EqualJitterBackoff(cap=self.max_reconnect_delay, base=0.05)
+
+        def consumed() -> bool:
+            was, self._consuming = self._consuming, False
+            return was
+
+        with self.stop_on_signals():
+            run_reconnecting(
+                self._stop_requested, consume, CONNECTION_ERRORS, backoff, describe, consumed
+            )
