@@ -121,18 +121,28 @@ class RabbitMQHarness:
         return int(frame.method.message_count)
 
     def kill_connections(self) -> None:
-        killed = 0
-        for conn in json.loads(rabbitmqctl("list_connections", "pid", "client_properties")):
-            properties = {row[0]: row[2] for row in conn["client_properties"]}
-            if properties.get("connection_name") == self.connection_name:
-                subprocess.run(
-                    ["rabbitmqctl", "close_connection", conn["pid"], "killed by a test"],
-                    capture_output=True,
-                    timeout=60,
-                    check=True,
-                )
-                killed += 1
-        assert killed, f"no connection named {self.connection_name!r} to kill"
+        # The JSON formatter prints pids that close_connection does not accept: use the
+        # table, one connection a line, "<pid>\t<client properties>".
+        table = subprocess.run(
+            ["rabbitmqctl", "list_connections", "pid", "client_properties", "-s"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        ).stdout
+        pids = [
+            line.split("\t", 1)[0]
+            for line in table.splitlines()
+            if f'{{"connection_name","{self.connection_name}"}}' in line
+        ]
+        assert pids, f"no connection named {self.connection_name!r} to kill"
+        for pid in pids:
+            subprocess.run(
+                ["rabbitmqctl", "close_connection", pid, "killed by a test"],
+                capture_output=True,
+                timeout=60,
+                check=True,
+            )
 
     def close(self) -> None:
         try:

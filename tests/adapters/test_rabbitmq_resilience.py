@@ -1,0 +1,125 @@
+"""RabbitMQAdapter under stress: shutdown mid-stream, competing workers, a killed connection."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+
+import pytest
+
+import missive
+from tests.adapters.test_rabbitmq import (
+    RabbitMQHarness,
+    Recorder,
+    harness,  # noqa: F401 - fixture
+    running,
+    wait_until,
+)
+
+
+def test_graceful_shutdown_mid_stream_loses_nothing(harness: RabbitMQHarness) -> None:  # noqa: F811
+    # Given 1,000 messages and a slow first worker with a large prefetch
+    bodies = [b"%d" % i for i in range(1000)]
+    harness.publish(bodies)
+    first = Recorder(on_message=lambda m: time.sleep(0.002))
+    # When it is stopped while it holds prefetched messages
+    with running(harness.adapter(missive.RawMessage, first.processor, prefetch=200)):
+        wait_until(lambda: len(first.messages) >= 100, "the first worker handled 100")
+    handled_first = len(first.messages)
+    assert handled_first < 1000, "the first worker finished everything: nothing was tested"
+    # Then every message it did not handle is back on the queue...
+    assert harness.remaining() == 1000 - handled_first
+    # ...and a second worker consumes exactly the rest
+    second = Recorder()
+    with running(harness.adapter(missive.RawMessage, second.processor)):
+        wait_until(lambda: len(second.messages) >= 1000 - handled_first, "the rest is handled")
+        wait_until(lambda: harness.ready() == 0, "the queue is empty")
+    together = first.bodies + second.bodies
+    assert sorted(together, key=int) == bodies
+    assert harness.remaining() == 0
+
+
+def test_stop_runs_the_after_processing_hooks_once(harness: RabbitMQHarness) -> None:  # noqa: F811
+    # Given a processor with processing hooks
+    recorder = Recorder()
+    calls: list[str] = []
+    recorder.processor.before_processing(lambda ctx: calls.append("before"))
+    recorder.processor.after_processing(lambda ctx: calls.append("after"))
+    harness.publish([b"x"])
+    # When an adapter runs, handles a message and is stopped
+    with running(harness.adapter(missive.RawMessage, recorder.processor)):
+        wait_until(lambda: recorder.messages, "the message is handled")
+        assert calls == ["before"]
+    # Then the after_processing hooks ran once, after the message
+    assert calls == ["before", "after"]
+
+
+def test_two_competing_consumers_share_the_work_without_duplicates(
+    harness: RabbitMQHarness,  # noqa: F811
+) -> None:
+    # Given 2,000 messages and two workers on the same queue, each slowed a little
+    bodies = [b"%d" % i for i in range(2000)]
+    harness.publish(bodies)
+    one = Recorder(on_message=lambda m: time.sleep(0.0005))
+    two = Recorder(on_message=lambda m: time.sleep(0.0005))
+    # When both consume at once
+    with (
+        running(harness.adapter(missive.RawMessage, one.processor, prefetch=10)),
+        running(harness.adapter(missive.RawMessage, two.processor, prefetch=10)),
+    ):
+        wait_until(
+            lambda: len(one.messages) + len(two.messages) >= 2000, "all messages are handled"
+        )
+    # Then both did some of the work, and each message was handled exactly once
+    assert one.messages
+    assert two.messages
+    assert sorted(one.bodies + two.bodies, key=int) == bodies
+    assert harness.remaining() == 0
+
+
+def test_consumption_continues_after_the_broker_kills_the_connection(
+    harness: RabbitMQHarness,  # noqa: F811
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Given a worker in the middle of 3,000 messages
+    bodies = [b"%d" % i for i in range(3000)]
+    harness.publish(bodies)
+    recorder = Recorder(on_message=lambda m: time.sleep(0.001))
+    adapter = harness.adapter(missive.RawMessage, recorder.processor, prefetch=50)
+    with running(adapter):
+        wait_until(lambda: len(recorder.messages) >= 200, "200 messages are handled")
+        # When the broker closes its connection (rabbitmqctl close_connection)
+        adapter._ready.clear()
+        harness.kill_connections()
+        # Then it reconnects and consumes the rest
+        assert adapter.wait_ready(30), "the adapter did not reconnect"
+        wait_until(lambda: harness.remaining() == 0, "every message is acked", timeout=60)
+    # The drop was logged, with the reconnection delay
+    assert any(
+        r.levelname == "WARNING"
+        and "CONNECTION_FORCED" in r.getMessage()
+        and "reconnecting in" in r.getMessage()
+        for r in caplog.records
+    )
+    # Nothing was lost; a message whose ack the drop cut off was delivered again
+    counts = Counter(recorder.bodies)
+    assert set(counts) == set(bodies)
+    duplicates = sum(n - 1 for n in counts.values())
+    assert duplicates <= 50, f"{duplicates} redeliveries: more than the prefetch window"
+
+
+def test_stop_from_another_thread_returns_promptly(harness: RabbitMQHarness) -> None:  # noqa: F811
+    # Given an idle adapter waiting for messages
+    recorder = Recorder()
+    adapter = harness.adapter(missive.RawMessage, recorder.processor)
+    thread = threading.Thread(target=adapter.run, daemon=True)
+    thread.start()
+    assert adapter.wait_ready(30)
+    # When stop() is called from this thread
+    started = time.monotonic()
+    adapter.stop()
+    thread.join(10)
+    # Then run() returns at once (the wait is woken, not polled)
+    assert not thread.is_alive()
+    assert time.monotonic() - started < 0.4
