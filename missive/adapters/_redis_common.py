@@ -120,6 +120,7 @@ class RedisAdapterBase(Adapter[M]):
         processor: Processor[M],
         url: str | None,
         max_reconnect_delay: float,
+        client_name: str | None,
     ) -> None:
         super().__init__(message_cls, processor)
         if max_reconnect_delay < 0:
@@ -127,12 +128,18 @@ class RedisAdapterBase(Adapter[M]):
         #: The Redis URL connected to.
         self.url = default_url(url)
         self.max_reconnect_delay = max_reconnect_delay
+        self.client_name = client_name
         self._consuming = False
 
     def _client(self, **options: Any) -> redis.Redis:
         # No retries inside redis-py: a failure reaches run_reconnecting, which logs it.
         return redis.Redis.from_url(
-            self.url, retry=_NO_RETRY, socket_connect_timeout=5, socket_keepalive=True, **options
+            self.url,
+            retry=_NO_RETRY,
+            socket_connect_timeout=5,
+            socket_keepalive=True,
+            client_name=self.client_name,
+            **options,
         )
 
     def _run_reconnecting(self, consume: Callable[[], None], describe: str) -> None:

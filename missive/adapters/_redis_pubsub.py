@@ -72,6 +72,8 @@ class RedisPubSubAdapter(RedisAdapterBase[M]):
     :param health_check_interval: seconds of silence after which redis-py pings the
         server, so that a dead connection is noticed; 0 turns it off.
     :param max_reconnect_delay: the longest wait, in seconds, between reconnections.
+    :param client_name: the name its connections give themselves (CLIENT SETNAME), as
+        shown by CLIENT LIST.
     :raises ValueError: if a channel or pattern list is empty or a number is negative.
     """
 
@@ -86,8 +88,9 @@ class RedisPubSubAdapter(RedisAdapterBase[M]):
         drain_timeout: float = 5.0,
         health_check_interval: int = 30,
         max_reconnect_delay: float = 10.0,
+        client_name: str | None = None,
     ) -> None:
-        super().__init__(message_cls, processor, url, max_reconnect_delay)
+        super().__init__(message_cls, processor, url, max_reconnect_delay, client_name)
         pattern_list = [patterns] if isinstance(patterns, str) else list(patterns)
         if channels is None:
             channel_list = [] if pattern_list else [DEFAULT_CHANNEL]

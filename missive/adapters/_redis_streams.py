@@ -88,6 +88,8 @@ class RedisStreamsAdapter(RedisAdapterBase[M]):
     :param max_deliveries: deliveries after which an entry is dead-lettered unhandled.
     :param start_id: where a group created by the adapter starts reading.
     :param max_reconnect_delay: the longest wait, in seconds, between reconnections.
+    :param client_name: the name its connections give themselves (CLIENT SETNAME), as
+        shown by CLIENT LIST.
     :raises ValueError: if a number is out of range.
     """
 
@@ -107,8 +109,9 @@ class RedisStreamsAdapter(RedisAdapterBase[M]):
         max_deliveries: int = 5,
         start_id: str = "0",
         max_reconnect_delay: float = 10.0,
+        client_name: str | None = None,
     ) -> None:
-        super().__init__(message_cls, processor, url, max_reconnect_delay)
+        super().__init__(message_cls, processor, url, max_reconnect_delay, client_name)
         if batch_size < 1 or max_deliveries < 1:
             raise ValueError("batch_size and max_deliveries must be at least 1")
         if block_ms < 1 or claim_idle_ms < 1:

@@ -1,0 +1,87 @@
+"""Helpers for adapter tests: run an adapter in a thread, wait with a bound, record messages."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import missive
+
+#: The longest any test waits for anything: a broken adapter fails, it does not hang.
+TIMEOUT = 30.0
+
+
+@contextmanager
+def running(adapter: missive.Adapter[Any], timeout: float = TIMEOUT) -> Iterator[None]:
+    """Run ``adapter`` in a thread while in the block; stop it and join on the way out.
+
+    Entering waits until the adapter is ready (consuming). Leaving calls ``stop()``,
+    joins with ``timeout`` and fails if ``run()`` did not return or raised.
+    """
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            adapter.run()
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=target, daemon=True, name="adapter-under-test")
+    thread.start()
+    try:
+        ready = adapter.wait_ready(timeout)
+        assert ready or errors, "the adapter did not start consuming"
+        if errors:
+            raise errors[0]
+        yield
+    finally:
+        adapter.stop()
+        thread.join(timeout)
+    assert not thread.is_alive(), "run() did not return after stop()"
+    if errors:
+        raise errors[0]
+
+
+def wait_until(predicate: Callable[[], object], what: str, timeout: float = TIMEOUT) -> None:
+    """Poll ``predicate`` until it is true; fail naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting until {what}")
+        time.sleep(0.01)
+
+
+class Recorder:
+    """A processor with one handler that records each message, then acks it.
+
+    ``on_message(message)``, when given, runs first in the handler (to slow it down,
+    block it, or stop the adapter). Thread-safe.
+    """
+
+    def __init__(self, on_message: Callable[[missive.Message], None] | None = None) -> None:
+        self.processor: missive.Processor[Any] = missive.Processor()
+        self.messages: list[missive.Message] = []
+        self._lock = threading.Lock()
+        self._on_message = on_message
+
+        @self.processor.handle_for(lambda m: True)
+        def record(message: missive.Message, ctx: missive.HandlingContext[Any]) -> None:
+            if self._on_message is not None:
+                self._on_message(message)
+            with self._lock:
+                self.messages.append(message)
+            ctx.ack()
+
+    @property
+    def bodies(self) -> list[bytes]:
+        """The bodies handled so far, in order."""
+        with self._lock:
+            return [m.raw_data for m in self.messages]
+
+    def count(self) -> int:
+        """How many messages were handled so far."""
+        with self._lock:
+            return len(self.messages)

@@ -1,0 +1,24 @@
+"""The adapter conformance suite against the in-memory broker and the test client.
+
+It checks the suite itself: a test that fails here is wrong, not an adapter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.conformance.adapter_suite import AdapterSuite
+from tests.conformance.memory import MemoryHarness
+
+
+@pytest.fixture
+def harness() -> Iterator[MemoryHarness]:
+    h = MemoryHarness()
+    yield h
+    h.close()
+
+
+class TestMemoryConformance(AdapterSuite):
+    """Every test of the suite, on the in-memory broker."""
