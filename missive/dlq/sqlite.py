@@ -21,9 +21,9 @@ import logging
 import os
 import sqlite3
 import threading
+import weakref
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from missive.dlq._codec import (
@@ -35,6 +35,7 @@ from missive.dlq._codec import (
     reason_fields,
     utc,
 )
+from missive.dlq._sqlite_schema import SCHEMA_VERSION, TABLE, open_database, problem
 from missive.dlq.base import DeadLetter, DeadLetterStore
 from missive.errors import DLQError
 from missive.message import Message
@@ -43,31 +44,6 @@ from missive.reason import DeadLetterReason
 __all__ = ["SCHEMA_VERSION", "TABLE", "SQLiteDLQ"]
 
 logger = logging.getLogger("missive.dlq.sqlite")
-
-#: The schema version this module writes, stored in ``PRAGMA user_version``.
-SCHEMA_VERSION = 1
-#: The one table that holds the dead letters.
-TABLE = "missive_dead_letters"
-
-_SCHEMA = (
-    f"""CREATE TABLE IF NOT EXISTS {TABLE} (
-        seq INTEGER PRIMARY KEY,
-        message_id BLOB NOT NULL UNIQUE,
-        raw_data BLOB NOT NULL,
-        message_class TEXT NOT NULL,
-        attributes TEXT NOT NULL,
-        reason TEXT NOT NULL,
-        summary TEXT NOT NULL,
-        handler TEXT,
-        exc_type TEXT,
-        traceback TEXT,
-        first_dead_lettered_at TEXT NOT NULL,
-        dead_lettered_at TEXT NOT NULL,
-        times INTEGER NOT NULL DEFAULT 1
-    )""",
-    f"CREATE INDEX IF NOT EXISTS {TABLE}_dead_lettered_at ON {TABLE} (dead_lettered_at)",
-    f"PRAGMA user_version = {SCHEMA_VERSION}",
-)
 
 _UPSERT = f"""
 INSERT INTO {TABLE} (
@@ -97,6 +73,18 @@ _PAGE = 500
 # Connections a forked child inherited: never used, closed or freed by the child,
 # since SQLite connections must not cross fork().
 _inherited: list[sqlite3.Connection] = []
+# Keyed by id(): a mapping is unhashable.
+_stores: weakref.WeakValueDictionary[int, SQLiteDLQ] = weakref.WeakValueDictionary()
+
+
+def _after_fork_in_child() -> None:
+    # A thread of the parent may have held a store's lock at fork(): it never
+    # releases it in the child, so each store gets a new one.
+    for store in list(_stores.values()):
+        store._lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class SQLiteDLQ(DeadLetterStore):
@@ -104,8 +92,8 @@ class SQLiteDLQ(DeadLetterStore):
 
     The file and its table are created if missing. One connection serves the whole
     process, guarded by a lock, so the store may be used from any thread (SQLite
-    serializes writes anyway). A process forked after the store was opened opens its
-    own connection on first use.
+    serializes writes anyway). A process forked after the store was opened leaves the
+    parent's connection alone and opens its own on first use.
 
     :param path: the database file; its directory must exist.
     :param timeout: how many seconds a write waits for other processes' writes.
@@ -130,8 +118,9 @@ class SQLiteDLQ(DeadLetterStore):
         self._classes = MessageClasses(message_classes, logger)
         self._lock = threading.Lock()
         self._closed = False
-        self._connection = _open(self.path, timeout)
+        self._connection = open_database(self.path, timeout)
         self._pid = os.getpid()
+        _stores[id(self)] = self
 
     def _conn(self) -> sqlite3.Connection:
         # Call with the lock held.
@@ -139,7 +128,7 @@ class SQLiteDLQ(DeadLetterStore):
             raise DLQError(f"the SQLite DLQ at {self.path!r} is closed; open a new SQLiteDLQ")
         if self._pid != os.getpid():
             _inherited.append(self._connection)
-            self._connection = _open(self.path, self.timeout)
+            self._connection = open_database(self.path, self.timeout)
             self._pid = os.getpid()
         return self._connection
 
@@ -149,7 +138,7 @@ class SQLiteDLQ(DeadLetterStore):
             try:
                 return conn.execute(sql, params).fetchall()
             except sqlite3.Error as exc:
-                raise DLQError(_problem(self.path, exc, what, self.timeout)) from exc
+                raise DLQError(problem(self.path, exc, what, self.timeout)) from exc
 
     def __setitem__(self, message_id: bytes, value: tuple[Message, str]) -> None:
         message, reason = value
@@ -273,7 +262,7 @@ class SQLiteDLQ(DeadLetterStore):
                 ).rowcount
             except sqlite3.Error as exc:
                 raise DLQError(
-                    _problem(self.path, exc, f"delete {message_id!r}", self.timeout)
+                    problem(self.path, exc, f"delete {message_id!r}", self.timeout)
                 ) from exc
         if not deleted:
             raise KeyError(message_id)
@@ -313,100 +302,3 @@ class SQLiteDLQ(DeadLetterStore):
 
     def __repr__(self) -> str:
         return f"<SQLiteDLQ {self.path!r}{' closed' if self._closed else ''}>"
-
-
-def _open(path: str, timeout: float) -> sqlite3.Connection:
-    _check_path(path)
-    try:
-        conn = sqlite3.connect(path, timeout=timeout, isolation_level=None, check_same_thread=False)
-    except sqlite3.Error as exc:
-        raise DLQError(_problem(path, exc, "open the database", timeout)) from exc
-    try:
-        _prepare(conn, path)
-    except sqlite3.Error as exc:
-        conn.close()
-        raise DLQError(_problem(path, exc, "open the database", timeout)) from exc
-    except BaseException:
-        conn.close()
-        raise
-    logger.debug("opened DLQ %s (schema version %d)", path, SCHEMA_VERSION)
-    return conn
-
-
-def _check_path(path: str) -> None:
-    if path == ":memory:":
-        return
-    where = Path(path)
-    if where.is_dir():
-        raise DLQError(
-            f"cannot open the SQLite DLQ at {path!r}: it is a directory; "
-            f"give the path of a database file instead, such as {str(where / 'dlq.db')!r}"
-        )
-    directory = where.absolute().parent
-    if not directory.exists():
-        raise DLQError(
-            f"cannot open the SQLite DLQ at {path!r}: its directory {str(directory)!r} does "
-            "not exist; create it (mkdir -p) or choose another path"
-        )
-    if not directory.is_dir():
-        raise DLQError(
-            f"cannot open the SQLite DLQ at {path!r}: {str(directory)!r} is not a directory; "
-            "choose another path"
-        )
-
-
-def _prepare(conn: sqlite3.Connection, path: str) -> None:
-    # Reading the header first reports a file that is not a database.
-    version = conn.execute("PRAGMA user_version").fetchone()[0]
-    if version > SCHEMA_VERSION:
-        raise DLQError(_newer(path, version))
-    mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-    if str(mode).lower() != "wal" and path != ":memory:":
-        raise DLQError(
-            f"cannot open the SQLite DLQ at {path!r}: SQLite refused WAL mode (journal "
-            f"mode is {mode!r}); put the file on a local file system"
-        )
-    conn.execute("PRAGMA synchronous = FULL")
-    # A write transaction even when the schema exists: it proves the file is writable.
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise DLQError(_newer(path, version))
-        for statement in _SCHEMA:
-            conn.execute(statement)
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
-
-
-def _newer(path: str, version: int) -> str:
-    return (
-        f"cannot open the SQLite DLQ at {path!r}: it has schema version {version}, newer "
-        f"than this Missive's {SCHEMA_VERSION}; upgrade Missive or use another file"
-    )
-
-
-def _problem(path: str, exc: sqlite3.Error, what: str, timeout: float) -> str:
-    text = str(exc)
-    if "not a database" in text:
-        advice = "it is not an SQLite database (or is corrupt); point the DLQ at a new file"
-    elif "unable to open" in text:
-        advice = (
-            "the file cannot be opened or created; check that the path is a file in a "
-            "directory this process can write to"
-        )
-    elif "readonly" in text or "read-only" in text:
-        advice = "it is read-only; make the file and its directory writable by this process"
-    elif "locked" in text or "busy" in text:
-        advice = (
-            f"another process held it locked for over {timeout:g} s; "
-            "raise the timeout or find the process holding it"
-        )
-    elif "disk" in text or "full" in text:
-        advice = "the disk is full or failing; free space or move the DLQ"
-    else:
-        advice = "check the file and its directory"
-    return f"SQLite DLQ at {path!r}: cannot {what} ({type(exc).__name__}: {text}); {advice}"

@@ -314,6 +314,23 @@ def test_a_forked_child_writes_through_its_own_connection(
     assert list(dlq) == [b"parent-1", b"child-1", b"parent-2"]
 
 
+def test_a_forked_child_can_write_while_a_parent_thread_holds_the_lock(
+    open_sqlite: Callable[..., SQLiteDLQ],
+) -> None:
+    dlq = open_sqlite()
+    child = multiprocessing.get_context("fork").Process(
+        target=put, args=(dlq, missive.RawMessage(b"x", b"child-1"))
+    )
+
+    with dlq._lock:  # as a thread of the parent writing at the moment of fork()
+        child.start()
+        child.join(10)
+    child.kill()
+
+    assert child.exitcode == 0
+    assert list(dlq) == [b"child-1"]
+
+
 def _renamed_class() -> type[missive.Message]:
     class Renamed(missive.Message):
         __slots__ = ()
