@@ -436,6 +436,31 @@ class StoreSuite(MappingSuite):
         assert not [text for text in logged if "SECRET" in text]
         assert not [r for r in caplog.records if "SECRET-PAYLOAD" in r.getMessage()]
 
+    def test_a_processor_s_dead_letter_records_the_handler_and_exception(
+        self, store: DeadLetterStore
+    ) -> None:
+        processor = missive.Processor()
+        processor.set_dlq(store)
+
+        @processor.handle_for(lambda message: True)
+        def explode(message: missive.Message, ctx: missive.HandlingContext[Any]) -> None:
+            raise LookupError("no such customer")
+
+        message = missive.RawMessage(b"order 7")
+        with processor.test_client() as client:
+            client.send(message)
+        record = store.record(message.message_id)
+
+        assert (record.handler, record.exc_type) == (processor.routes[0][2], "LookupError")
+        assert record.traceback is not None
+        assert "LookupError: no such customer" in record.traceback
+        assert "no such customer" not in record.summary
+
+    def test_a_record_s_repr_shows_no_reason_or_traceback(self, store: DeadLetterStore) -> None:
+        put(store, missive.RawMessage(b"x", b"id-1"), failure("SECRET-REASON"))
+
+        assert "SECRET" not in repr(store.record(b"id-1"))
+
     def test_a_closed_store_raises_dlq_error(self, store: DeadLetterStore) -> None:
         store.close()
 
