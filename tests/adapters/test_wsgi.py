@@ -88,14 +88,19 @@ class Recorder:
         self.action = action
         self.messages: list[missive.Message] = []
         self.events: list[str] = []
+        self.entered, self.release = threading.Event(), threading.Event()
         self.processor: missive.Processor[missive.Message] = missive.Processor()
         self.processor.handle_for(lambda m: True)(self.handle)
         self.processor.before_processing(lambda ctx: self.events.append("before"))
         self.processor.after_processing(lambda ctx: self.events.append("after"))
 
     def handle(self, message: missive.Message, ctx: missive.HandlingContext[Any]) -> None:
+        if self.action == "block":
+            self.entered.set()
+            self.release.wait(5)
+            self.events.append("handled")
         self.messages.append(message)
-        if self.action == "ack":
+        if self.action in ("ack", "block"):
             ctx.ack()
         elif self.action == "nack":
             ctx.nack()
@@ -505,7 +510,7 @@ def test_failing_before_processing_gets_503_and_is_retried_next_request() -> Non
         if len(attempts) == 1:
             raise ConnectionError("database down")
 
-    recorder.processor.before_processing_hooks.insert(0, flaky)
+    recorder.processor.before_processing(flaky)
     adapter = adapter_for(recorder)
     first = call(adapter, body=b"x")
     second = call(adapter, body=b"x")
@@ -515,13 +520,10 @@ def test_failing_before_processing_gets_503_and_is_retried_next_request() -> Non
 
 
 def test_concurrent_first_requests_run_before_processing_once(recorder: Recorder) -> None:
-    started = threading.Event()
-
     def slow_hook(ctx: Any) -> None:
-        started.set()
         time.sleep(0.2)
 
-    recorder.processor.before_processing_hooks.insert(0, slow_hook)
+    recorder.processor.before_processing(slow_hook)
     adapter = adapter_for(recorder)
     statuses: list[int] = []
     threads = [
@@ -538,31 +540,19 @@ def test_concurrent_first_requests_run_before_processing_once(recorder: Recorder
 
 
 def test_close_waits_for_the_request_in_progress() -> None:
-    recorder = Recorder()
-    entered, release = threading.Event(), threading.Event()
-    order: list[str] = []
-
-    def slow(message: missive.Message, ctx: missive.HandlingContext[Any]) -> None:
-        entered.set()
-        release.wait(5)
-        order.append("handled")
-        ctx.ack()
-
-    recorder.processor.routes.clear()
-    recorder.processor.handle_for(lambda m: True)(slow)
-    recorder.processor.after_processing(lambda ctx: order.append("after"))
+    recorder = Recorder("block")
     adapter = adapter_for(recorder)
     request = threading.Thread(target=call, args=(adapter,), kwargs={"body": b"x"})
     request.start()
-    entered.wait(5)
+    assert recorder.entered.wait(5)
     closer = threading.Thread(target=adapter.close)
     closer.start()
     time.sleep(0.1)
-    assert order == []
-    release.set()
+    assert recorder.events == ["before"]
+    recorder.release.set()
     request.join(5)
     closer.join(5)
-    assert order == ["handled", "after"]
+    assert recorder.events == ["before", "handled", "after"]
 
 
 # -- development server --------------------------------------------------------------
