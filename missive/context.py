@@ -9,12 +9,18 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic
 
 from missive._typing import M
-from missive.errors import AlreadySettledError, DLQWriteError, HandlingError, MessageDecodeError
+from missive.errors import (
+    AlreadySettledError,
+    DLQWriteError,
+    HandlingError,
+    MatcherError,
+    MessageDecodeError,
+)
 from missive.reason import DeadLetterReason
 from missive.state import State
 
 if TYPE_CHECKING:
-    from missive.processor import Processor
+    from missive.processor import Handler, Processor
 
 __all__ = ["HandlingContext", "Outcome", "ProcessingContext"]
 
@@ -161,28 +167,41 @@ class ProcessingContext(Generic[M]):
         if hooks:
             failure = self._run_before_handling_hooks(hooks, hctx)
         if failure is None:
-            handler: Callable[[M, HandlingContext[M]], object] | None = None
+            # The routing of Router.candidates, inlined: this is the hot path.
+            router = processor.router
+            matched = 0
+            handler: Handler[M] | None = None
             name = ""
-            matcher: Callable[[M], object] | None = None
+            current: object = None
             try:
-                for matcher, candidate, candidate_name in processor.routes:
-                    if matcher(message):
-                        if handler is not None:
-                            failure = self._several(message)
-                            break
-                        handler = candidate
-                        name = candidate_name
+                for current, table in router.indexes:
+                    try:
+                        entries = table.get(current.extract(message))
+                    except TypeError:  # an unhashable value (a list, a dict) is no key
+                        entries = None
+                    if entries:
+                        for current, candidate, candidate_name in entries:
+                            if current is None or current(message):
+                                matched += 1
+                                handler, name = candidate, candidate_name
+                for current, candidate, candidate_name in router.plain:
+                    if current(message):
+                        matched += 1
+                        handler, name = candidate, candidate_name
             except Exception as exc:
-                failure = _matcher_failed(matcher, exc)
-            if failure is None:
-                if handler is None:
-                    failure = DeadLetterReason("no handler matched the message")
-                else:
+                failure = _raised(f"matcher {current!r}", exc, None)
+            else:
+                if matched == 1:
+                    assert handler is not None
                     hctx.handler_name = name
                     try:
                         handler(message, hctx)
                     except Exception as exc:
                         failure = _raised(f"handler {name!r}", exc, name)
+                elif matched:
+                    failure = self._several(message)
+                else:
+                    failure = DeadLetterReason("no handler matched the message")
         hooks = processor.after_handling_hooks
         if hooks:
             failure = self._run_after_handling_hooks(hooks, hctx, failure)
@@ -255,18 +274,16 @@ class ProcessingContext(Generic[M]):
                     )
         return failure
 
-    def _several(self, message: M) -> DeadLetterReason:
-        names = []
-        for matcher, _, name in self.processor.routes:
-            try:
-                if matcher(message):
-                    names.append(name)
-            except Exception:  # noqa: S112 - a raising matcher does not match here
-                continue
-        return DeadLetterReason(
-            f"{len(names)} handlers matched the message, exactly one must: {', '.join(names)}"
-        )
 
+    def _several(self, message: M) -> DeadLetterReason:
+        try:
+            found = self.processor.router.candidates(message)
+        except MatcherError as exc:  # it matched a moment ago: a matcher with state
+            return _raised(f"matcher {exc.matcher!r}", exc.error, None)
+        names = ", ".join(name for _, name in found)
+        return DeadLetterReason(
+            f"{len(found)} handlers matched the message, exactly one must: {names}"
+        )
 
 def _raised(what: str, exc: Exception, handler: str | None) -> DeadLetterReason:
     if isinstance(exc, MessageDecodeError):
@@ -277,10 +294,6 @@ def _raised(what: str, exc: Exception, handler: str | None) -> DeadLetterReason:
             exc_type=type(exc).__qualname__,
         )
     return DeadLetterReason.from_exception(what, exc, handler=handler)
-
-
-def _matcher_failed(matcher: object, exc: Exception) -> DeadLetterReason:
-    return _raised(f"matcher {matcher!r}", exc, None)
 
 
 def callable_name(func: Any) -> str:

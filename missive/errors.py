@@ -5,6 +5,7 @@ Every error Missive raises derives from :class:`MissiveError`::
     MissiveError
     ├── MessageDecodeError (also ValueError)    a message's bytes are not what its class expects
     ├── RegistrationError (also ValueError)     a handler or hook cannot be registered as given
+    ├── MatcherError                            a matcher raised while routing a message
     ├── AlreadySettledError (also RuntimeError) a handler acked or nacked a message twice
     ├── HandlingError                           a message could not be handled and no DLQ is set
     ├── DLQWriteError                           the DLQ could not store a failed message
@@ -36,6 +37,22 @@ class MessageDecodeError(MissiveError, ValueError):
 
 class RegistrationError(MissiveError, ValueError):
     """A handler or hook cannot be registered, for example a matcher registered twice."""
+
+
+class MatcherError(MissiveError):
+    """A matcher raised while a message was being routed.
+
+    The processor dead-letters the message with the original error as the reason;
+    the original is ``error`` (and the ``__cause__``).
+    """
+
+    def __init__(self, message_id: bytes, matcher: object, error: Exception) -> None:
+        self.message_id = message_id
+        self.matcher = matcher
+        self.error = error
+        super().__init__(
+            f"matcher {matcher!r} raised {type(error).__qualname__} for message {message_id!r}"
+        )
 
 
 class AlreadySettledError(MissiveError, RuntimeError):

@@ -6,15 +6,9 @@ from collections.abc import Callable, MutableMapping
 from typing import TYPE_CHECKING, Generic
 
 from missive._typing import M
-from missive.context import (
-    HandlingContext,
-    HandlingHook,
-    ProcessingContext,
-    ProcessingHook,
-    callable_name,
-)
-from missive.errors import RegistrationError
+from missive.context import HandlingContext, HandlingHook, ProcessingContext, ProcessingHook
 from missive.message import Message
+from missive.routing import Router
 
 if TYPE_CHECKING:
     from missive.testing import TestClient
@@ -44,8 +38,8 @@ class Processor(Generic[M]):
     """
 
     def __init__(self) -> None:
-        #: ``(matcher, handler, handler name)`` in registration order.
-        self.routes: list[tuple[Matcher[M], Handler[M], str]] = []
+        #: The routing table.
+        self.router: Router[M] = Router()
         self.before_processing_hooks: list[ProcessingHook[M]] = []
         self.after_processing_hooks: list[ProcessingHook[M]] = []
         self.before_handling_hooks: list[HandlingHook[M]] = []
@@ -57,29 +51,29 @@ class Processor(Generic[M]):
         """Register the decorated function as the handler for messages ``matcher`` accepts.
 
         The handler is returned unchanged. Each message must be matched by exactly one
-        handler's matcher.
+        handler's matcher. Matchers from :mod:`missive.matchers` are indexed, so they
+        cost about the same however many handlers there are.
 
         :raises TypeError: if ``matcher`` is not callable.
-        :raises RegistrationError: if the same matcher object is already registered.
+        :raises RegistrationError: if the same matcher object is already registered,
+            or an indexed matcher certainly overlaps another handler's.
         """
         if not callable(matcher):
             raise TypeError(
                 f"a matcher must be callable (message -> bool), not {type(matcher).__name__} "
                 f"{matcher!r}"
             )
+
         def register(handler: Handler[M]) -> Handler[M]:
-            name = callable_name(handler)
-            for registered, _, other in self.routes:
-                if registered is matcher:
-                    raise RegistrationError(
-                        f"matcher {matcher!r} of handler {name!r} is already registered "
-                        f"for handler {other!r}; every message goes to exactly one handler, "
-                        "so give each handler its own matcher"
-                    )
-            self.routes.append((matcher, handler, name))
+            self.router.add(matcher, handler)
             return handler
 
         return register
+
+    @property
+    def routes(self) -> list[tuple[Matcher[M], Handler[M], str]]:
+        """``(matcher, handler, handler name)`` for every handler, in registration order."""
+        return self.router.routes
 
     def before_processing(self, hook: ProcessingHook[M]) -> ProcessingHook[M]:
         """Register a hook run once at startup, before the first message: ``hook(processing_ctx)``.
