@@ -23,6 +23,7 @@ STATUS = {
 }
 
 _CHUNK = 64 * 1024
+_encode = json.JSONEncoder(separators=(",", ":")).encode
 
 
 class RejectedError(Exception):
@@ -50,7 +51,7 @@ def respond(
     head: bool = False,
 ) -> list[bytes]:
     """Start a JSON response; returns the WSGI body (empty for a HEAD request)."""
-    body = json.dumps(document, separators=(",", ":")).encode("utf-8")
+    body = _encode(document).encode("utf-8")
     start_response(
         STATUS[status],
         [
@@ -62,13 +63,24 @@ def respond(
     return [] if head else [body]
 
 
+# environ key -> header name ("" for keys that are not headers), bounded so that
+# senders inventing header names cannot grow it without limit.
+_names: dict[str, str] = {}
+_MAX_NAMES = 2048
+
+
 def request_headers(environ: Mapping[str, Any]) -> dict[str, str]:
     """The request's headers from a WSGI environ, names lower-case with dashes."""
-    headers = {
-        key[5:].replace("_", "-").lower(): value
-        for key, value in environ.items()
-        if key.startswith("HTTP_")
-    }
+    headers = {}
+    names = _names
+    for key, value in environ.items():
+        name = names.get(key)
+        if name is None:
+            name = key[5:].replace("_", "-").lower() if key.startswith("HTTP_") else ""
+            if len(names) < _MAX_NAMES:
+                names[key] = name
+        if name:
+            headers[name] = value
     content_type = environ.get("CONTENT_TYPE")
     if content_type:
         headers["content-type"] = content_type

@@ -15,7 +15,6 @@ import logging
 import os
 import threading
 import weakref
-import wsgiref.simple_server
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -320,10 +319,8 @@ class WSGIAdapter(Adapter[M]):
         after :meth:`stop`, SIGINT or SIGTERM, having run the ``after_processing``
         hooks. :attr:`server_address` holds the bound address (for ``port=0``).
         """
-        server = wsgiref.simple_server.make_server(
-            host, port, self, handler_class=_QuietHandler
-        )
-        self.server_address: tuple[str, int] = server.server_address[:2]  # type: ignore[assignment]
+        server = _make_server(host, port, self)
+        self.server_address: tuple[str, int] = tuple(server.server_address[:2])
         server.timeout = 0.2
         with server, self.stop_on_signals():
             try:
@@ -335,9 +332,15 @@ class WSGIAdapter(Adapter[M]):
                 self.close()
 
 
-class _QuietHandler(wsgiref.simple_server.WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        logger.debug("%s " + format, self.address_string(), *args)
+def _make_server(host: str, port: int, app: Any) -> Any:
+    # Imported here: production servers never load http.server.
+    import wsgiref.simple_server
+
+    class QuietHandler(wsgiref.simple_server.WSGIRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            logger.debug("%s " + format, self.address_string(), *args)
+
+    return wsgiref.simple_server.make_server(host, port, app, handler_class=QuietHandler)
 
 
 def _reset_in_child(ref: weakref.ref[WSGIAdapter[Any]]) -> None:
