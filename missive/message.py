@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import weakref
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
@@ -41,7 +42,8 @@ def _new_prefix() -> None:
 _new_prefix()
 os.register_at_fork(after_in_child=_new_prefix)
 
-_registry: dict[str, type[Message]] = {}
+# Weak, so that classes a program drops (test-local ones, say) are not kept alive.
+_registry: weakref.WeakValueDictionary[str, type[Message]] = weakref.WeakValueDictionary()
 
 
 def message_class_named(name: str) -> type[Message] | None:

@@ -106,7 +106,13 @@ class Processor(Generic[M]):
         return hook
 
     def set_dlq(self, dlq: DLQ | None) -> None:
-        """Store messages that cannot be handled in ``dlq`` (any mutable mapping), then ack them."""
+        """Store messages that cannot be handled in ``dlq``, then ack them.
+
+        ``dlq`` is any ``MutableMapping[bytes, tuple[Message, str]]``: a ``dict`` in
+        tests, or a :class:`missive.dlq.base.DeadLetterStore` such as
+        :class:`missive.dlq.sqlite.SQLiteDLQ`, which keeps the details of each failure.
+        Whoever creates the DLQ closes it; the processor does not. ``None`` unsets it.
+        """
         self.dlq = dlq
 
     def context(self) -> ProcessingContext[M]:
