@@ -204,7 +204,8 @@ class RedisStreamsAdapter(RedisAdapterBase[M]):
             self._handle_batch(client, context, entries, counts)
 
     def _recreate_group(self, client: redis.Redis, exc: redis.ResponseError) -> None:
-        if "NOGROUP" not in str(exc):
+        # NOGROUP: no such stream or group; UNBLOCKED: the stream went while we waited.
+        if not str(exc).rpartition("caused error: ")[2].startswith(("NOGROUP", "UNBLOCKED")):
             raise exc
         logger.warning(
             "stream %r or group %r was deleted while consuming; creating it again",

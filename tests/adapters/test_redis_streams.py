@@ -5,12 +5,20 @@ Each test uses its own stream and group (random suffix), deleted afterwards.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
+import missive
+from missive.adapters.redis import RedisStreamsAdapter
 from tests.conformance.adapter_suite import AdapterSuite
-from tests.conformance.redis_harness import RedisStreamsHarness
+from tests.conformance.redis_harness import CLAIM_IDLE_MS, RedisStreamsHarness
+from tests.conformance.support import Recorder, running, wait_until
 from tests.services import require
 
 
@@ -24,3 +32,227 @@ def harness() -> Iterator[RedisStreamsHarness]:
 
 class TestRedisStreamsConformance(AdapterSuite):
     """Every test of the adapter suite, on Redis Streams."""
+
+
+# -- Streams specifics -------------------------------------------------------------------
+
+
+def dlq_processor(
+    handler: Callable[[missive.RawMessage, missive.HandlingContext[Any]], object],
+) -> tuple[missive.Processor[missive.RawMessage], dict[bytes, tuple[missive.Message, str]]]:
+    processor: missive.Processor[missive.RawMessage] = missive.Processor()
+    processor.handle_for(lambda m: True)(handler)
+    dlq: dict[bytes, tuple[missive.Message, str]] = {}
+    processor.set_dlq(dlq)
+    return processor, dlq
+
+
+def test_a_message_carries_the_entry_id_and_the_stream_attributes(
+    harness: RedisStreamsHarness,
+) -> None:
+    # Given an entry with the message field and one more field
+    entry_id = harness.client.xadd(harness.stream, {"data": b"body", "source": b"billing"})
+    recorder = Recorder()
+    # When it is consumed
+    adapter = harness.adapter(missive.RawMessage, recorder.processor, consumer="worker-1")
+    with running(adapter):
+        wait_until(lambda: recorder.count() == 1, "the entry is handled")
+    # Then its id is the entry id and its attributes say where it came from
+    [message] = recorder.messages
+    assert message.message_id == entry_id
+    assert dict(message.attributes) == {
+        "stream": harness.stream,
+        "group": harness.group,
+        "consumer": "worker-1",
+        "delivery_count": 1,
+        "fields": {"source": b"billing"},
+    }
+
+
+def test_a_poison_message_is_dead_lettered_after_max_deliveries(
+    harness: RedisStreamsHarness,
+) -> None:
+    # Given a handler that always nacks, and max_deliveries=3
+    counts: list[int] = []
+
+    def always_nack(message: missive.RawMessage, ctx: missive.HandlingContext[Any]) -> None:
+        counts.append(message.attributes["delivery_count"])
+        ctx.nack()
+
+    processor, dlq = dlq_processor(always_nack)
+    harness.publish([b"poison"])
+    # When it is consumed
+    with running(harness.adapter(missive.RawMessage, processor, max_deliveries=3)):
+        wait_until(lambda: dlq, "the message is dead-lettered")
+        wait_until(lambda: harness.remaining() == 0, "the entry is acked")
+    # Then it was handled three times, counted, then dead-lettered with a reason saying so
+    assert counts == [1, 2, 3]
+    [(message, reason)] = dlq.values()
+    assert message.raw_data == b"poison"
+    assert message.attributes["delivery_count"] == 4
+    assert "delivered 4 times, more than max_deliveries=3" in reason
+
+
+def test_entries_read_by_a_consumer_that_died_are_claimed_and_handled(
+    harness: RedisStreamsHarness,
+) -> None:
+    # Given an entry that a consumer read in the group and never acked (it died)
+    [entry_id] = [harness.client.xadd(harness.stream, {"data": b"orphan"})]
+    harness.client.xgroup_create(harness.stream, harness.group, id="0")
+    harness.client.xreadgroup(harness.group, "dead-consumer", {harness.stream: ">"}, count=10)
+    recorder = Recorder()
+    # When an adapter runs in the same group
+    with running(harness.adapter(missive.RawMessage, recorder.processor)):
+        wait_until(lambda: recorder.count() == 1, "the orphan is handled")
+        wait_until(lambda: harness.remaining() == 0, "the entry is acked")
+    # Then it claimed the entry once idle (XAUTOCLAIM): same id, second delivery
+    [message] = recorder.messages
+    assert message.message_id == entry_id
+    assert message.attributes["delivery_count"] == 2
+
+
+def test_an_entry_without_the_message_field_is_dead_lettered(
+    harness: RedisStreamsHarness,
+) -> None:
+    # Given an entry without the "data" field
+    harness.client.xadd(harness.stream, {"payload": b"x"})
+    processor, dlq = dlq_processor(lambda message, ctx: ctx.ack())
+    # When it is consumed
+    with running(harness.adapter(missive.RawMessage, processor)):
+        wait_until(lambda: dlq, "the entry is dead-lettered")
+        wait_until(lambda: harness.remaining() == 0, "the entry is acked")
+    # Then the reason names the missing field, and its fields are kept
+    [(message, reason)] = dlq.values()
+    assert "no 'data' field" in reason
+    assert message.attributes["fields"] == {"payload": b"x"}
+
+
+def test_a_message_that_cannot_be_dead_lettered_is_left_pending_and_delivered_again(
+    harness: RedisStreamsHarness, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given a processor without a DLQ whose handler fails on the first delivery
+    processor: missive.Processor[missive.RawMessage] = missive.Processor()
+    deliveries: list[missive.RawMessage] = []
+
+    @processor.handle_for(lambda m: True)
+    def fail_once(message: missive.RawMessage, ctx: missive.HandlingContext[Any]) -> None:
+        deliveries.append(message)
+        if len(deliveries) == 1:
+            raise RuntimeError("secret payload detail")
+        ctx.ack()
+
+    # When a message is consumed
+    with running(harness.adapter(missive.RawMessage, processor)):
+        harness.publish([b"retry me"])
+        wait_until(lambda: len(deliveries) == 2, "the message is delivered again")
+        wait_until(lambda: harness.remaining() == 0, "the entry is acked")
+    # Then the error was logged with the id but not the exception text, and not acked
+    first, second = deliveries
+    assert second.message_id == first.message_id
+    assert second.attributes["delivery_count"] == 2
+    [record] = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert repr(first.message_id) in record.getMessage()
+    assert "not acked" in record.getMessage()
+    assert "secret payload detail" not in record.getMessage()
+
+
+def test_a_stop_hands_back_the_entries_read_but_not_started(
+    harness: RedisStreamsHarness,
+) -> None:
+    # Given 20 entries read in one batch and a handler that stops the adapter
+    harness.publish([b"%d" % i for i in range(20)])
+    adapters: list[missive.Adapter[Any]] = []
+    recorder = Recorder(lambda message: adapters[0].stop())
+    adapter = harness.adapter(missive.RawMessage, recorder.processor, batch_size=20)
+    adapters.append(adapter)
+    # When it stops after the first
+    with running(adapter):
+        wait_until(lambda: adapter.stop_requested, "the adapter is asked to stop")
+    # Then the other 19 are pending, idle enough to be claimed at once, never delivered
+    assert recorder.bodies == [b"0"]
+    pending = harness.pending()
+    assert len(pending) == 19
+    assert all(p["times_delivered"] == 0 for p in pending)
+    assert all(p["time_since_delivered"] >= CLAIM_IDLE_MS for p in pending)
+
+
+def test_a_generated_consumer_leaves_the_group_when_it_stops_with_nothing_pending(
+    harness: RedisStreamsHarness,
+) -> None:
+    # Given an adapter with a generated consumer name that handled a message
+    recorder = Recorder()
+    with running(harness.adapter(missive.RawMessage, recorder.processor)):
+        harness.publish([b"x"])
+        wait_until(lambda: recorder.count() == 1, "the message is handled")
+        assert len(harness.client.xinfo_consumers(harness.stream, harness.group)) == 1
+    # When it has stopped
+    # Then the group does not keep its name
+    assert harness.client.xinfo_consumers(harness.stream, harness.group) == []
+
+
+def test_a_stream_deleted_while_consuming_is_created_again(
+    harness: RedisStreamsHarness,
+) -> None:
+    # Given a consuming adapter
+    recorder = Recorder()
+    with running(harness.adapter(missive.RawMessage, recorder.processor)):
+        harness.publish([b"first"])
+        wait_until(lambda: recorder.count() == 1, "the first message is handled")
+        # When the stream (and so the group) is deleted, then written again
+        harness.client.delete(harness.stream)
+        wait_until(lambda: harness.client.exists(harness.stream), "the stream is created again")
+        harness.publish([b"second"])
+        # Then consumption goes on
+        wait_until(lambda: recorder.count() == 2, "the second message is handled")
+    assert recorder.bodies == [b"first", b"second"]
+
+
+def test_a_killed_connection_is_logged_and_reestablished(
+    harness: RedisStreamsHarness, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given an adapter blocked reading the stream
+    recorder = Recorder()
+    with running(harness.adapter(missive.RawMessage, recorder.processor, block_ms=2000)):
+        time.sleep(0.2)
+        # When the server kills its connection
+        harness.kill_connections()
+        harness.publish([b"after"])
+        # Then a warning says so, and the next message is handled on a new connection
+        wait_until(lambda: recorder.count() == 1, "the message is handled")
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any(
+        "connection to Redis lost or refused" in w and "reconnecting in" in w for w in warnings
+    )
+
+
+def test_an_unreachable_server_is_retried_with_growing_backoff_until_stopped(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Given a URL where nothing listens
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    recorder = Recorder()
+    adapter = RedisStreamsAdapter(
+        missive.RawMessage,
+        recorder.processor,
+        "s",
+        url=f"redis://127.0.0.1:{port}/0",
+        max_reconnect_delay=0.4,
+    )
+    caplog.set_level(logging.WARNING, "missive.adapters.redis")
+    thread = threading.Thread(target=adapter.run, daemon=True)
+    # When the adapter runs for a while
+    thread.start()
+    wait_until(lambda: len(caplog.records) >= 5, "five failed attempts are logged")
+    # Then each attempt is logged with its number and a delay that grows to the cap
+    attempts = [r.args[4] for r in caplog.records[:5]]  # type: ignore[index]
+    delays = [r.args[3] for r in caplog.records[:5]]  # type: ignore[index]
+    assert attempts == [1, 2, 3, 4, 5]
+    assert all(d <= 0.4 for d in delays)
+    assert max(delays[2:]) > min(delays[:2])
+    # and a stop ends the waiting at once
+    adapter.stop()
+    thread.join(2)
+    assert not thread.is_alive()
+    assert not adapter.wait_ready(0)
