@@ -1,0 +1,40 @@
+"""open_dlq: a DLQ from the path or URL a user types."""
+
+from pathlib import Path
+
+import pytest
+
+import missive
+from missive.dlq import open_dlq
+from missive.dlq.sqlite import SQLiteDLQ
+
+
+def test_a_bare_path_is_an_sqlite_file(tmp_path: Path) -> None:
+    with open_dlq(str(tmp_path / "dlq.db")) as dlq:
+        assert isinstance(dlq, SQLiteDLQ)
+    assert (tmp_path / "dlq.db").exists()
+
+
+def test_an_sqlite_url_with_an_absolute_path(tmp_path: Path) -> None:
+    with open_dlq(f"sqlite:///{tmp_path}/dlq.db") as dlq:
+        assert isinstance(dlq, SQLiteDLQ)
+    assert (tmp_path / "dlq.db").exists()
+
+
+def test_an_sqlite_url_with_a_relative_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with open_dlq("sqlite:///relative.db"):
+        pass
+    assert (tmp_path / "relative.db").exists()
+
+
+def test_a_malformed_sqlite_url_is_a_clear_error() -> None:
+    with pytest.raises(missive.DLQError, match="sqlite:///"):
+        open_dlq("sqlite://host/dlq.db")
+
+
+def test_an_unknown_scheme_is_a_clear_error() -> None:
+    with pytest.raises(missive.DLQError, match="unknown scheme 'mysql'"):
+        open_dlq("mysql://localhost/dlq")
