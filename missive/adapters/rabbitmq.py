@@ -147,6 +147,7 @@ class RabbitMQAdapter(Adapter[M]):
         self._lock = threading.Lock()
         self._connection: BlockingConnection | None = None
         self._run_thread: threading.Thread | None = None
+        self._consuming = False  # whether the current connection got as far as consuming
 
     @property
     def _where(self) -> str:
@@ -179,9 +180,9 @@ class RabbitMQAdapter(Adapter[M]):
         with self.stop_on_signals(), self.processor.context() as context:
             delay = _FIRST_RECONNECT_DELAY
             while not self.stop_requested:
+                self._consuming = False
                 try:
-                    if self._consume(context):
-                        delay = _FIRST_RECONNECT_DELAY
+                    self._consume(context)
                 except _FATAL_CONNECTION_ERRORS as exc:
                     exc.add_note(f"(connecting to {self._where}: check the user and vhost)")
                     raise
@@ -192,16 +193,17 @@ class RabbitMQAdapter(Adapter[M]):
                             "the queues and grant the user read access before starting)"
                         )
                         raise
-                    self._lost(exc, delay)
-                    delay = min(delay * 2, self.max_reconnect_delay)
+                    delay = self._lost(exc, delay)
                 except (pika.exceptions.AMQPError, _ConsumerCancelledError) as exc:
-                    self._lost(exc, delay)
-                    delay = min(delay * 2, self.max_reconnect_delay)
+                    delay = self._lost(exc, delay)
             logger.info("stopped consuming %s", ", ".join(self.queues))
 
-    def _lost(self, exc: BaseException, delay: float) -> None:
+    def _lost(self, exc: BaseException, delay: float) -> float:
+        """Log the loss, wait before reconnecting; return the next delay (doubled)."""
         if self.stop_requested:
-            return
+            return delay
+        if self._consuming:  # it worked until now: start the backoff afresh
+            delay = _FIRST_RECONNECT_DELAY
         logger.warning(
             "connection to %s lost or refused (%s: %s); unacked messages go back to their "
             "queue; reconnecting in %.1f s",
@@ -211,9 +213,10 @@ class RabbitMQAdapter(Adapter[M]):
             delay,
         )
         self._stop_requested.wait(delay)
+        return min(delay * 2, self.max_reconnect_delay)
 
-    def _consume(self, context: ProcessingContext[M]) -> bool:
-        """One connection: consume until stopped; ``True`` if consuming had started."""
+    def _consume(self, context: ProcessingContext[M]) -> None:
+        """One connection: consume until stopped (returns) or the connection fails (raises)."""
         connection = pika.BlockingConnection(self._parameters)
         try:
             with self._lock:
@@ -231,13 +234,13 @@ class RabbitMQAdapter(Adapter[M]):
                 self._where,
                 self.prefetch,
             )
+            self._consuming = True
             self._set_ready()
             while not self.stop_requested:
                 connection.process_data_events(time_limit=_POLL_SECONDS)
             for tag in tags:
                 channel.basic_cancel(tag)  # pika requeues prefetched, unstarted messages
             channel.close()
-            return True
         finally:
             with self._lock:
                 self._connection = None
@@ -285,7 +288,7 @@ class RabbitMQAdapter(Adapter[M]):
                     "routing_key": method.routing_key,
                     "redelivered": redelivered,
                     "delivery_count": count,
-                    "headers": dict(headers) if headers else {},
+                    "headers": headers if headers else {},
                     "publisher_id": bool(publisher_id),
                     "content_type": properties.content_type,
                     "correlation_id": properties.correlation_id,
