@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pathlib
 import signal
 import subprocess
 import sys
@@ -260,3 +261,30 @@ def test_stop_before_run_returns_without_consuming(harness: RabbitMQHarness) -> 
 @pytest.fixture(autouse=True)
 def _log_level(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="missive")
+
+
+def test_a_dead_letter_keeps_its_amqp_attributes_in_an_sqlite_dlq(
+    harness: RabbitMQHarness,  # noqa: F811
+    tmp_path: pathlib.Path,
+) -> None:
+    # Given an SQLite DLQ and a message with AMQP headers of several types
+    from missive.dlq.sqlite import SQLiteDLQ
+
+    processor: missive.Processor[missive.JSONMessage] = missive.Processor()
+    processor.handle_for(lambda m: m.get_json()["kind"] == "x")(lambda m, ctx: ctx.ack())
+    headers = {"tenant": "acme", "attempt": 3, "urgent": True, "nested": {"a": 1}}
+    properties = pika.BasicProperties(
+        message_id="order-17", headers=headers, content_type="application/json"
+    )
+    harness._channel.basic_publish("", harness.queue, b"{broken", properties)
+    with SQLiteDLQ(str(tmp_path / "dlq.db")) as dlq:
+        processor.set_dlq(dlq)
+        # When it cannot be decoded
+        with running(harness.adapter(missive.JSONMessage, processor)):
+            wait_until(lambda: len(dlq) == 1, "the message is dead-lettered")
+        # Then the record holds its id, queue, headers and properties
+        record = dlq.record(b"order-17")
+    assert record.attributes["queue"] == harness.queue
+    assert record.attributes["headers"] == headers
+    assert record.attributes["content_type"] == "application/json"
+    assert "invalid JSON" in record.reason
