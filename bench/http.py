@@ -90,6 +90,53 @@ print(done, bad)
 """
 
 
+IN_PROCESS = """
+import io, json, sys, timeit
+sys.path.insert(0, sys.argv[1])
+import bare_app, missive_app
+
+environ = {
+    "REQUEST_METHOD": "POST", "PATH_INFO": "/", "QUERY_STRING": "", "SCRIPT_NAME": "",
+    "CONTENT_TYPE": "application/json", "CONTENT_LENGTH": str(len(sys.argv[2])),
+    "HTTP_HOST": "127.0.0.1:8000", "HTTP_USER_AGENT": "bench", "HTTP_ACCEPT": "*/*",
+    "SERVER_NAME": "127.0.0.1", "SERVER_PORT": "8000", "SERVER_PROTOCOL": "HTTP/1.1",
+    "REMOTE_ADDR": "127.0.0.1", "REMOTE_PORT": "40000", "RAW_URI": "/",
+    "wsgi.url_scheme": "http", "wsgi.version": (1, 0), "wsgi.errors": sys.stderr,
+    "wsgi.multithread": False, "wsgi.multiprocess": True, "wsgi.run_once": False,
+}
+body = sys.argv[2].encode()
+
+def start_response(status, headers):
+    assert status.startswith("200")
+
+def call(app):
+    env = dict(environ)
+    env["wsgi.input"] = io.BytesIO(body)
+    app(env, start_response)
+
+number = 50_000
+for name, app in (("bare", bare_app.app), ("missive", missive_app.app)):
+    best = min(timeit.repeat(lambda: call(app), number=number, repeat=5)) / number
+    print(name, best * 1e6)
+"""
+
+
+def in_process(directory: Path) -> dict[str, float]:
+    """µs per request calling each WSGI callable directly: the applications' own cost."""
+    result = subprocess.run(
+        [sys.executable, "-c", IN_PROCESS, str(directory), PAYLOAD.decode()],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=directory,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    return {
+        name: float(value)
+        for name, value in (line.split() for line in result.stdout.split("\n") if line)
+    }
+
+
 class Server:
     """gunicorn serving ``module:app`` on a loopback socket bound here."""
 
@@ -198,15 +245,22 @@ def main() -> None:
         raise SystemExit("wrk is not installed: apt-get install wrk, or use --client python")
     connections = args.connections if client == "wrk" else min(args.connections, 8)
 
-    print(f"client {client}, {connections} connections, {args.duration:g} s per run, "
-          f"{args.repeat} interleaved repetitions, {os.cpu_count()} CPUs; medians shown")
-    print(f"{'config':<16}{'bare req/s':>12}{'missive req/s':>15}{'missive/bare':>14}")
+    print(
+        f"client {client}, {connections} connections, {args.duration:g} s per run, "
+        f"{args.repeat} interleaved repetitions, {os.cpu_count()} CPUs; medians shown"
+    )
     with tempfile.TemporaryDirectory(prefix="missive-bench-http-") as tmp:
         directory = Path(tmp)
         (directory / "bare_app.py").write_text(BARE_APP)
         (directory / "missive_app.py").write_text(MISSIVE_APP)
         script = directory / "post.lua"
         script.write_text(WRK_SCRIPT.format(body=PAYLOAD.decode()))
+        cost = in_process(directory)
+        print(
+            f"in process (no server, best of 5): bare {cost['bare']:.1f} µs, "
+            f"missive {cost['missive']:.1f} µs per request"
+        )
+        print(f"{'config':<16}{'bare req/s':>12}{'missive req/s':>15}{'missive/bare':>14}")
         for config in args.configs.split(","):
             servers = {
                 name: Server(directory, f"{name}_app", config) for name in ("bare", "missive")
@@ -230,8 +284,10 @@ def main() -> None:
                 f"{config:<16}{median(rates['bare']):>12.0f}{median(rates['missive']):>15.0f}"
                 f"{median(ratios):>14.3f}"
             )
-            print(f"{'':<16}runs: bare {[round(r) for r in rates['bare']]}, "
-                  f"missive {[round(r) for r in rates['missive']]}")
+            print(
+                f"{'':<16}runs: bare {[round(r) for r in rates['bare']]}, "
+                f"missive {[round(r) for r in rates['missive']]}"
+            )
 
 
 if __name__ == "__main__":
