@@ -1,0 +1,73 @@
+"""The ``missive`` command: run adapters, look after DLQs, check routing.
+
+::
+
+    missive run myapp:adapter --workers 4
+    missive dlq ls --dlq dlq.db
+    missive dlq replay --dlq dlq.db --processor myapp:processor --all
+    missive routes check myapp:processor samples.jsonl
+
+Also ``python -m missive``. See ``docs/cli.md``. Exit status: 0 on success, 1 on
+failure, 2 for a command line that cannot be read; errors go to stderr as one line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from missive.cli import _dlq, _replay, _routes, _run
+from missive.cli._common import CLIError
+from missive.cli._output import Output
+from missive.errors import MissiveError
+
+__all__ = ["main", "parser"]
+
+
+def parser() -> argparse.ArgumentParser:
+    """The command line's parser."""
+    from missive import __version__
+
+    top = argparse.ArgumentParser(
+        prog="missive",
+        description="Run Missive adapters, inspect and replay dead letters, check routing.",
+    )
+    top.add_argument("--version", action="version", version=f"missive {__version__}")
+    sub = top.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _run.add_parser(sub)
+    dlq = sub.add_parser("dlq", help="look at, replay and tidy up dead letters")
+    _dlq.add_dlq_option(dlq, default=None)
+    dlq_sub = _dlq.add_parsers(dlq)
+    _replay.add_parser(dlq_sub)
+    _routes.add_parser(sub)
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``missive`` command with ``argv`` (``sys.argv[1:]`` by default).
+
+    :returns: the exit status.
+    """
+    args = parser().parse_args(argv)
+    out = Output()
+    try:
+        status: int = args.func(args, out)
+        out.stdout.flush()
+    except CLIError as exc:
+        out.error(str(exc))
+        return 1
+    except MissiveError as exc:
+        out.error(str(exc).splitlines()[0])
+        return 1
+    except KeyboardInterrupt:
+        out.note("interrupted")
+        return 130
+    except BrokenPipeError:
+        # The reader went away (| head): not an error. Keep Python from complaining
+        # when it flushes stdout at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+    return status

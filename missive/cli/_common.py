@@ -1,0 +1,223 @@
+"""What the commands share: import paths, opening a DLQ, message ids, times."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import re
+import sys
+import traceback
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from missive.adapters.base import Adapter
+from missive.dlq import DeadLetterStore, open_dlq
+from missive.message import Message
+from missive.processor import Processor
+
+__all__ = [
+    "CLIError",
+    "format_id",
+    "import_object",
+    "load_processor",
+    "open_store",
+    "parse_id",
+    "parse_time",
+    "redact",
+]
+
+#: The environment variable that names the DLQ when ``--dlq`` is not given.
+DLQ_VARIABLE = "MISSIVE_DLQ"
+
+
+class CLIError(Exception):
+    """A failure to report as one line, ``missive: error: ...``, with exit status 1."""
+
+
+def import_object(path: str, what: str = "object") -> object:
+    """The object at ``module:attribute`` (the attribute may be dotted).
+
+    The working directory is put on ``sys.path`` first, as gunicorn does, so that
+    ``missive run app:adapter`` finds ``./app.py``.
+
+    :raises CLIError: saying what is wrong with ``path``.
+    """
+    module_name, sep, attribute = path.partition(":")
+    if not sep or not module_name or not attribute:
+        raise CLIError(
+            f"cannot import {path!r}: write the {what} as module:attribute, "
+            "for example myapp.workers:processor"
+        )
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.insert(0, cwd)
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and (module_name + ".").startswith(exc.name + "."):
+            raise CLIError(
+                f"cannot import {path!r}: no module named {exc.name!r} "
+                "(check the module is on PYTHONPATH)"
+            ) from None
+        raise CLIError(_raised_on_import(path, exc)) from None
+    except Exception as exc:
+        raise CLIError(_raised_on_import(path, exc)) from None
+    found: object = module
+    for number, part in enumerate(attribute.split(".")):
+        try:
+            found = getattr(found, part)
+        except AttributeError:
+            where = ".".join([module_name, *attribute.split(".")[:number]])
+            raise CLIError(
+                f"cannot import {path!r}: {where!r} has no attribute {part!r} "
+                "(check the name, and that the module is on PYTHONPATH)"
+            ) from None
+    return found
+
+
+def _raised_on_import(path: str, exc: BaseException) -> str:
+    frames = traceback.extract_tb(exc.__traceback__)
+    user = [f for f in frames if "importlib" not in f.filename]
+    where = f" at {user[-1].filename}:{user[-1].lineno}" if user else ""
+    module = path.partition(":")[0]
+    return (
+        f"cannot import {path!r}: importing it raised {type(exc).__name__}: {exc}{where} "
+        f"(run python -c 'import {module}' to see the traceback)"
+    )
+
+
+def load_processor(path: str) -> tuple[Processor[Message], type[Message] | None]:
+    """The processor at ``path`` and, if ``path`` names an adapter, its message class.
+
+    ``path`` may name a :class:`~missive.Processor`, an :class:`~missive.Adapter`
+    (its processor is used), or a function returning either.
+
+    :raises CLIError: if it does not import or is neither.
+    """
+    found = import_object(path, "processor")
+    if not isinstance(found, Processor | Adapter) and callable(found):
+        try:
+            found = found()
+        except Exception as exc:
+            raise CLIError(f"{path!r} raised {type(exc).__name__}: {exc} when called") from None
+    if isinstance(found, Adapter):
+        return found.processor, found.message_cls
+    if isinstance(found, Processor):
+        return found, None
+    raise CLIError(
+        f"{path!r} is {type(found).__name__} {safe_repr(found)}, not a missive.Processor, "
+        "an Adapter, or a function returning one"
+    )
+
+
+def safe_repr(value: object, limit: int = 60) -> str:
+    """A short ``repr``."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def redact(location: str) -> str:
+    """``location`` with any password in its URL replaced by ``***``."""
+    if "://" not in location:
+        return location
+    parts = urlsplit(location)
+    if parts.password is None:
+        return location
+    host = parts.netloc.rpartition("@")[2]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+def sqlite_path(location: str) -> str | None:
+    """The file path of an SQLite location, or ``None`` for another kind of DLQ."""
+    if "://" not in location:
+        return location
+    if location.lower().startswith("sqlite:///"):
+        return location[len("sqlite:///") :]
+    return None
+
+
+def open_store(location: str | None) -> DeadLetterStore:
+    """Open the existing DLQ at ``location`` (else ``$MISSIVE_DLQ``).
+
+    An SQLite file that does not exist is an error, never silently created.
+
+    :raises CLIError: if none is given, it does not exist, or it cannot be opened.
+    """
+    if not location:
+        location = os.environ.get(DLQ_VARIABLE, "")
+    if not location:
+        raise CLIError(f"no DLQ given: pass --dlq PATH_OR_URL or set {DLQ_VARIABLE}")
+    shown = redact(location)
+    path = sqlite_path(location)
+    if path is not None and not Path(path).is_file():
+        problem = "is a directory" if Path(path).is_dir() else "does not exist"
+        raise CLIError(f"cannot open the DLQ {shown!r}: {path!r} {problem}")
+    try:
+        return open_dlq(location)
+    except Exception as exc:
+        # Driver errors may quote the URL: never show its password.
+        text = str(exc).strip().splitlines()
+        detail = redact_text(text[0] if text else type(exc).__name__, location)
+        raise CLIError(f"cannot open the DLQ {shown!r}: {detail}") from None
+
+
+def redact_text(text: str, location: str) -> str:
+    """``text`` with the password of ``location``'s URL, if it has one, replaced."""
+    password = urlsplit(location).password if "://" in location else None
+    text = text.replace(location, redact(location))
+    return text.replace(password, "***") if password else text
+
+
+def format_id(message_id: bytes) -> str:
+    """A message id as typed on the command line: its text, or ``hex:...`` if it has none.
+
+    Ids that are printable UTF-8 without spaces, and do not start with ``hex:``,
+    are shown as they are; any other id as ``hex:`` and its bytes in hex.
+    """
+    try:
+        text = message_id.decode("utf-8")
+    except UnicodeDecodeError:
+        text = ""
+    if text and text.isprintable() and " " not in text and not text.startswith("hex:"):
+        return text
+    return "hex:" + message_id.hex()
+
+
+def parse_id(text: str) -> bytes:
+    """The message id that :func:`format_id` wrote as ``text``.
+
+    :raises CLIError: if a ``hex:`` id is not hex.
+    """
+    if text.startswith("hex:"):
+        try:
+            return bytes.fromhex(text[4:])
+        except ValueError:
+            raise CLIError(f"id {text!r} is not hex after 'hex:'") from None
+    return text.encode("utf-8")
+
+
+_RELATIVE = re.compile(r"(\d+)\s*([smhdw])")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_time(text: str, now: datetime | None = None) -> datetime:
+    """An aware datetime from ISO-8601 (UTC if no zone) or a duration ago (``90m``, ``2d``).
+
+    Durations are a number and a unit: ``s``, ``m`` (minutes), ``h``, ``d`` or ``w``.
+
+    :raises CLIError: if ``text`` is neither.
+    """
+    match = _RELATIVE.fullmatch(text.strip())
+    if match:
+        delta = timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+        return (now or datetime.now(UTC)) - delta
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise CLIError(
+            f"cannot read the time {text!r}: give ISO-8601 (2026-11-28T10:00:00Z) "
+            "or a duration ago (30m, 1h, 2d)"
+        ) from None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)

@@ -1,0 +1,260 @@
+"""``missive run MODULE:ADAPTER [--workers N]``: run an adapter, or N worker processes.
+
+Without ``--workers`` the adapter runs in this process: it stops on SIGINT and
+SIGTERM as every adapter does. With ``--workers N`` this process is a supervisor:
+it starts N workers (each ``python -m missive run MODULE:ADAPTER``, with
+``MISSIVE_WORKER`` set to its number), restarts any that dies, logging its exit
+status, and on SIGTERM or SIGINT asks each to stop (SIGTERM), waits for them to
+finish the message in hand and run their ``after_processing`` hooks, and kills
+those still running after ``--graceful-timeout`` seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any
+
+from missive.adapters.base import Adapter
+from missive.cli._common import CLIError, import_object, safe_repr
+from missive.cli._output import Output
+from missive.errors import MissiveError
+
+__all__ = ["BOOT_ERROR", "WORKER_VARIABLE", "add_parser", "describe_exit", "load_adapter"]
+
+logger = logging.getLogger("missive.cli.run")
+
+#: The exit status of a worker whose adapter could not be loaded: not restarted.
+BOOT_ERROR = 3
+#: The environment variable that gives a worker its number (1 to N).
+WORKER_VARIABLE = "MISSIVE_WORKER"
+# A worker that dies sooner than this after starting is restarted only after it.
+_QUICK_DEATH = 1.0
+_POLL = 0.05
+
+
+def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
+    """Add ``run`` to the command's subparsers."""
+    run = sub.add_parser(
+        "run",
+        help="run an adapter, in this process or in N supervised workers",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    run.add_argument(
+        "target", metavar="MODULE:ADAPTER", help="an adapter, or a function returning one"
+    )
+    run.add_argument("-w", "--workers", type=_positive, metavar="N", help="run N worker processes")
+    run.add_argument(
+        "--graceful-timeout",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="how long workers get to stop before they are killed (default: 30)",
+    )
+    run.add_argument(
+        "--log-level",
+        default="INFO",
+        type=str.upper,
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="the lowest level logged to stderr (default: INFO)",
+    )
+    run.set_defaults(func=_run)
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of 1 or more, not {text!r}")
+    return value
+
+
+def load_adapter(path: str) -> Adapter[Any]:
+    """The adapter at ``path``: an :class:`~missive.Adapter`, or a function returning one.
+
+    :raises CLIError: if it does not import, or is or returns something else.
+    """
+    found = import_object(path, "adapter")
+    if not isinstance(found, Adapter) and callable(found):
+        try:
+            found = found()
+        except Exception as exc:
+            raise CLIError(f"{path!r} raised {type(exc).__name__}: {exc} when called") from None
+        if not isinstance(found, Adapter):
+            raise CLIError(f"{path!r} returned {safe_repr(found)}, not a missive.Adapter")
+    if not isinstance(found, Adapter):
+        raise CLIError(
+            f"{path!r} is {type(found).__name__} {safe_repr(found)}, not a missive.Adapter "
+            "or a function returning one"
+        )
+    return found
+
+
+def _run(args: argparse.Namespace, out: Output) -> int:
+    logging.basicConfig(
+        level=args.log_level,
+        stream=sys.stderr,
+        format="%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s",
+    )
+    if args.workers is None:
+        return _run_here(args.target, out)
+    return _Supervisor(args.target, args.workers, args.graceful_timeout, args.log_level).run()
+
+
+def _run_here(target: str, out: Output) -> int:
+    worker = os.environ.get(WORKER_VARIABLE)
+    adapter: Adapter[Any] | None = None
+    early: list[int] = []
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        # Until the adapter handles signals itself: a stop while it was loading.
+        early.append(signum)
+        if adapter is not None:
+            adapter.stop()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        try:
+            adapter = load_adapter(target)
+        except CLIError as exc:
+            out.error(str(exc))
+            return BOOT_ERROR if worker else 1
+        if early:
+            logger.info("stopped before starting")
+            return 0
+        name = type(adapter).__name__
+        logger.info("running %s from %s%s", name, target, f" (worker {worker})" if worker else "")
+        try:
+            adapter.run()
+        except MissiveError as exc:
+            out.error(f"{name} stopped: {exc}")
+            return 1
+        except Exception:
+            logger.exception("%s stopped with an error", name)
+            return 1
+        return 0
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def describe_exit(status: int) -> str:
+    """``exited with status 1`` or ``was killed by SIGKILL``, for a Popen returncode."""
+    if status < 0:
+        try:
+            name = signal.Signals(-status).name
+        except ValueError:
+            name = f"signal {-status}"
+        return f"was killed by {name}"
+    return f"exited with status {status}"
+
+
+@dataclass
+class _Worker:
+    number: int
+    process: subprocess.Popen[bytes] | None = None
+    started: float = 0.0
+    restart_at: float = 0.0
+
+
+class _Supervisor:
+    def __init__(self, target: str, count: int, graceful_timeout: float, log_level: str) -> None:
+        self.target = target
+        self.workers = [_Worker(number) for number in range(1, count + 1)]
+        self.graceful_timeout = graceful_timeout
+        self.log_level = log_level
+        self.stop_signal: int | None = None
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self.stop_signal = signum
+
+    def run(self) -> int:
+        signals = (signal.SIGINT, signal.SIGTERM)
+        previous = {s: signal.signal(s, self._on_signal) for s in signals}
+        try:
+            return self._supervise()
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+    def _start(self, worker: _Worker) -> None:
+        command = [sys.executable, "-m", "missive", "run", self.target]
+        command += ["--log-level", self.log_level]
+        env = {**os.environ, WORKER_VARIABLE: str(worker.number)}
+        worker.process = subprocess.Popen(command, env=env)
+        worker.started = time.monotonic()
+        logger.info("worker %d started (pid %d)", worker.number, worker.process.pid)
+
+    def _supervise(self) -> int:
+        logger.info("supervising %d workers running %s", len(self.workers), self.target)
+        for worker in self.workers:
+            self._start(worker)
+        while self.stop_signal is None:
+            for worker in self.workers:
+                if worker.process is None:
+                    if time.monotonic() >= worker.restart_at:
+                        self._start(worker)
+                    continue
+                status = worker.process.poll()
+                if status is None:
+                    continue
+                pid = worker.process.pid
+                worker.process = None
+                if status == BOOT_ERROR:
+                    logger.error(
+                        "worker %d (pid %d) could not load %s (see above): stopping all",
+                        worker.number, pid, self.target,
+                    )  # fmt: skip
+                    self._stop_all()
+                    return 1
+                quick = time.monotonic() - worker.started < _QUICK_DEATH
+                worker.restart_at = time.monotonic() + (_QUICK_DEATH if quick else 0.0)
+                logger.error(
+                    "worker %d (pid %d) %s; restarting it",
+                    worker.number, pid, describe_exit(status),
+                )  # fmt: skip
+            time.sleep(_POLL)
+        logger.info(
+            "%s received: stopping %d workers", signal.Signals(self.stop_signal).name,
+            len(self.workers),
+        )  # fmt: skip
+        return self._stop_all()
+
+    def _stop_all(self) -> int:
+        running = [w for w in self.workers if w.process is not None]
+        for worker in running:
+            assert worker.process is not None
+            if worker.process.poll() is None:
+                worker.process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + self.graceful_timeout
+        clean = True
+        for worker in running:
+            assert worker.process is not None
+            try:
+                status = worker.process.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                logger.error(
+                    "worker %d (pid %d) still running after %g s: killing it",
+                    worker.number, worker.process.pid, self.graceful_timeout,
+                )  # fmt: skip
+                worker.process.kill()
+                status = worker.process.wait()
+            if status == 0:
+                logger.info("worker %d (pid %d) stopped", worker.number, worker.process.pid)
+            else:
+                clean = False
+                logger.error(
+                    "worker %d (pid %d) %s", worker.number, worker.process.pid,
+                    describe_exit(status),
+                )  # fmt: skip
+        return 0 if clean else 1
