@@ -70,7 +70,8 @@ class RedisPubSubAdapter(RedisAdapterBase[M]):
     :param url: the Redis URL; default ``REDIS_URL``, else ``redis://127.0.0.1:6379/0``.
     :param drain_timeout: seconds spent on buffered messages after a stop.
     :param health_check_interval: seconds of silence after which redis-py pings the
-        server, so that a dead connection is noticed; 0 turns it off.
+        server; with no reply two intervals later the connection is taken as dead and
+        re-established. 0 turns health checks off.
     :param max_reconnect_delay: the longest wait, in seconds, between reconnections.
     :param client_name: the name its connections give themselves (CLIENT SETNAME), as
         shown by CLIENT LIST.
@@ -160,16 +161,23 @@ class RedisPubSubAdapter(RedisAdapterBase[M]):
                 if response[0] in (b"subscribe", b"psubscribe"):
                     expected -= 1
 
-    @staticmethod
-    def _read(pubsub: Any, queue: SimpleQueue[Any]) -> None:
+    def _read(self, pubsub: Any, queue: SimpleQueue[Any]) -> None:
         # The reader thread: parses every response and queues the messages, until
-        # every subscription is gone (after stop) or the connection fails.
+        # every subscription is gone (after stop) or the connection fails. With health
+        # checks on, it wakes every interval so that redis-py can PING the server, and
+        # declares the connection dead when a PING got no reply within an interval.
         put = queue.put
         parse = pubsub.parse_response
+        interval = self.health_check_interval
+        connection = pubsub.connection
         try:
             while True:
-                response = parse(block=True)
-                if response is None:  # a health-check reply
+                response = parse(block=not interval, timeout=interval)
+                if response is None:  # nothing within the interval, or a PING's reply
+                    if interval and time.monotonic() > connection.next_health_check + 2 * interval:
+                        raise redis.ConnectionError(
+                            f"no reply from Redis to a health check within {2 * interval} s"
+                        )
                     continue
                 kind = response[0]
                 if kind == b"message" or kind == b"pmessage":

@@ -6,6 +6,7 @@ Each test uses its own channel (random suffix).
 from __future__ import annotations
 
 import logging
+import socket
 import subprocess
 import sys
 import textwrap
@@ -243,3 +244,70 @@ def test_importing_without_redis_py_names_the_extra_to_install() -> None:
     # Then the error is MissingExtraError naming missive[redis]
     assert result.stdout.startswith("MissingExtraError")
     assert "pip install 'missive[redis]'" in result.stdout
+
+
+class BlackHoleProxy:
+    """A TCP proxy to Redis that can swallow its connections' traffic without closing them.
+
+    It stands for a network that silently drops a connection (a NAT or firewall
+    forgetting it): no FIN, no RST, just no more bytes. :meth:`swallow` affects the
+    connections open at the time; later ones are forwarded normally.
+    """
+
+    def __init__(self) -> None:
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self.port = self._server.getsockname()[1]
+        self._sockets: list[socket.socket] = [self._server]
+        self._swallowed: set[socket.socket] = set()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def swallow(self) -> None:
+        self._swallowed.update(self._sockets)
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._server.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", 6379))
+            self._sockets += [client, upstream]
+            for source, target in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(source, target), daemon=True).start()
+
+    def _pump(self, source: socket.socket, target: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                if source not in self._swallowed:
+                    target.sendall(data)
+        except OSError:
+            return
+
+    def close(self) -> None:
+        for sock in self._sockets:
+            sock.close()
+
+
+def test_a_silently_dead_connection_is_noticed_by_health_checks_and_replaced(
+    harness: RedisPubSubHarness, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given an adapter behind a proxy, with health checks every second
+    proxy = BlackHoleProxy()
+    recorder = Recorder()
+    adapter = harness.adapter(
+        missive.RawMessage, recorder.processor, url=f"redis://127.0.0.1:{proxy.port}/0",
+        health_check_interval=1,
+    )
+    try:
+        with running(adapter):
+            # When the network silently stops carrying its connection
+            proxy.swallow()
+            # Then within a few seconds it is declared dead, logged and replaced
+            wait_until(
+                lambda: harness.client.publish(harness.channel, b"probe") and recorder.count(),
+                "a message is handled on a new connection", 15,
+            )
+    finally:
+        proxy.close()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("no reply from Redis to a health check" in w for w in warnings)
