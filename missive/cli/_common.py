@@ -29,6 +29,8 @@ __all__ = [
 
 #: The environment variable that names the DLQ when ``--dlq`` is not given.
 DLQ_VARIABLE = "MISSIVE_DLQ"
+#: The environment variable that names a PostgreSQL DLQ's table without ``--dlq-table``.
+TABLE_VARIABLE = "MISSIVE_DLQ_TABLE"
 
 
 class CLIError(Exception):
@@ -138,10 +140,11 @@ def sqlite_path(location: str) -> str | None:
     return None
 
 
-def open_store(location: str | None) -> DeadLetterStore:
+def open_store(location: str | None, table: str | None = None) -> DeadLetterStore:
     """Open the existing DLQ at ``location`` (else ``$MISSIVE_DLQ``).
 
     An SQLite file that does not exist is an error, never silently created.
+    ``table`` (else ``$MISSIVE_DLQ_TABLE``) is a PostgreSQL DLQ's table.
 
     :raises CLIError: if none is given, it does not exist, or it cannot be opened.
     """
@@ -154,8 +157,14 @@ def open_store(location: str | None) -> DeadLetterStore:
     if path is not None and not Path(path).is_file():
         problem = "is a directory" if Path(path).is_dir() else "does not exist"
         raise CLIError(f"cannot open the DLQ {shown!r}: {path!r} {problem}")
+    options: dict[str, str] = {}
+    if path is not None and table:
+        raise CLIError("--dlq-table is for PostgreSQL DLQs; an SQLite DLQ has one table")
+    table = table or os.environ.get(TABLE_VARIABLE)
+    if path is None and table:
+        options["table"] = table
     try:
-        return open_dlq(location)
+        return open_dlq(location, **options)
     except Exception as exc:
         # Driver errors may quote the URL: never show its password.
         text = str(exc).strip().splitlines()

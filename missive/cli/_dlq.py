@@ -16,16 +16,34 @@ from missive.cli._output import Output, hex_preview, safe_text, size_text
 from missive.dlq import DeadLetter, DeadLetterStore
 from missive.dlq._codec import encode_attributes
 
-__all__ = ["add_dlq_option", "add_filters", "add_parsers", "record_json", "selected"]
+__all__ = [
+    "add_dlq_option",
+    "add_filters",
+    "add_parsers",
+    "add_table_option",
+    "record_json",
+    "selected",
+]
 
 
 def add_dlq_option(parser: argparse.ArgumentParser, *, default: Any = argparse.SUPPRESS) -> None:
-    """Add ``--dlq PATH_OR_URL`` to ``parser``."""
+    """Add ``--dlq PATH_OR_URL`` and ``--dlq-table NAME`` to ``parser``."""
     parser.add_argument(
         "--dlq",
         metavar="PATH_OR_URL",
         default=default,
         help="the DLQ: dlq.db, sqlite:///dlq.db or postgresql://... (default: $MISSIVE_DLQ)",
+    )
+    add_table_option(parser, default=default)
+
+
+def add_table_option(parser: argparse.ArgumentParser, *, default: Any = argparse.SUPPRESS) -> None:
+    """Add ``--dlq-table NAME`` to ``parser``."""
+    parser.add_argument(
+        "--dlq-table",
+        metavar="NAME",
+        default=default,
+        help="a PostgreSQL DLQ's table (default: $MISSIVE_DLQ_TABLE, else missive_dead_letters)",
     )
 
 
@@ -133,7 +151,7 @@ def _ls(args: argparse.Namespace, out: Output) -> int:
     """List dead letters, oldest first: id, when last dead-lettered, reason, handler,
     size and times dead-lettered. On a terminal, an aligned table; piped, tab-separated
     text; with --json, one JSON object a line."""
-    with open_store(args.dlq) as store:
+    with open_store(args.dlq, args.dlq_table) as store:
         records = selected(store, args, args.limit)
         if args.json:
             for record in records:
@@ -167,7 +185,7 @@ def _show(args: argparse.Namespace, out: Output) -> int:
     """Show everything stored about one dead letter. The payload is shown as text when
     it is UTF-8 without control characters, else as a hex preview; --raw writes its
     exact bytes to stdout instead."""
-    with open_store(args.dlq) as store:
+    with open_store(args.dlq, args.dlq_table) as store:
         record = _record(store, args.id)
     payload = record.message.raw_data
     if args.raw:
@@ -225,7 +243,7 @@ def _rm(args: argparse.Namespace, out: Output) -> int:
     """Delete the dead letters with these ids. Unknown ids are reported and the
     others deleted; the exit status is then 1."""
     missing = 0
-    with open_store(args.dlq) as store:
+    with open_store(args.dlq, args.dlq_table) as store:
         ids = [parse_id(text) for text in args.ids]
         for text, message_id in zip(args.ids, ids, strict=True):
             try:
@@ -240,7 +258,7 @@ def _rm(args: argparse.Namespace, out: Output) -> int:
 def _purge(args: argparse.Namespace, out: Output) -> int:
     """Delete every dead letter the filters select (all of them with no filter),
     after asking for confirmation unless --yes."""
-    with open_store(args.dlq) as store:
+    with open_store(args.dlq, args.dlq_table) as store:
         ids = [record.message_id for record in selected(store, args)]
         if not ids:
             out.note("no dead letters to purge")
@@ -271,7 +289,7 @@ def _confirm(out: Output, question: str) -> None:
 def _export(args: argparse.Namespace, out: Output) -> int:
     """Write the dead letters the filters select as JSON lines, one object each, with
     the payload in base64 (payload_b64) and the exact id (id_b64)."""
-    with open_store(args.dlq) as store:
+    with open_store(args.dlq, args.dlq_table) as store:
         for record in selected(store, args):
             out.line(json.dumps(record_json(record, full=True)))
     return 0
@@ -285,7 +303,7 @@ def _stats(args: argparse.Namespace, out: Output) -> int:
     total = 0
     oldest: DeadLetter | None = None
     newest: DeadLetter | None = None
-    with open_store(args.dlq) as store:
+    with open_store(args.dlq, args.dlq_table) as store:
         for record in store.records():
             total += 1
             reasons[record.summary] += 1

@@ -133,7 +133,7 @@ def _replay(args: argparse.Namespace, out: Output) -> int:
     processor, adapter_class = load_processor(args.processor)
     explicit = load_message_class(args.message_class) if args.message_class else None
     rebuild = _Rebuild(out, explicit, adapter_class)
-    with open_store(args.dlq) as store:
+    with open_store(args.dlq, args.dlq_table) as store:
         ids = _ids(store, args)
         if args.dry_run:
             return _dry_run(store, ids, rebuild, processor.router, out)

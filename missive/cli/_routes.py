@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from typing import IO, Any
 
 from missive.cli._common import CLIError, format_id, import_object, load_processor, open_store
+from missive.cli._dlq import add_table_option
 from missive.cli._output import Output, safe_text
 from missive.errors import MatcherError, MessageDecodeError
 from missive.message import JSONMessage, Message
@@ -84,6 +85,7 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
         metavar="PATH_OR_URL",
         help="read the dead letters of this DLQ instead (default: $MISSIVE_DLQ)",
     )
+    add_table_option(check, default=None)
     check.add_argument(
         "--message-class",
         metavar="MODULE:CLASS",
@@ -122,7 +124,7 @@ def _samples(
     args: argparse.Namespace, explicit: type[Message] | None, default: type[Message]
 ) -> Iterator[tuple[str, Message]]:
     if args.dlq is not None:
-        with open_store(args.dlq) as store:
+        with open_store(args.dlq, args.dlq_table) as store:
             for record in store.records():
                 message = record.message
                 if explicit is not None and type(message) is not explicit:
