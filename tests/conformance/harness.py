@@ -4,6 +4,37 @@ Each transport (the in-memory test client, Redis Pub/Sub, Redis Streams, RabbitM
 ...) provides a ``Harness`` bound to one test's own queue/stream/channel (random
 suffix) and cleans it up afterwards. The suite in ``tests/conformance/`` is written
 only against this interface; capability flags decide which tests apply.
+
+Running the suite on a transport: in its test module, define a ``harness`` fixture
+that yields a fresh harness and closes it, then subclass the suite::
+
+    from tests.conformance.adapter_suite import AdapterSuite
+
+    @pytest.fixture
+    def harness() -> Iterator[MyHarness]:
+        require("mybroker")  # tests/services.py
+        h = MyHarness()
+        yield h
+        h.close()
+
+    class TestMyBrokerConformance(AdapterSuite):
+        pass
+
+What the suite relies on (see ``adapter_suite.py``; ``memory.py`` is a complete,
+small example, ``redis_harness.py`` two real ones):
+
+* ``adapter()`` returns an adapter tuned for fast tests: the suite waits at most
+  30 s for anything, and a nacked message must come back within a few seconds
+  (short claim or requeue delays, reconnection within about a second).
+* ``publish()`` is called while an adapter runs as well as before; without
+  PERSISTENCE the suite publishes only once the adapter is ready (``wait_ready``).
+* ``remaining()`` is 0 for a transport that holds nothing (without PERSISTENCE).
+* Without REDELIVERY, a nacked message must be dead-lettered with a reason that
+  contains the word "redeliver".
+* ``kill_connections()`` returns once the server has dropped the connections; the
+  adapter must notice, reconnect and go on. Without PERSISTENCE the suite publishes
+  probes until one is handled before it counts on delivery again.
+* PATTERNS is not used by the suite: it is for transport-specific tests.
 """
 
 from __future__ import annotations
