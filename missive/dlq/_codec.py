@@ -10,12 +10,15 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from missive.dlq.base import DeadLetter
 from missive.message import Message, RawMessage, message_class_named
 from missive.reason import DeadLetterReason
 
 __all__ = [
     "BYTES_TAG",
     "MessageClasses",
+    "checked_entry",
+    "dead_letter",
     "decode_attributes",
     "encode_attributes",
     "format_time",
@@ -66,6 +69,23 @@ def decode_attributes(text: str) -> dict[str, Any]:
     """The attributes that :func:`encode_attributes` turned into ``text``."""
     value = json.loads(text, object_hook=_untag)
     return value if isinstance(value, dict) else {}
+
+
+def checked_entry(message_id: object, value: tuple[Message, str]) -> tuple[Message, str]:
+    """``(message, reason)`` to store under ``message_id``, checked as the contract requires.
+
+    :raises TypeError: if the message is not a :class:`~missive.Message`.
+    :raises ValueError: if ``message_id`` is not the message's own id.
+    """
+    message, reason = value
+    if not isinstance(message, Message):
+        raise TypeError(f"a dead letter's message must be a Message, not {message!r}")
+    if type(message_id) is not bytes or message_id != message.message_id:
+        raise ValueError(
+            f"a dead letter is stored under its message's id {message.message_id!r}, "
+            f"not {message_id!r}"
+        )
+    return message, reason
 
 
 def reason_fields(reason: str) -> tuple[str, str, str | None, str | None, str | None]:
@@ -137,3 +157,38 @@ class MessageClasses:
                 type(exc).__name__,
             )
             return RawMessage(raw_data, message_id, attributes)
+
+
+def dead_letter(
+    classes: MessageClasses,
+    message_id: bytes,
+    raw_data: bytes,
+    class_name: str,
+    attributes_text: str,
+    reason: tuple[str, str, str | None, str | None, str | None],
+    first: datetime,
+    last: datetime,
+    times: int,
+) -> DeadLetter:
+    """The record of a stored row; ``reason`` is what :func:`reason_fields` gave.
+
+    ``first`` and ``last`` are aware datetimes (converted to UTC here).
+    """
+    full, summary, handler, exc_type, traceback = reason
+    message = classes.build(class_name, raw_data, message_id, decode_attributes(attributes_text))
+    return DeadLetter(
+        message_id=message_id,
+        message=message,
+        reason=DeadLetterReason(
+            full, summary=summary, handler=handler, exc_type=exc_type, traceback=traceback
+        ),
+        handler=handler,
+        exc_type=exc_type,
+        traceback=traceback,
+        message_class=class_name,
+        attributes=message.attributes,
+        size=len(raw_data),
+        first_dead_lettered_at=first.astimezone(UTC),
+        dead_lettered_at=last.astimezone(UTC),
+        times=times,
+    )

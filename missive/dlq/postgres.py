@@ -1,0 +1,437 @@
+"""PostgresDLQ: dead letters kept in a PostgreSQL table (``pip install 'missive[postgres]'``).
+
+::
+
+    from missive.dlq.postgres import PostgresDLQ
+
+    processor.set_dlq(PostgresDLQ("postgresql://missive@db.internal/app"))
+
+Many worker processes on many machines may write one table at once: each write is
+one ``INSERT ... ON CONFLICT (message_id) DO UPDATE`` statement, committed (and, on
+the server, flushed to its write-ahead log) before the write returns.
+
+Schema (version 1, in the table's ``COMMENT``): one table, ``missive_dead_letters``
+by default, one row a message id; ids and payloads are ``bytea``, times
+``timestamptz``, attributes the same tagged JSON text as SQLiteDLQ's. PostgreSQL text
+cannot hold the character NUL: in a reason, traceback or class name it is stored as
+U+FFFD, so that such a dead letter is still kept.
+
+Uses psycopg 3; only this module imports it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import weakref
+from collections.abc import Iterable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from missive.errors import DLQError, MissingExtraError
+
+try:
+    import psycopg
+    from psycopg.pq import TransactionStatus
+    from psycopg.rows import tuple_row
+except ImportError as _exc:  # pragma: no cover - exercised by a test in a subprocess
+    raise MissingExtraError("postgres", "missive.dlq.postgres") from _exc
+
+from missive.dlq._codec import (
+    MessageClasses,
+    checked_entry,
+    dead_letter,
+    encode_attributes,
+    reason_fields,
+    utc,
+)
+from missive.dlq._postgres_schema import (
+    SCHEMA_VERSION,
+    Table,
+    check_name,
+    connect,
+    describe,
+    describe_connection,
+    prepare,
+    problem,
+    resolve_schema,
+)
+from missive.dlq.base import DeadLetter, DeadLetterStore
+from missive.message import Message
+
+__all__ = ["DEFAULT_TABLE", "SCHEMA_VERSION", "ConnectionPoolLike", "PostgresDLQ"]
+
+logger = logging.getLogger("missive.dlq.postgres")
+
+#: The table used when none is given.
+DEFAULT_TABLE = "missive_dead_letters"
+
+_COLUMNS = (
+    "seq, message_id, raw_data, message_class, attributes, reason, summary, handler, "
+    "exc_type, traceback, first_dead_lettered_at, dead_lettered_at, times"
+)
+_UPSERT = """
+INSERT INTO {table} AS d (
+    message_id, raw_data, message_class, attributes, reason, summary, handler, exc_type,
+    traceback, first_dead_lettered_at, dead_lettered_at
+) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT (message_id) DO UPDATE SET
+    raw_data = EXCLUDED.raw_data,
+    message_class = EXCLUDED.message_class,
+    attributes = EXCLUDED.attributes,
+    reason = EXCLUDED.reason,
+    summary = EXCLUDED.summary,
+    handler = EXCLUDED.handler,
+    exc_type = EXCLUDED.exc_type,
+    traceback = EXCLUDED.traceback,
+    dead_lettered_at = EXCLUDED.dead_lettered_at,
+    times = d.times + 1
+"""
+_PAGE = 500
+
+# Connections a forked child inherited: never used or closed by the child (that would
+# end the parent's session), only kept from being garbage-collected there.
+_inherited: list[psycopg.Connection[Any]] = []
+_stores: weakref.WeakValueDictionary[int, PostgresDLQ] = weakref.WeakValueDictionary()
+
+
+def _after_fork_in_child() -> None:
+    # A parent thread may have held a store's lock at fork(); the child gets new ones.
+    for store in list(_stores.values()):
+        store._lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+class ConnectionPoolLike(Protocol):
+    """What PostgresDLQ needs of a pool: ``psycopg_pool.ConnectionPool`` has it."""
+
+    def connection(
+        self, timeout: float | None = None
+    ) -> AbstractContextManager[psycopg.Connection[Any]]:
+        """Lend a connection for the ``with`` block, then take it back."""
+
+
+def _text(value: str) -> str:
+    return value.replace("\x00", "\ufffd")
+
+
+def _optional_text(value: str | None) -> str | None:
+    return None if value is None else _text(value)
+
+
+class PostgresDLQ(DeadLetterStore):
+    """A DLQ in a PostgreSQL table; see :class:`~missive.dlq.DeadLetterStore`.
+
+    Given a URL, the store owns one autocommit connection per process, guarded by a
+    lock so any thread may use it; a connection lost (server restarted, backend
+    ended) fails the operation under way with :class:`~missive.DLQError`, and the
+    next operation reconnects. A process forked after opening leaves the parent's
+    connection alone and opens its own. Given a connection or a pool instead, the
+    store uses it and never closes it: it must not be inside a transaction when the
+    store uses it, and it cannot be reconnected by the store.
+
+    :param dsn_or_pool: a ``postgresql://user:password@host:port/database`` URL or
+        libpq ``key=value`` string; or an open ``psycopg.Connection``; or a pool such
+        as ``psycopg_pool.ConnectionPool``.
+    :param table: the table's name; created (with its index) if missing.
+    :param schema: the table's schema, created if missing; by default the first
+        schema of the connection's ``search_path`` (usually ``public``).
+    :param message_classes: message classes to rebuild stored messages with, in
+        addition to every :class:`~missive.Message` subclass already imported.
+    :param application_name: how the store's own connections show in
+        ``pg_stat_activity``, unless the URL or ``PGAPPNAME`` names one.
+    :param connect_timeout: seconds to wait for the server when connecting (at
+        least 2), unless the URL sets ``connect_timeout``.
+    :param timeout: seconds a statement may wait (for locks, say) before it fails,
+        on the store's own connections.
+    :raises DLQError: if the server cannot be reached, refuses the user or password,
+        has no such database, denies creating the table, or holds a table of that
+        name that is not a Missive DLQ or is of a newer schema version. The message
+        names the server, never the password.
+    :raises ValueError: if ``table`` or ``schema`` is not a usable name.
+    """
+
+    def __init__(
+        self,
+        dsn_or_pool: str | psycopg.Connection[Any] | ConnectionPoolLike,
+        *,
+        table: str = DEFAULT_TABLE,
+        schema: str | None = None,
+        message_classes: Iterable[type[Message]] = (),
+        application_name: str = "missive-dlq",
+        connect_timeout: float = 10.0,
+        timeout: float = 30.0,
+    ) -> None:
+        check_name(table, "table")
+        if schema is not None:
+            check_name(schema, "schema")
+        self._classes = MessageClasses(message_classes, logger)
+        self._lock = threading.Lock()
+        self._closed = False
+        self._pid = os.getpid()
+        self._dsn: str | None = None
+        self._given: psycopg.Connection[Any] | None = None
+        self._pool: ConnectionPoolLike | None = None
+        self._connection: psycopg.Connection[Any] | None = None
+        self._application_name = application_name
+        self._connect_timeout = connect_timeout
+        self._timeout = timeout
+        if isinstance(dsn_or_pool, str):
+            self._dsn = dsn_or_pool
+            #: Where the store is, as ``postgresql://user@host:port/database`` (no password).
+            self.where = describe(dsn_or_pool)
+            self._connection = self._connect()
+        elif isinstance(dsn_or_pool, psycopg.Connection):
+            self._given = dsn_or_pool
+            self.where = describe_connection(dsn_or_pool)
+        elif callable(getattr(dsn_or_pool, "connection", None)):
+            self._pool = dsn_or_pool
+            self.where = "a connection pool"
+        else:
+            raise TypeError(
+                "PostgresDLQ needs a postgresql:// URL, a psycopg.Connection or a "
+                f"connection pool, not {type(dsn_or_pool).__name__}"
+            )
+        try:
+            with self._borrow() as conn:
+                if self._pool is not None:
+                    self.where = describe_connection(conn)
+                self.table = Table(schema or resolve_schema(conn, self.where), table)
+                prepare(conn, self.table, self.where)
+        except psycopg.Error as exc:
+            self.close()
+            raise DLQError(
+                problem(self.where, exc, "create or check the table", self._dsn)
+            ) from exc
+        except BaseException:
+            self.close()
+            raise
+        self._upsert = self.table.sql(_UPSERT)
+        _stores[id(self)] = self
+        logger.debug("opened DLQ %s table %s", self.where, self.table.qualified)
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        assert self._dsn is not None
+        return connect(
+            self._dsn,
+            self.where,
+            application_name=self._application_name,
+            connect_timeout=self._connect_timeout,
+            statement_timeout=self._timeout,
+        )
+
+    @contextmanager
+    def _borrow(self) -> Iterator[psycopg.Connection[Any]]:
+        """A connection for one operation, with the store's lock held if it is shared."""
+        if self._pool is not None:
+            self._check_usable()
+            with self._pool.connection() as conn:
+                yield conn
+            return
+        with self._lock:
+            self._check_usable()
+            if self._given is not None:
+                conn = self._given
+                if conn.info.transaction_status != TransactionStatus.IDLE:
+                    raise DLQError(
+                        f"PostgreSQL DLQ at {self.where}: the connection it was given is "
+                        "inside a transaction (or broken); give the DLQ a connection of its own"
+                    )
+            else:
+                if self._pid != os.getpid():
+                    if self._connection is not None:
+                        _inherited.append(self._connection)
+                    self._connection, self._pid = None, os.getpid()
+                if self._connection is None:
+                    self._connection = self._connect()
+                    logger.info("reconnected DLQ %s", self.where)
+                conn = self._connection
+            try:
+                yield conn
+            except psycopg.Error:
+                if self._connection is not None and (conn.broken or conn.closed):
+                    self._connection.close()
+                    self._connection = None
+                raise
+
+    def _check_usable(self) -> None:
+        if self._closed:
+            raise DLQError(f"the PostgreSQL DLQ at {self.where} is closed; open a new PostgresDLQ")
+        if self._pid != os.getpid() and self._dsn is None:
+            raise DLQError(
+                f"the PostgreSQL DLQ at {self.where} was given a connection or pool by the "
+                "parent process; a forked child must open its own PostgresDLQ"
+            )
+
+    def _execute(self, what: str, query: Any, params: tuple[Any, ...] = ()) -> list[Any]:
+        """Run ``query`` in its own committed transaction: its rows, or ``[rowcount]``."""
+        try:
+            with self._borrow() as conn, conn.cursor(row_factory=tuple_row) as cur:
+                if conn.autocommit:
+                    cur.execute(query, params)
+                else:
+                    with conn.transaction():
+                        cur.execute(query, params)
+                return cur.fetchall() if cur.description else [cur.rowcount]
+        except psycopg.Error as exc:
+            raise DLQError(problem(self.where, exc, what, self._dsn)) from exc
+
+    def __setitem__(self, message_id: bytes, value: tuple[Message, str]) -> None:
+        message, reason = checked_entry(message_id, value)
+        full, summary, handler, exc_type, traceback = reason_fields(reason)
+        now = datetime.now(UTC)
+        self._execute(
+            f"store dead letter {message_id!r}",
+            self._upsert,
+            (
+                message_id,
+                message.raw_data,
+                _text(message.class_name),
+                encode_attributes(message.attributes),
+                _text(full),
+                _text(summary),
+                _optional_text(handler),
+                _optional_text(exc_type),
+                _optional_text(traceback),
+                now,
+                now,
+            ),
+        )
+        logger.debug("stored dead letter %r (%d bytes)", message_id, len(message.raw_data))
+
+    def record(self, message_id: bytes) -> DeadLetter:
+        """The record of ``message_id``; see :meth:`DeadLetterStore.record`."""
+        if type(message_id) is not bytes:
+            raise KeyError(message_id)
+        rows = self._execute(
+            f"read dead letter {message_id!r}",
+            self.table.sql(f"SELECT {_COLUMNS} FROM {{table}} WHERE message_id = %s"),  # noqa: S608
+            (message_id,),
+        )
+        if not rows:
+            raise KeyError(message_id)
+        return self._dead_letter(rows[0])
+
+    def records(
+        self,
+        *,
+        reason: str | None = None,
+        handler: str | None = None,
+        since: datetime | None = None,
+        before: datetime | None = None,
+        limit: int | None = None,
+    ) -> Iterator[DeadLetter]:
+        """The records, oldest first; see :meth:`DeadLetterStore.records`.
+
+        Rows are read a page at a time, each page its own query: no transaction is
+        held between records, and rows written meanwhile may or may not appear.
+        """
+        where = ["seq > %s"]
+        params: list[Any] = []
+        if reason is not None:
+            where.append("strpos(reason, %s) > 0")
+            params.append(_text(reason))
+        if handler is not None:
+            where.append("handler = %s")
+            params.append(_text(handler))
+        if since is not None:
+            where.append("dead_lettered_at >= %s")
+            params.append(utc(since, "since"))
+        if before is not None:
+            where.append("dead_lettered_at < %s")
+            params.append(utc(before, "before"))
+        if limit is not None and limit < 0:
+            raise ValueError(f"limit must be 0 or more, not {limit}")
+        query = self.table.sql(
+            f"SELECT {_COLUMNS} FROM {{table}} WHERE {' AND '.join(where)} "  # noqa: S608
+            "ORDER BY seq LIMIT %s"
+        )
+        return self._pages(query, params, limit)
+
+    def _pages(self, query: Any, params: list[Any], limit: int | None) -> Iterator[DeadLetter]:
+        last = 0
+        left = -1 if limit is None else limit
+        while left:
+            page = _PAGE if left < 0 else min(left, _PAGE)
+            rows = self._execute("read dead letters", query, (last, *params, page))
+            for row in rows:
+                yield self._dead_letter(row)
+            if len(rows) < page:
+                return
+            last = rows[-1][0]
+            if left > 0:
+                left -= len(rows)
+
+    def _dead_letter(self, row: tuple[Any, ...]) -> DeadLetter:
+        (_, message_id, raw_data, class_name, attributes, reason, summary, handler, exc_type,
+         traceback, first, last, times) = row  # fmt: skip
+        return dead_letter(
+            self._classes,
+            message_id,
+            raw_data,
+            class_name,
+            attributes,
+            (reason, summary, handler, exc_type, traceback),
+            first,
+            last,
+            times,
+        )
+
+    def __delitem__(self, message_id: bytes) -> None:
+        if type(message_id) is not bytes:
+            raise KeyError(message_id)
+        [deleted] = self._execute(
+            f"delete {message_id!r}",
+            self.table.sql("DELETE FROM {table} WHERE message_id = %s"),
+            (message_id,),
+        )
+        if not deleted:
+            raise KeyError(message_id)
+
+    def __contains__(self, message_id: object) -> bool:
+        if type(message_id) is not bytes:
+            return False
+        query = self.table.sql("SELECT 1 FROM {table} WHERE message_id = %s")
+        return bool(self._execute(f"look up {message_id!r}", query, (message_id,)))
+
+    def __iter__(self) -> Iterator[bytes]:
+        query = self.table.sql(
+            "SELECT seq, message_id FROM {table} WHERE seq > %s ORDER BY seq LIMIT %s"
+        )
+        last = 0
+        while True:
+            rows = self._execute("list dead letters", query, (last, _PAGE))
+            for _, message_id in rows:
+                yield message_id
+            if len(rows) < _PAGE:
+                return
+            last = rows[-1][0]
+
+    def __len__(self) -> int:
+        count: int = self._execute("count", self.table.sql("SELECT count(*) FROM {table}"))[0][0]
+        return count
+
+    def close(self) -> None:
+        """Close the store's own connection; idempotent. A connection or pool it was
+        given is left open for its owner to close. The store cannot be used afterwards.
+        """
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            connection, self._connection = self._connection, None
+            if connection is not None:
+                if self._pid == os.getpid():
+                    connection.close()
+                else:
+                    _inherited.append(connection)
+        logger.debug("closed DLQ %s", self.where)
+
+    def __repr__(self) -> str:
+        table = getattr(self, "table", None)
+        name = f" table {table.qualified}" if table else ""
+        return f"<PostgresDLQ {self.where}{name}{' closed' if self._closed else ''}>"
