@@ -224,6 +224,7 @@ class RedisPubSubAdapter(RedisAdapterBase[M]):
             if item.__class__ is not list:
                 if item is not _END:
                     logger.warning("connection failed while stopping: %s", item)
+                logger.info("handled %d messages received before the unsubscribe", handled)
                 return
             if left > 0:
                 self._handle(context, item)

@@ -6,7 +6,10 @@ Each test uses its own stream and group (random suffix), deleted afterwards.
 from __future__ import annotations
 
 import logging
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -17,7 +20,7 @@ import pytest
 import missive
 from missive.adapters.redis import RedisStreamsAdapter
 from tests.conformance.adapter_suite import AdapterSuite
-from tests.conformance.redis_harness import CLAIM_IDLE_MS, RedisStreamsHarness
+from tests.conformance.redis_harness import CLAIM_IDLE_MS, URL, RedisStreamsHarness
 from tests.conformance.support import Recorder, running, wait_until
 from tests.services import require
 
@@ -256,3 +259,43 @@ def test_an_unreachable_server_is_retried_with_growing_backoff_until_stopped(
     thread.join(2)
     assert not thread.is_alive()
     assert not adapter.wait_ready(0)
+
+
+SIGNAL_SCRIPT = """
+import sys
+import missive
+from missive.adapters.redis import RedisStreamsAdapter
+
+processor = missive.Processor()
+processor.handle_for(lambda m: True)(lambda message, ctx: ctx.ack())
+processor.before_processing(lambda ctx: print("before", flush=True))
+processor.after_processing(lambda ctx: print("after", flush=True))
+adapter = RedisStreamsAdapter(missive.RawMessage, processor, sys.argv[1], group=sys.argv[2],
+                              url=sys.argv[3], block_ms=200)
+adapter.run()
+print("returned", flush=True)
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_stop_signal_in_the_main_thread_stops_gracefully(
+    harness: RedisStreamsHarness, signum: signal.Signals
+) -> None:
+    # Given a worker process running the adapter in its main thread
+    process = subprocess.Popen(
+        [sys.executable, "-c", SIGNAL_SCRIPT, harness.stream, harness.group, URL],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline() == "before\n"
+        wait_until(lambda: harness.client.exists(harness.stream), "the group is created")
+        # When it receives the signal
+        process.send_signal(signum)
+        out, _ = process.communicate(timeout=10)
+    finally:
+        process.kill()
+        process.wait()
+    # Then it ran the after_processing hooks and run() returned normally
+    assert out == "after\nreturned\n"
+    assert process.returncode == 0
