@@ -6,6 +6,7 @@ Each test uses its own channel (random suffix).
 from __future__ import annotations
 
 import logging
+import signal
 import socket
 import subprocess
 import sys
@@ -311,3 +312,38 @@ def test_a_silently_dead_connection_is_noticed_by_health_checks_and_replaced(
         proxy.close()
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any("no reply from Redis to a health check" in w for w in warnings)
+
+
+SIGNAL_SCRIPT = """
+import sys
+import missive
+from missive.adapters.redis import RedisPubSubAdapter
+
+processor = missive.Processor()
+processor.handle_for(lambda m: True)(lambda message, ctx: ctx.ack())
+processor.after_processing(lambda ctx: print("after", flush=True))
+adapter = RedisPubSubAdapter(missive.RawMessage, processor, sys.argv[1], url=sys.argv[2])
+adapter._set_ready = lambda: print("ready", flush=True)  # say when subscribed
+adapter.run()
+print("returned", flush=True)
+"""
+
+
+def test_sigterm_in_the_main_thread_stops_gracefully(harness: RedisPubSubHarness) -> None:
+    # Given a worker process subscribed in its main thread
+    process = subprocess.Popen(
+        [sys.executable, "-c", SIGNAL_SCRIPT, harness.channel, URL],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline() == "ready\n"
+        # When it receives SIGTERM
+        process.send_signal(signal.SIGTERM)
+        out, _ = process.communicate(timeout=10)
+    finally:
+        process.kill()
+        process.wait()
+    # Then it ran the after_processing hooks and run() returned normally
+    assert out == "after\nreturned\n"
+    assert process.returncode == 0
