@@ -127,8 +127,10 @@ class Output:
                 self.line("\t".join(cell.replace("\t", " ") for cell in row))
             return
         widths = [max([len(h), *(_width(row[i]) for row in rows)]) for i, h in enumerate(headers)]
-        room = shutil.get_terminal_size().columns - (sum(widths) - widths[wide]) - 2 * (
-            len(widths) - 1
+        room = (
+            shutil.get_terminal_size().columns
+            - (sum(widths) - widths[wide])
+            - 2 * (len(widths) - 1)
         )
         widths[wide] = max(min(widths[wide], room), len(headers[wide]), 10)
         self.line(
@@ -140,8 +142,9 @@ class Output:
                 for cell, w in zip(row, widths, strict=True)
             ]
             self.line(
-                "  ".join(c + " " * (w - _width(c)) for c, w in zip(cells, widths, strict=True))
-                .rstrip()
+                "  ".join(
+                    c + " " * (w - _width(c)) for c, w in zip(cells, widths, strict=True)
+                ).rstrip()
             )
 
     def start_progress(self, total: int, label: str, *, threshold: int = 20) -> None:

@@ -63,7 +63,7 @@ def adapter():
 '''
 
 #: The quickstart's first example, as printed in the specification.
-HELLO = '''
+HELLO = """
 import missive
 from missive.adapters.stdin import StdinAdapter
 
@@ -78,12 +78,12 @@ stdin_processor = StdinAdapter(missive.RawMessage, processor)
 
 if __name__ == "__main__":
     stdin_processor.run()
-'''
+"""
 
 #: An adapter serving files dropped in ``inbox/``, one message a file: several
 #: processes may serve one directory, each claiming a file by renaming it. Hooks
 #: write ``started/PID`` and ``stopped/PID``; the handler writes ``done/NAME``.
-DIRECTORY_QUEUE = '''
+DIRECTORY_QUEUE = """
 import os
 import time
 from pathlib import Path
@@ -136,7 +136,7 @@ def adapter():
     for name in ("inbox", "done", "started", "stopped"):
         (HERE / name).mkdir(exist_ok=True)
     return DirectoryAdapter(missive.RawMessage, processor, HERE / "inbox")
-'''
+"""
 
 
 def write_app(directory: Path, name: str, source: str) -> Path:
