@@ -1,0 +1,184 @@
+"""``missive run``: an adapter in this process, or supervised worker processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.cli._apps import DIRECTORY_QUEUE, HELLO, SHOP, write_app
+from tests.cli.conftest import CLI, assert_one_line_error, clean_env
+
+
+def test_run_feeds_a_pipe_to_the_quickstarts_stdin_adapter(cli: CLI, tmp_path: Path) -> None:
+    write_app(tmp_path, "hello", HELLO)
+
+    result = cli("run", "hello:stdin_processor", input="Hello\nHello\n")
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "Hello whoever you are\n" * 2
+    assert "stopped after 2 lines" in result.stderr
+
+
+def test_the_console_script_is_installed(tmp_path: Path) -> None:
+    write_app(tmp_path, "hello", HELLO)
+    script = Path(sys.executable).parent / "missive"
+
+    done = subprocess.run(
+        [str(script), "run", "hello:stdin_processor"],
+        cwd=tmp_path, env=clean_env(), input=b"Hello\n", capture_output=True, timeout=30,
+    )  # fmt: skip
+
+    assert done.returncode == 0
+    assert done.stdout == b"Hello whoever you are\n"
+
+
+def test_run_calls_a_factory_and_runs_the_processing_hooks(cli: CLI, tmp_path: Path) -> None:
+    write_app(tmp_path, "shop", SHOP)
+
+    result = cli("run", "shop:adapter", input='{"kind": "refund"}\n')
+
+    assert result.returncode == 0, result.stderr
+    hooks = [line.split()[0] for line in (tmp_path / "hooks.log").read_text().splitlines()]
+    assert hooks == ["before", "after"]
+
+
+def test_a_message_that_cannot_be_handled_without_a_dlq_exits_non_zero(
+    cli: CLI, tmp_path: Path
+) -> None:
+    write_app(tmp_path, "hello", HELLO)
+
+    result = cli("run", "hello:stdin_processor", "--log-level", "error", input="Bye\n")
+
+    assert_one_line_error(result, "StdinAdapter stopped", "no handler matched")
+
+
+def test_a_target_that_is_not_an_adapter_is_an_error(cli: CLI, tmp_path: Path) -> None:
+    write_app(tmp_path, "hello", HELLO)
+
+    result = cli("run", "hello:processor")
+
+    assert_one_line_error(result, "'hello:processor' is Processor", "not a missive.Adapter")
+
+
+def test_a_wrong_import_path_is_an_error(cli: CLI, tmp_path: Path) -> None:
+    write_app(tmp_path, "hello", HELLO)
+
+    result = cli("run", "hello:stdin_procesor")
+
+    assert_one_line_error(result, "'hello' has no attribute 'stdin_procesor'", "PYTHONPATH")
+
+
+# --- workers ------------------------------------------------------------------------------
+
+
+def wait_for(what: str, condition: Callable[[], bool], timeout: float = 20) -> None:
+    """Wait until ``condition()`` holds; fail saying ``what`` did not happen."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+class Workers:
+    """``missive run dirqueue:adapter --workers 2`` running in ``directory``."""
+
+    def __init__(self, directory: Path, target: str = "dirqueue:adapter") -> None:
+        self.directory = directory
+        self.log_path = directory / "supervisor.log"
+        with open(self.log_path, "wb") as log:
+            self.process = subprocess.Popen(
+                CLI(directory).command("run", target, "--workers", "2", "--graceful-timeout", "10"),
+                cwd=directory, env=clean_env(), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+            )  # fmt: skip
+
+    @property
+    def log(self) -> str:
+        """What the supervisor and workers wrote so far."""
+        return self.log_path.read_text(errors="replace")
+
+    def pids(self, state: str) -> set[int]:
+        """The pids of the workers that ran their ``started`` or ``stopped`` hook."""
+        folder = self.directory / state
+        return {int(p.name) for p in folder.iterdir()} if folder.exists() else set()
+
+    def send(self, name: str) -> Path:
+        """Drop a message in the inbox; returns where its handler records it."""
+        draft = self.directory / "inbox" / f".{name}"
+        draft.write_bytes(name.encode())
+        draft.rename(self.directory / "inbox" / f"{name}.msg")
+        return self.directory / "done" / name
+
+
+@pytest.fixture
+def workers(tmp_path: Path) -> Iterator[Workers]:
+    """Two workers serving a directory, both started; stopped after the test."""
+    write_app(tmp_path, "dirqueue", DIRECTORY_QUEUE)
+    running = Workers(tmp_path)
+    try:
+        wait_for("two workers to start", lambda: len(running.pids("started")) == 2)
+        yield running
+    finally:
+        if running.process.poll() is None:
+            running.process.send_signal(signal.SIGTERM)
+            try:
+                running.process.wait(20)
+            except subprocess.TimeoutExpired:
+                running.process.kill()
+                running.process.wait()
+
+
+def test_workers_serve_messages(workers: Workers) -> None:
+    done = workers.send("m1")
+
+    wait_for("the message to be handled", done.exists)
+    assert int(done.read_text()) in workers.pids("started")
+
+
+def test_a_killed_worker_is_restarted_and_its_exit_status_logged(workers: Workers) -> None:
+    # Given two running workers, when one is killed with SIGKILL
+    victim = min(workers.pids("started"))
+    os.kill(victim, signal.SIGKILL)
+
+    # Then the supervisor logs it with its exit status, and a new worker starts
+    wait_for(
+        "the death to be logged", lambda: f"(pid {victim}) was killed by SIGKILL" in workers.log
+    )
+    wait_for("a third worker to start", lambda: len(workers.pids("started")) == 3)
+    assert "restarting it" in workers.log
+    # And messages are still handled
+    done = workers.send("after-restart")
+    wait_for("the message to be handled", done.exists)
+    assert int(done.read_text()) != victim
+
+
+def test_sigterm_stops_every_worker_gracefully(workers: Workers) -> None:
+    started = workers.pids("started")
+
+    workers.process.send_signal(signal.SIGTERM)
+
+    # Then the supervisor exits 0 once each worker ran its after_processing hooks
+    assert workers.process.wait(20) == 0
+    assert workers.pids("stopped") == started
+    for pid in started:
+        assert f"(pid {pid}) stopped" in workers.log
+    assert "Traceback" not in workers.log
+
+
+def test_workers_that_cannot_load_the_adapter_stop_the_supervisor(tmp_path: Path) -> None:
+    write_app(tmp_path, "dirqueue", DIRECTORY_QUEUE)
+
+    running = Workers(tmp_path, target="dirqueue:no_such_adapter")
+
+    assert running.process.wait(20) == 1
+    assert "'dirqueue' has no attribute 'no_such_adapter'" in running.log
+    assert "could not load dirqueue:no_such_adapter" in running.log
+    assert "restarting" not in running.log
+    assert "Traceback" not in running.log
