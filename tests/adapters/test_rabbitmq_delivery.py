@@ -20,15 +20,12 @@ import pytest
 import missive
 from missive.adapters.rabbitmq import DEFAULT_URL, RabbitMQAdapter
 from tests.adapters.test_rabbitmq import (
-    TIMEOUT,
     URL,
     RabbitMQHarness,
-    Recorder,
     harness,  # noqa: F401 - fixture
     quorum_harness,  # noqa: F401 - fixture
-    running,
-    wait_until,
 )
+from tests.conformance.support import TIMEOUT, Recorder, running, wait_until
 from tests.services import require
 
 

@@ -1,4 +1,5 @@
-"""RabbitMQAdapter under stress: shutdown mid-stream, competing workers, a killed connection."""
+"""RabbitMQAdapter under stress, beyond the conformance suite: prefetched messages at a
+stop, repeated connection kills and the reconnection backoff, a prompt stop."""
 
 from __future__ import annotations
 
@@ -11,14 +12,12 @@ import pytest
 import missive
 from tests.adapters.test_rabbitmq import (
     RabbitMQHarness,
-    Recorder,
     harness,  # noqa: F401 - fixture
-    running,
-    wait_until,
 )
+from tests.conformance.support import Recorder, running, wait_until
 
 
-def test_graceful_shutdown_mid_stream_loses_nothing(harness: RabbitMQHarness) -> None:  # noqa: F811
+def test_a_stop_with_prefetched_messages_in_hand_loses_none(harness: RabbitMQHarness) -> None:  # noqa: F811
     # Given 1,000 messages and a slow first worker with a large prefetch
     bodies = [b"%d" % i for i in range(1000)]
     harness.publish(bodies)
@@ -37,44 +36,6 @@ def test_graceful_shutdown_mid_stream_loses_nothing(harness: RabbitMQHarness) ->
         wait_until(lambda: harness.ready() == 0, "the queue is empty")
     together = first.bodies + second.bodies
     assert sorted(together, key=int) == bodies
-    assert harness.remaining() == 0
-
-
-def test_stop_runs_the_after_processing_hooks_once(harness: RabbitMQHarness) -> None:  # noqa: F811
-    # Given a processor with processing hooks
-    recorder = Recorder()
-    calls: list[str] = []
-    recorder.processor.before_processing(lambda ctx: calls.append("before"))
-    recorder.processor.after_processing(lambda ctx: calls.append("after"))
-    harness.publish([b"x"])
-    # When an adapter runs, handles a message and is stopped
-    with running(harness.adapter(missive.RawMessage, recorder.processor)):
-        wait_until(lambda: recorder.messages, "the message is handled")
-        assert calls == ["before"]
-    # Then the after_processing hooks ran once, after the message
-    assert calls == ["before", "after"]
-
-
-def test_two_competing_consumers_share_the_work_without_duplicates(
-    harness: RabbitMQHarness,  # noqa: F811
-) -> None:
-    # Given 2,000 messages and two workers on the same queue, each slowed a little
-    bodies = [b"%d" % i for i in range(2000)]
-    harness.publish(bodies)
-    one = Recorder(on_message=lambda m: time.sleep(0.0005))
-    two = Recorder(on_message=lambda m: time.sleep(0.0005))
-    # When both consume at once
-    with (
-        running(harness.adapter(missive.RawMessage, one.processor, prefetch=10)),
-        running(harness.adapter(missive.RawMessage, two.processor, prefetch=10)),
-    ):
-        wait_until(
-            lambda: len(one.messages) + len(two.messages) >= 2000, "all messages are handled"
-        )
-    # Then both did some of the work, and each message was handled exactly once
-    assert one.messages
-    assert two.messages
-    assert sorted(one.bodies + two.bodies, key=int) == bodies
     assert harness.remaining() == 0
 
 
