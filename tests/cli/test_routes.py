@@ -9,12 +9,7 @@ from tests.cli._apps import HELLO, SHOP, write_app
 from tests.cli.conftest import CLI, assert_one_line_error
 from tests.cli.test_dlq_inspect import fill, order
 
-SAMPLES = (
-    '{"kind": "order", "n": 1}\n'
-    '{"kind": "gift"}\n'
-    '{"kind": "any"}\n'
-    "{not json\n"
-)
+SAMPLES = '{"kind": "order", "n": 1}\n{"kind": "gift"}\n{"kind": "any"}\n{not json\n'
 
 
 def rows(stdout: str) -> dict[str, list[str]]:
