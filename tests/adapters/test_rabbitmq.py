@@ -33,14 +33,19 @@ from tests.services import require
 URL = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
 
 
-def require_amqp_tools() -> None:
-    """Skip (locally) or fail (CI=true) unless ``amqp-publish`` is installed."""
-    if shutil.which("amqp-publish"):
+def require_tool(command: str, package: str) -> None:
+    """Skip (locally) or fail (CI=true) unless ``command`` is installed."""
+    if shutil.which(command):
         return
-    problem = "amqp-publish is not installed: apt-get install amqp-tools"
+    problem = f"{command} is not installed: apt-get install {package}"
     if os.environ.get("CI") == "true":
         pytest.fail(problem)
     pytest.skip(problem)
+
+
+def require_amqp_tools() -> None:
+    """``amqp-publish``, the non-Python publisher (C, librabbitmq)."""
+    require_tool("amqp-publish", "amqp-tools")
 
 
 def rabbitmqctl(*args: str) -> list[list[str]]:
@@ -49,6 +54,7 @@ def rabbitmqctl(*args: str) -> list[list[str]]:
     The table, not ``--formatter json``: JSON prints pids that ``close_connection``
     does not accept.
     """
+    require_tool("rabbitmqctl", "rabbitmq-server (the tests count and kill connections with it)")
     result = subprocess.run(
         ["rabbitmqctl", *args, "-s"], capture_output=True, text=True, timeout=60, check=True
     )
@@ -101,7 +107,7 @@ class RabbitMQHarness:
     def publish_external(self, body: bytes) -> None:
         require_amqp_tools()
         subprocess.run(
-            ["amqp-publish", "--url", URL.rsplit("/", 1)[0], "-r", self.queue],
+            ["amqp-publish", "--url", URL, "-r", self.queue],
             input=body,
             check=True,
             timeout=TIMEOUT,
