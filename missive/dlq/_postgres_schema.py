@@ -18,6 +18,7 @@ from psycopg.conninfo import conninfo_to_dict
 from missive.errors import DLQError
 
 __all__ = [
+    "INDEX_SUFFIX",
     "SCHEMA_VERSION",
     "Table",
     "check_name",
@@ -38,6 +39,8 @@ _COMMENT_RE = re.compile(r"missive dead letters, schema version (\d+)")
 # The first key of the advisory lock that serializes creating a table: "MSV".
 _LOCK_CLASS = 0x4D5356
 _MAX_IDENTIFIER = 63  # bytes; PostgreSQL silently truncates longer names
+#: Added to the table's name to name its index on ``dead_lettered_at``.
+INDEX_SUFFIX = "_dead_lettered_at"
 
 
 @dataclass(frozen=True)
@@ -58,14 +61,14 @@ class Table:
         return sql.SQL(template).format(table=sql.Identifier(self.schema, self.name), **names)
 
 
-def check_name(value: object, what: str) -> str:
-    """``value`` if it can name a table or schema as it is.
+def check_name(value: object, what: str, suffix: str = "") -> str:
+    """``value`` if it can name a table or schema as it is (with ``suffix`` added).
 
     :raises ValueError: if it is empty, not a ``str`` or longer than PostgreSQL keeps.
     """
     if not isinstance(value, str) or not value or "\x00" in value:
         raise ValueError(f"{what} must be a non-empty str, not {value!r}")
-    if len(value.encode()) > _MAX_IDENTIFIER - len("_dead_lettered_at"):
+    if len(value.encode()) + len(suffix) > _MAX_IDENTIFIER:
         raise ValueError(f"{what} {value!r} is too long: PostgreSQL would truncate it")
     return value
 
@@ -225,7 +228,7 @@ def _create(conn: psycopg.Connection[Any], table: Table) -> None:
         cur.execute(
             table.sql(
                 "CREATE INDEX IF NOT EXISTS {index} ON {table} (dead_lettered_at)",
-                index=f"{table.name}_dead_lettered_at",
+                index=f"{table.name}{INDEX_SUFFIX}",
             )
         )
         cur.execute(
@@ -284,7 +287,7 @@ def problem(where: str, exc: BaseException, what: str, conninfo: str | None = No
     elif isinstance(exc, psycopg.OperationalError):
         advice = (
             "the connection was lost (server restarted, connection ended or network "
-            "failure); the next use of the DLQ reconnects"
+            "failure); a DLQ opened with a URL reconnects at its next use"
         )
     else:
         advice = "check the server's log"

@@ -22,19 +22,14 @@ Uses psycopg 3; only this module imports it.
 from __future__ import annotations
 
 import logging
-import os
-import threading
-import weakref
 from collections.abc import Iterable, Iterator
-from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
 from missive.errors import DLQError, MissingExtraError
 
 try:
     import psycopg
-    from psycopg.pq import TransactionStatus
     from psycopg.rows import tuple_row
 except ImportError as _exc:  # pragma: no cover - exercised by a test in a subprocess
     raise MissingExtraError("postgres", "missive.dlq.postgres") from _exc
@@ -47,13 +42,12 @@ from missive.dlq._codec import (
     reason_fields,
     utc,
 )
+from missive.dlq._postgres_connection import ConnectionPoolLike, Connections
 from missive.dlq._postgres_schema import (
+    INDEX_SUFFIX,
     SCHEMA_VERSION,
     Table,
     check_name,
-    connect,
-    describe,
-    describe_connection,
     prepare,
     problem,
     resolve_schema,
@@ -90,29 +84,6 @@ ON CONFLICT (message_id) DO UPDATE SET
     times = d.times + 1
 """
 _PAGE = 500
-
-# Connections a forked child inherited: never used or closed by the child (that would
-# end the parent's session), only kept from being garbage-collected there.
-_inherited: list[psycopg.Connection[Any]] = []
-_stores: weakref.WeakValueDictionary[int, PostgresDLQ] = weakref.WeakValueDictionary()
-
-
-def _after_fork_in_child() -> None:
-    # A parent thread may have held a store's lock at fork(); the child gets new ones.
-    for store in list(_stores.values()):
-        store._lock = threading.Lock()
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-class ConnectionPoolLike(Protocol):
-    """What PostgresDLQ needs of a pool: ``psycopg_pool.ConnectionPool`` has it."""
-
-    def connection(
-        self, timeout: float | None = None
-    ) -> AbstractContextManager[psycopg.Connection[Any]]:
-        """Lend a connection for the ``with`` block, then take it back."""
 
 
 def _text(value: str) -> str:
@@ -166,111 +137,41 @@ class PostgresDLQ(DeadLetterStore):
         connect_timeout: float = 10.0,
         timeout: float = 30.0,
     ) -> None:
-        check_name(table, "table")
+        check_name(table, "table", INDEX_SUFFIX)
         if schema is not None:
             check_name(schema, "schema")
         self._classes = MessageClasses(message_classes, logger)
-        self._lock = threading.Lock()
-        self._closed = False
-        self._pid = os.getpid()
-        self._dsn: str | None = None
-        self._given: psycopg.Connection[Any] | None = None
-        self._pool: ConnectionPoolLike | None = None
-        self._connection: psycopg.Connection[Any] | None = None
-        self._application_name = application_name
-        self._connect_timeout = connect_timeout
-        self._timeout = timeout
-        if isinstance(dsn_or_pool, str):
-            self._dsn = dsn_or_pool
-            #: Where the store is, as ``postgresql://user@host:port/database`` (no password).
-            self.where = describe(dsn_or_pool)
-            self._connection = self._connect()
-        elif isinstance(dsn_or_pool, psycopg.Connection):
-            self._given = dsn_or_pool
-            self.where = describe_connection(dsn_or_pool)
-        elif callable(getattr(dsn_or_pool, "connection", None)):
-            self._pool = dsn_or_pool
-            self.where = "a connection pool"
-        else:
-            raise TypeError(
-                "PostgresDLQ needs a postgresql:// URL, a psycopg.Connection or a "
-                f"connection pool, not {type(dsn_or_pool).__name__}"
-            )
+        self._connections = Connections(
+            dsn_or_pool,
+            application_name=application_name,
+            connect_timeout=connect_timeout,
+            statement_timeout=timeout,
+        )
         try:
-            with self._borrow() as conn:
-                if self._pool is not None:
-                    self.where = describe_connection(conn)
+            with self._connections.borrow() as conn:
+                #: The table, with its schema.
                 self.table = Table(schema or resolve_schema(conn, self.where), table)
                 prepare(conn, self.table, self.where)
         except psycopg.Error as exc:
             self.close()
             raise DLQError(
-                problem(self.where, exc, "create or check the table", self._dsn)
+                problem(self.where, exc, "create or check the table", self._connections.dsn)
             ) from exc
         except BaseException:
             self.close()
             raise
         self._upsert = self.table.sql(_UPSERT)
-        _stores[id(self)] = self
         logger.debug("opened DLQ %s table %s", self.where, self.table.qualified)
 
-    def _connect(self) -> psycopg.Connection[Any]:
-        assert self._dsn is not None
-        return connect(
-            self._dsn,
-            self.where,
-            application_name=self._application_name,
-            connect_timeout=self._connect_timeout,
-            statement_timeout=self._timeout,
-        )
-
-    @contextmanager
-    def _borrow(self) -> Iterator[psycopg.Connection[Any]]:
-        """A connection for one operation, with the store's lock held if it is shared."""
-        if self._pool is not None:
-            self._check_usable()
-            with self._pool.connection() as conn:
-                yield conn
-            return
-        with self._lock:
-            self._check_usable()
-            if self._given is not None:
-                conn = self._given
-                if conn.info.transaction_status != TransactionStatus.IDLE:
-                    raise DLQError(
-                        f"PostgreSQL DLQ at {self.where}: the connection it was given is "
-                        "inside a transaction (or broken); give the DLQ a connection of its own"
-                    )
-            else:
-                if self._pid != os.getpid():
-                    if self._connection is not None:
-                        _inherited.append(self._connection)
-                    self._connection, self._pid = None, os.getpid()
-                if self._connection is None:
-                    self._connection = self._connect()
-                    logger.info("reconnected DLQ %s", self.where)
-                conn = self._connection
-            try:
-                yield conn
-            except psycopg.Error:
-                if self._connection is not None and (conn.broken or conn.closed):
-                    self._connection.close()
-                    self._connection = None
-                raise
-
-    def _check_usable(self) -> None:
-        if self._closed:
-            raise DLQError(f"the PostgreSQL DLQ at {self.where} is closed; open a new PostgresDLQ")
-        if self._pid != os.getpid() and self._dsn is None:
-            raise DLQError(
-                f"the PostgreSQL DLQ at {self.where} was given a connection or pool by the "
-                "parent process; a forked child must open its own PostgresDLQ"
-            )
+    @property
+    def where(self) -> str:
+        """Where the store is, as ``postgresql://user@host:port/database`` (no password)."""
+        return self._connections.where
 
     def _execute(self, what: str, query: Any, params: tuple[Any, ...] = ()) -> list[Any]:
         """Run ``query`` in its own committed transaction: its rows, or ``[rowcount]``."""
         try:
-            with self._borrow() as conn, conn.cursor(row_factory=tuple_row) as cur:
+            with self._connections.borrow() as conn, conn.cursor(row_factory=tuple_row) as cur:
                 if conn.autocommit:
                     cur.execute(query, params)
                 else:
@@ -278,7 +179,7 @@ class PostgresDLQ(DeadLetterStore):
                         cur.execute(query, params)
                 return cur.fetchall() if cur.description else [cur.rowcount]
         except psycopg.Error as exc:
-            raise DLQError(problem(self.where, exc, what, self._dsn)) from exc
+            raise DLQError(problem(self.where, exc, what, self._connections.dsn)) from exc
 
     def __setitem__(self, message_id: bytes, value: tuple[Message, str]) -> None:
         message, reason = checked_entry(message_id, value)
@@ -419,19 +320,10 @@ class PostgresDLQ(DeadLetterStore):
         """Close the store's own connection; idempotent. A connection or pool it was
         given is left open for its owner to close. The store cannot be used afterwards.
         """
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            connection, self._connection = self._connection, None
-            if connection is not None:
-                if self._pid == os.getpid():
-                    connection.close()
-                else:
-                    _inherited.append(connection)
-        logger.debug("closed DLQ %s", self.where)
+        if self._connections.close():
+            logger.debug("closed DLQ %s", self.where)
 
     def __repr__(self) -> str:
         table = getattr(self, "table", None)
         name = f" table {table.qualified}" if table else ""
-        return f"<PostgresDLQ {self.where}{name}{' closed' if self._closed else ''}>"
+        return f"<PostgresDLQ {self.where}{name}{' closed' if self._connections.closed else ''}>"

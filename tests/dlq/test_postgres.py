@@ -399,6 +399,7 @@ def test_a_given_pool_lends_the_connections(table: str) -> None:
             assert list(dlq) == [b"id-1"]
 
         assert pool.lent >= 3
+        assert dlq.where == "postgresql://root@127.0.0.1:5432/test"
         assert not conn.closed
 
 
