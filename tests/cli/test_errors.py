@@ -153,3 +153,9 @@ def test_an_unknown_command_is_a_usage_error(cli: CLI) -> None:
 
     assert result.returncode == 2
     assert "invalid choice: 'frobnicate'" in result.stderr
+
+
+def test_a_table_is_refused_for_an_sqlite_dlq(cli: CLI, dlq_path: Path) -> None:
+    result = cli("dlq", "ls", "--dlq", str(dlq_path), "--dlq-table", "mine")
+
+    assert_one_line_error(result, "--dlq-table is for PostgreSQL")
