@@ -5,13 +5,22 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import os
 import sys
 from collections import Counter
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
-from missive.cli._common import CLIError, format_id, open_store, parse_id, parse_time, redact
+from missive.cli._common import (
+    DLQ_VARIABLE,
+    CLIError,
+    format_id,
+    open_store,
+    parse_id,
+    parse_time,
+    redact,
+)
 from missive.cli._output import Output, hex_preview, safe_text, size_text
 from missive.dlq import DeadLetter, DeadLetterStore
 from missive.dlq._codec import encode_attributes
@@ -264,7 +273,8 @@ def _purge(args: argparse.Namespace, out: Output) -> int:
             out.note("no dead letters to purge")
             return 0
         if not args.yes:
-            _confirm(out, f"Delete {len(ids)} dead letter(s) from {redact(args.dlq or '')}?")
+            where = redact(args.dlq or os.environ.get(DLQ_VARIABLE, ""))
+            _confirm(out, f"Delete {len(ids)} dead letter(s) from {where}?")
         deleted = 0
         for message_id in ids:
             try:

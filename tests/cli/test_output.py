@@ -14,21 +14,29 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import missive
+from missive.dlq.sqlite import SQLiteDLQ
 from tests.cli._apps import SHOP, write_app
 from tests.cli.conftest import CLI, clean_env
 from tests.cli.test_dlq_inspect import fill, order
 from tests.conformance.dlq_suite import failure
 
 
-def on_terminal(cwd: Path, *args: str, env: Mapping[str, str] | None = None) -> str:
-    """Run the command with stdout and stderr on a terminal 80 columns wide; its output."""
+def on_terminal(
+    cwd: Path, *args: str, env: Mapping[str, str] | None = None, typed: bytes | None = None
+) -> str:
+    """Run the command on a terminal 80 columns wide; its output.
+
+    With ``typed``, stdin is the terminal too, and ``typed`` is typed on it.
+    """
     parent, child = pty.openpty()
     process = subprocess.Popen(
         CLI(cwd).command(*args),
         cwd=cwd, env=clean_env({"COLUMNS": "80", **(env or {})}),
-        stdin=subprocess.DEVNULL, stdout=child, stderr=child,
+        stdin=subprocess.DEVNULL if typed is None else child, stdout=child, stderr=child,
     )  # fmt: skip
     os.close(child)
+    if typed is not None:
+        os.write(parent, typed)
     chunks = []
     while True:
         try:
@@ -99,3 +107,14 @@ def test_json_is_the_same_on_a_terminal(tmp_path: Path, dlq_path: Path) -> None:
     output = on_terminal(tmp_path, "dlq", "ls", "--json", "--dlq", "dlq.db")
 
     assert json.loads(output)["id"] == "one"
+
+
+def test_purge_on_a_terminal_asks_first(tmp_path: Path, dlq_path: Path) -> None:
+    fill(dlq_path, (order(1), "x"), (order(2), "x"))
+
+    output = on_terminal(tmp_path, "dlq", "purge", "--dlq", "dlq.db", typed=b"y\n")
+
+    assert "Delete 2 dead letter(s) from dlq.db? [y/N]" in output
+    assert "purged 2 dead letter(s)" in output
+    with SQLiteDLQ(dlq_path) as dlq:
+        assert len(dlq) == 0
