@@ -8,7 +8,9 @@ calls ``get_json()`` and acks). Both run under the same gunicorn settings on
 wrk``) or, with ``--client python`` or when wrk is missing, Python load processes
 (install-free, but they saturate sooner). Runs are interleaved (bare, Missive,
 bare, Missive...) and the medians and the median ratio printed:
-Missive req/s / bare req/s, so 1.0 means no overhead.
+Missive req/s / bare req/s, so 1.0 means no overhead. It also prints the
+workers' CPU time per request (from /proc), bare / Missive: on a shared machine,
+where other jobs make req/s noisy, this is the steadier measure of the overhead.
 
     python bench/http.py [--repeat 5] [--duration 5] [--connections 32]
                          [--configs "sync:2:1,gthread:2:4"] [--client wrk|python]
@@ -28,12 +30,12 @@ import re
 import shutil
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from statistics import median
 
 REPO = Path(__file__).resolve().parents[1]
 PAYLOAD = json.dumps(
@@ -170,6 +172,17 @@ class Server:
                 raise SystemExit(f"gunicorn serving {module} did not start")
             time.sleep(0.1)
 
+    def worker_cpu(self) -> float:
+        """CPU seconds (user + system) used so far by the workers, from /proc."""
+        total = 0
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            with contextlib.suppress(OSError):
+                # The fields after the command name, which may hold spaces.
+                fields = stat.read_text().rpartition(")")[2].split()
+                if int(fields[1]) == self.process.pid:  # a worker: its parent is the master
+                    total += int(fields[11]) + int(fields[12])
+        return total / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> None:
         if self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGTERM)
@@ -192,7 +205,7 @@ def post_status(port: int) -> int:
     return int(status_line.split()[1])
 
 
-def load_wrk(port: int, seconds: float, connections: int, script: Path) -> float:
+def load_wrk(port: int, seconds: float, connections: int, script: Path) -> tuple[float, int]:
     result = subprocess.run(
         [
             *("wrk", "-t", "2", "-c", str(connections), "-d", f"{round(seconds)}s"),
@@ -204,13 +217,14 @@ def load_wrk(port: int, seconds: float, connections: int, script: Path) -> float
     )
     if "Non-2xx" in result.stdout or "Socket errors" in result.stdout:
         raise SystemExit(f"wrk saw errors:\n{result.stdout}")
-    match = re.search(r"Requests/sec:\s+([\d.]+)", result.stdout)
-    if match is None:
+    rate = re.search(r"Requests/sec:\s+([\d.]+)", result.stdout)
+    total = re.search(r"(\d+) requests in", result.stdout)
+    if rate is None or total is None:
         raise SystemExit(f"unexpected wrk output:\n{result.stdout}")
-    return float(match.group(1))
+    return float(rate.group(1)), int(total.group(1))
 
 
-def load_python(port: int, seconds: float, connections: int, directory: Path) -> float:
+def load_python(port: int, seconds: float, connections: int, directory: Path) -> tuple[float, int]:
     clients = [
         subprocess.Popen(
             [sys.executable, "-c", PY_CLIENT, str(port), str(seconds), PAYLOAD.decode()],
@@ -227,7 +241,7 @@ def load_python(port: int, seconds: float, connections: int, directory: Path) ->
         if bad:
             raise SystemExit(f"{bad} requests did not get 200")
         done += count
-    return done / seconds
+    return done / seconds, done
 
 
 def main() -> None:
@@ -260,34 +274,55 @@ def main() -> None:
             f"in process (no server, best of 5): bare {cost['bare']:.1f} µs, "
             f"missive {cost['missive']:.1f} µs per request"
         )
-        print(f"{'config':<16}{'bare req/s':>12}{'missive req/s':>15}{'missive/bare':>14}")
+        print(
+            f"{'config':<16}{'bare req/s':>12}{'missive req/s':>15}{'missive/bare':>14}"
+            f"{'bare CPU µs':>14}{'missive CPU':>14}{'bare/missive':>13}"
+        )
         for config in args.configs.split(","):
             servers = {
                 name: Server(directory, f"{name}_app", config) for name in ("bare", "missive")
             }
             try:
-                rates: dict[str, list[float]] = {name: [] for name in servers}
-                ratios: list[float] = []
-                for _ in range(args.repeat):
-                    for name, server in servers.items():
-                        if client == "wrk":
-                            rate = load_wrk(server.port, args.duration, connections, script)
-                        else:
-                            rate = load_python(server.port, args.duration, connections, directory)
-                        rates[name].append(rate)
-                    ratios.append(rates["missive"][-1] / rates["bare"][-1])
+                rates, cpus = measure(servers, args, client, connections, directory, script)
             finally:
                 for server in servers.values():
                     server.stop()
-            median = statistics.median
+            pairs = zip(rates["bare"], rates["missive"], strict=True)
+            rate_ratio = median([m / b for b, m in pairs])
+            cpu_ratio = median([b / m for b, m in zip(cpus["bare"], cpus["missive"], strict=True)])
             print(
                 f"{config:<16}{median(rates['bare']):>12.0f}{median(rates['missive']):>15.0f}"
-                f"{median(ratios):>14.3f}"
+                f"{rate_ratio:>14.3f}{median(cpus['bare']):>14.0f}"
+                f"{median(cpus['missive']):>14.0f}{cpu_ratio:>13.3f}"
             )
-            print(
-                f"{'':<16}runs: bare {[round(r) for r in rates['bare']]}, "
-                f"missive {[round(r) for r in rates['missive']]}"
-            )
+            for name in servers:
+                print(f"{'':<16}{name} req/s: {[round(r) for r in rates[name]]}")
+                print(f"{'':<16}{name} CPU µs/req: {[round(c) for c in cpus[name]]}")
+
+
+def measure(
+    servers: dict[str, Server],
+    args: argparse.Namespace,
+    client: str,
+    connections: int,
+    directory: Path,
+    script: Path,
+) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Interleaved runs (bare, missive, missive, bare, ...): req/s and worker CPU µs/request."""
+    rates: dict[str, list[float]] = {name: [] for name in servers}
+    cpus: dict[str, list[float]] = {name: [] for name in servers}
+    names = list(servers)
+    for repetition in range(args.repeat):
+        for name in names if repetition % 2 == 0 else reversed(names):
+            server = servers[name]
+            cpu_before = server.worker_cpu()
+            if client == "wrk":
+                rate, requests = load_wrk(server.port, args.duration, connections, script)
+            else:
+                rate, requests = load_python(server.port, args.duration, connections, directory)
+            cpus[name].append((server.worker_cpu() - cpu_before) * 1e6 / requests)
+            rates[name].append(rate)
+    return rates, cpus
 
 
 if __name__ == "__main__":

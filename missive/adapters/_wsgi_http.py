@@ -6,7 +6,14 @@ import json
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-__all__ = ["RejectedError", "StartResponse", "read_body", "request_headers", "respond"]
+__all__ = [
+    "RejectedError",
+    "StartResponse",
+    "read_body",
+    "request_headers",
+    "respond",
+    "respond_outcome",
+]
 
 StartResponse = Callable[..., Any]
 
@@ -24,6 +31,7 @@ STATUS = {
 
 _CHUNK = 64 * 1024
 _encode = json.JSONEncoder(separators=(",", ":")).encode
+_quote: Callable[[str], str] = json.encoder.encode_basestring_ascii
 
 
 class RejectedError(Exception):
@@ -63,24 +71,46 @@ def respond(
     return [] if head else [body]
 
 
-# environ key -> header name ("" for keys that are not headers), bounded so that
-# senders inventing header names cannot grow it without limit.
+def respond_outcome(
+    start_response: StartResponse,
+    status: int,
+    outcome: str,
+    message_id: bytes,
+    headers: Iterable[tuple[str, str]] = (),
+) -> list[bytes]:
+    """Start ``{"status": outcome, "message_id": ...}``: the common case, made cheap."""
+    body = b'{"status":"%s","message_id":%s}' % (
+        outcome.encode("ascii"),
+        _quote(message_id.decode("latin-1")).encode("ascii"),
+    )
+    start_response(
+        STATUS[status],
+        [("Content-Type", "application/json"), ("Content-Length", str(len(body))), *headers],
+    )
+    return [body]
+
+
+# environ key -> header name, bounded so that senders inventing header names
+# cannot grow it without limit.
 _names: dict[str, str] = {}
 _MAX_NAMES = 2048
 
 
+def _header_name(key: str) -> str:
+    name = key[5:].replace("_", "-").lower()
+    if len(_names) < _MAX_NAMES:
+        _names[key] = name
+    return name
+
+
 def request_headers(environ: Mapping[str, Any]) -> dict[str, str]:
     """The request's headers from a WSGI environ, names lower-case with dashes."""
-    headers = {}
-    names = _names
-    for key, value in environ.items():
-        name = names.get(key)
-        if name is None:
-            name = key[5:].replace("_", "-").lower() if key.startswith("HTTP_") else ""
-            if len(names) < _MAX_NAMES:
-                names[key] = name
-        if name:
-            headers[name] = value
+    cached = _names.get
+    headers = {
+        (cached(key) or _header_name(key)): value
+        for key, value in environ.items()
+        if key[:5] == "HTTP_"
+    }
     content_type = environ.get("CONTENT_TYPE")
     if content_type:
         headers["content-type"] = content_type

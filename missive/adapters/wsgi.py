@@ -25,6 +25,7 @@ from missive.adapters._wsgi_http import (
     read_body,
     request_headers,
     respond,
+    respond_outcome,
 )
 from missive.adapters._wsgi_signature import HMACSignature, SignatureVerifier, StripeSignature
 from missive.adapters.base import Adapter
@@ -120,7 +121,7 @@ class WSGIAdapter(Adapter[M]):
         self._lock = threading.Condition()
         self._context: ProcessingContext[M] | None = None
         self._closed = False
-        self._in_progress = 0
+        self._active: list[None] = []  # one item per request in progress
 
     @property
     def app(self) -> WSGIAdapter[M]:
@@ -163,10 +164,10 @@ class WSGIAdapter(Adapter[M]):
         with self._lock:
             self._closed = True
             self.stop()
-            if not self._lock.wait_for(lambda: self._in_progress == 0, timeout):
+            if not self._lock.wait_for(lambda: not self._active, timeout):
                 logger.warning(
                     "closing with %d requests still in progress after %ss",
-                    self._in_progress,
+                    len(self._active),
                     timeout,
                 )
             context, self._context = self._context, None
@@ -177,24 +178,32 @@ class WSGIAdapter(Adapter[M]):
 
     def _begin(self) -> ProcessingContext[M] | None:
         """The running context with one more request in progress; ``None``: answer 503."""
-        with self._lock:
-            context = self._context
+        # Counted before the check, so that close() waits for it; list.append and
+        # list.pop are atomic, which keeps locks off the common path.
+        self._active.append(None)
+        context = self._context
+        if context is None or self._closed:
+            context = self._start_for_request()
             if context is None:
-                if self._closed:
-                    return None
+                self._end()
+        return context
+
+    def _start_for_request(self) -> ProcessingContext[M] | None:
+        with self._lock:
+            if self._closed:
+                return None
+            if self._context is None:
                 try:
                     self.start()
                 except Exception:
                     logger.exception("a before_processing hook failed; answering 503")
                     return None
-                context = self._context
-            self._in_progress += 1
-            return context
+            return self._context
 
     def _end(self) -> None:
-        with self._lock:
-            self._in_progress -= 1
-            if self._in_progress == 0 and self._closed:
+        self._active.pop()
+        if self._closed:
+            with self._lock:
                 self._lock.notify_all()
 
     # -- requests -------------------------------------------------------------------
@@ -264,15 +273,14 @@ class WSGIAdapter(Adapter[M]):
             )
             logger.debug("the error for message %r", message.message_id, exc_info=True)
             return self._failed(message, start_response)
-        message_id = message.message_id.decode("latin-1")
         if outcome is Outcome.ACKED:
-            return respond(start_response, 200, {"status": "acked", "message_id": message_id})
+            return respond_outcome(start_response, 200, "acked", message.message_id)
         if outcome is Outcome.DEAD_LETTERED:
-            document = {"status": "dead-lettered", "message_id": message_id}
-            return respond(start_response, 202, document)
+            return respond_outcome(start_response, 202, "dead-lettered", message.message_id)
         logger.debug("message %r nacked: answered 503", message.message_id)
-        document = {"status": "nacked", "message_id": message_id}
-        return respond(start_response, 503, document, self._retry_headers)
+        return respond_outcome(
+            start_response, 503, "nacked", message.message_id, self._retry_headers
+        )
 
     def _failed(self, message: M, start_response: StartResponse) -> list[bytes]:
         document = {

@@ -1,4 +1,8 @@
-"""The WSGI adapter called in process, through wsgiref's PEP 3333 validator."""
+"""The WSGI adapter called in process, through wsgiref's PEP 3333 validator.
+
+Most tests are three steps without comments: given an adapter (fixture or first
+lines), when one request is made (``call``), then the asserts.
+"""
 
 from __future__ import annotations
 
@@ -510,11 +514,14 @@ def test_failing_before_processing_gets_503_and_is_retried_next_request() -> Non
         if len(attempts) == 1:
             raise ConnectionError("database down")
 
+    # Given a before_processing hook that fails the first time only
     recorder.processor.before_processing(flaky)
     adapter = adapter_for(recorder)
+    # When two requests arrive one after the other
     first = call(adapter, body=b"x")
     second = call(adapter, body=b"x")
     adapter.close()
+    # Then the first is refused unprocessed (the sender retries) and the second handled
     assert (first.status, second.status) == (503, 200)
     assert len(recorder.messages) == 1
 
@@ -523,9 +530,11 @@ def test_concurrent_first_requests_run_before_processing_once(recorder: Recorder
     def slow_hook(ctx: Any) -> None:
         time.sleep(0.2)
 
+    # Given a before_processing hook that takes 0.2 s
     recorder.processor.before_processing(slow_hook)
     adapter = adapter_for(recorder)
     statuses: list[int] = []
+    # When eight first requests arrive at once
     threads = [
         threading.Thread(target=lambda: statuses.append(call(adapter, body=b"x").status))
         for _ in range(8)
@@ -535,19 +544,23 @@ def test_concurrent_first_requests_run_before_processing_once(recorder: Recorder
     for thread in threads:
         thread.join()
     adapter.close()
+    # Then the hook ran once, before any of them was handled
     assert statuses == [200] * 8
     assert recorder.events == ["before", "after"]
 
 
 def test_close_waits_for_the_request_in_progress() -> None:
+    # Given a request whose handler is blocked
     recorder = Recorder("block")
     adapter = adapter_for(recorder)
     request = threading.Thread(target=call, args=(adapter,), kwargs={"body": b"x"})
     request.start()
     assert recorder.entered.wait(5)
+    # When the adapter is closed meanwhile
     closer = threading.Thread(target=adapter.close)
     closer.start()
     time.sleep(0.1)
+    # Then after_processing waits until the handler has finished
     assert recorder.events == ["before"]
     recorder.release.set()
     request.join(5)

@@ -269,12 +269,14 @@ def test_healthz_answers_200(serve: Any) -> None:
 
 
 def test_threaded_worker_handles_requests_concurrently(serve: Any) -> None:
+    # Given one worker with four threads, and a handler that takes 0.5 s
     server = serve("--workers", "1", "--threads", "4")
     statuses: list[int] = []
 
     def post() -> None:
         statuses.append(server.request("POST", body=b"sleep 0.5")[0])
 
+    # When four requests arrive at once
     threads = [threading.Thread(target=post) for _ in range(4)]
     started = time.monotonic()
     for thread in threads:
@@ -282,6 +284,7 @@ def test_threaded_worker_handles_requests_concurrently(serve: Any) -> None:
     for thread in threads:
         thread.join()
     elapsed = time.monotonic() - started
+    # Then all are acked, handled on several threads at once, after one before_processing
     assert statuses == [200] * 4
     assert elapsed < 1.5, f"4 requests of 0.5 s took {elapsed:.2f} s: not concurrent"
     assert len({row[1] for row in server.lines("handled")}) > 1
@@ -289,10 +292,13 @@ def test_threaded_worker_handles_requests_concurrently(serve: Any) -> None:
 
 
 def test_processing_hooks_run_once_per_worker_lazily(serve: Any) -> None:
+    # Given two workers that start processing on their first request
     server = serve("--workers", "2", "--threads", "2")
+    # When 30 messages are posted and gunicorn is stopped with SIGTERM
     for _ in range(30):
         assert server.request("POST", body=b"x")[0] == 200
     assert server.stop() == 0
+    # Then each worker that handled messages ran each processing hook exactly once
     before = [row[0] for row in server.lines("before")]
     after = [row[0] for row in server.lines("after")]
     handled_by = {row[0] for row in server.lines("handled")}
@@ -303,9 +309,12 @@ def test_processing_hooks_run_once_per_worker_lazily(serve: Any) -> None:
 
 
 def test_processing_hooks_run_once_per_worker_with_gunicorn_hooks(serve: Any) -> None:
+    # Given two workers whose gunicorn hooks call adapter.start() and adapter.close()
     server = serve("--workers", "2", config=True)
+    # When one message is posted and gunicorn is stopped with SIGTERM
     server.request("POST", body=b"x")
     assert server.stop() == 0
+    # Then both workers ran before_processing at boot and after_processing once at exit
     before = [row[0] for row in server.lines("before")]
     after = [row[0] for row in server.lines("after")]
     assert len(set(before)) == len(before) == 2
@@ -313,6 +322,7 @@ def test_processing_hooks_run_once_per_worker_with_gunicorn_hooks(serve: Any) ->
 
 
 def test_after_processing_waits_for_the_request_in_progress(serve: Any) -> None:
+    # Given a request whose handler takes 1 s
     server = serve("--workers", "1", "--threads", "2")
     result: list[int] = []
     request = threading.Thread(
@@ -320,8 +330,10 @@ def test_after_processing_waits_for_the_request_in_progress(serve: Any) -> None:
     )
     request.start()
     time.sleep(0.3)
+    # When gunicorn is stopped while it is in progress
     assert server.stop() == 0
     request.join(10)
+    # Then the request is acked, and after_processing ran only after it was handled
     events = server.events.read_text().split("\n")
     kinds = [line.split()[0] for line in events if line]
     assert result == [200]
