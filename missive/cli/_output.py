@@ -133,9 +133,8 @@ class Output:
             - 2 * (len(widths) - 1)
         )
         widths[wide] = max(min(widths[wide], room), len(headers[wide]), 10)
-        self.line(
-            "  ".join(self.style(h.ljust(w), "bold") for h, w in zip(headers, widths, strict=True))
-        )
+        padded = [h.ljust(w) for h, w in zip(headers[:-1], widths, strict=False)]
+        self.line("  ".join(self.style(h, "bold") for h in [*padded, headers[-1]]))
         for row in rows:
             cells = [
                 cell if _width(cell) <= w else cell[: w - 1] + "…"
