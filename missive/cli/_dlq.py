@@ -193,11 +193,16 @@ def _record(store: DeadLetterStore, text: str) -> DeadLetter:
 def _show(args: argparse.Namespace, out: Output) -> int:
     """Show everything stored about one dead letter. The payload is shown as text when
     it is UTF-8 without control characters, else as a hex preview; --raw writes its
-    exact bytes to stdout instead."""
+    exact bytes to stdout instead (not to a terminal if they are not text)."""
     with open_store(args.dlq, args.dlq_table) as store:
         record = _record(store, args.id)
     payload = record.message.raw_data
     if args.raw:
+        if out.tty and _as_text(payload) is None:
+            raise CLIError(
+                "the payload is not text and stdout is a terminal, which it could disturb: "
+                "redirect it (> message.bin) or pipe it (| xxd)"
+            )
         stream = getattr(out.stdout, "buffer", None)
         if stream is None:
             raise CLIError("--raw needs a binary stdout")

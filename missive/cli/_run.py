@@ -12,6 +12,7 @@ those still running after ``--graceful-timeout`` seconds.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import logging
 import os
 import signal
@@ -37,6 +38,9 @@ BOOT_ERROR = 3
 WORKER_VARIABLE = "MISSIVE_WORKER"
 # A worker that dies sooner than this after starting is restarted only after it.
 _QUICK_DEATH = 1.0
+# The supervisor's pid, for a worker to notice it died.
+_SUPERVISOR_VARIABLE = "MISSIVE_SUPERVISOR_PID"
+_PR_SET_PDEATHSIG = 1
 _POLL = 0.05
 
 
@@ -113,6 +117,8 @@ def _run(args: argparse.Namespace, out: Output) -> int:
 
 def _run_here(target: str, out: Output) -> int:
     worker = os.environ.get(WORKER_VARIABLE)
+    if worker:
+        _stop_with_supervisor()
     adapter: Adapter[Any] | None = None
     early: list[int] = []
 
@@ -146,6 +152,21 @@ def _run_here(target: str, out: Output) -> int:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+def _stop_with_supervisor() -> None:
+    # A worker whose supervisor dies (even by SIGKILL) gets SIGTERM and stops
+    # gracefully, instead of running on unsupervised (Linux only).
+    supervisor = os.environ.get(_SUPERVISOR_VARIABLE)
+    if not sys.platform.startswith("linux") or not supervisor:
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        return
+    if str(os.getppid()) != supervisor:  # it died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def describe_exit(status: int) -> str:
@@ -190,7 +211,11 @@ class _Supervisor:
     def _start(self, worker: _Worker) -> None:
         command = [sys.executable, "-m", "missive", "run", self.target]
         command += ["--log-level", self.log_level]
-        env = {**os.environ, WORKER_VARIABLE: str(worker.number)}
+        env = {
+            **os.environ,
+            WORKER_VARIABLE: str(worker.number),
+            _SUPERVISOR_VARIABLE: str(os.getpid()),
+        }
         worker.process = subprocess.Popen(command, env=env)
         worker.started = time.monotonic()
         logger.info("worker %d started (pid %d)", worker.number, worker.process.pid)

@@ -14,7 +14,14 @@ import pytest
 from missive.dlq.sqlite import SQLiteDLQ
 
 # Variables of the developer's shell that would change what the command does.
-_UNSET = ("MISSIVE_DLQ", "MISSIVE_DLQ_TABLE", "MISSIVE_WORKER", "NO_COLOR", "FORCE_COLOR")
+_UNSET = (
+    "MISSIVE_DLQ",
+    "MISSIVE_DLQ_TABLE",
+    "MISSIVE_WORKER",
+    "MISSIVE_SUPERVISOR_PID",
+    "NO_COLOR",
+    "FORCE_COLOR",
+)
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,11 @@ from tests.conformance.dlq_suite import failure
 
 
 def on_terminal(
-    cwd: Path, *args: str, env: Mapping[str, str] | None = None, typed: bytes | None = None
+    cwd: Path,
+    *args: str,
+    env: Mapping[str, str] | None = None,
+    typed: bytes | None = None,
+    status: int = 0,
 ) -> str:
     """Run the command on a terminal 80 columns wide; its output.
 
@@ -47,7 +51,7 @@ def on_terminal(
             break
         chunks.append(chunk)
     os.close(parent)
-    assert process.wait(30) == 0
+    assert process.wait(30) == status
     return b"".join(chunks).decode().replace("\r\n", "\n")
 
 
@@ -118,3 +122,12 @@ def test_purge_on_a_terminal_asks_first(tmp_path: Path, dlq_path: Path) -> None:
     assert "purged 2 dead letter(s)" in output
     with SQLiteDLQ(dlq_path) as dlq:
         assert len(dlq) == 0
+
+
+def test_show_raw_does_not_write_binary_to_a_terminal(tmp_path: Path, dlq_path: Path) -> None:
+    fill(dlq_path, (missive.RawMessage(b"\x1b]0;pwned\x07\xff", b"bin"), "x"))
+
+    output = on_terminal(tmp_path, "dlq", "show", "bin", "--raw", "--dlq", "dlq.db", status=1)
+
+    assert "pwned" not in output
+    assert "redirect it (> message.bin) or pipe it (| xxd)" in output

@@ -198,3 +198,18 @@ def test_replay_of_an_unknown_id_replays_nothing(cli: CLI, tmp_path: Path) -> No
 
     assert_one_line_error(result, "no dead letter with id 'nope'", "nothing replayed")
     assert list(records(dlq)) == [b"order-1"]
+
+
+def test_a_failing_before_processing_hook_replays_nothing(cli: CLI, tmp_path: Path) -> None:
+    dlq = shop(tmp_path)
+    with open(tmp_path / "shop.py", "a") as source:
+        source.write(
+            "\n@processor.before_processing\ndef connect(ctx):\n    raise OSError('db down')\n"
+        )
+    fill(dlq, (order(1), "x"))
+    (tmp_path / "fixed").touch()
+
+    result = replay(cli, dlq, "--all")
+
+    assert_one_line_error(result, "before_processing hooks raised OSError: db down")
+    assert records(dlq) == {b"order-1": ("x", 1)}

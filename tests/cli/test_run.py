@@ -172,6 +172,15 @@ def test_sigterm_stops_every_worker_gracefully(workers: Workers) -> None:
     assert "Traceback" not in workers.log
 
 
+def test_workers_stop_gracefully_when_the_supervisor_is_killed(workers: Workers) -> None:
+    started = workers.pids("started")
+
+    workers.process.kill()
+    workers.process.wait()
+
+    wait_for("every worker to stop", lambda: workers.pids("stopped") == started)
+
+
 def test_workers_that_cannot_load_the_adapter_stop_the_supervisor(tmp_path: Path) -> None:
     write_app(tmp_path, "dirqueue", DIRECTORY_QUEUE)
 
