@@ -32,7 +32,7 @@ from missive.cli._routes import Route, load_message_class, route
 from missive.context import Outcome
 from missive.dlq import DeadLetter, DeadLetterStore
 from missive.errors import DLQWriteError
-from missive.message import Message, RawMessage
+from missive.message import Message
 from missive.processor import Processor
 from missive.routing import Router
 
@@ -82,7 +82,12 @@ def _ids(store: DeadLetterStore, args: argparse.Namespace) -> list[bytes]:
 
 
 class _Rebuild:
-    """Gives each record's message as the class to replay it as."""
+    """Gives each record's message as the class to replay it as, or ``None`` to skip it.
+
+    A message whose stored class the processor's modules do not define is skipped
+    unless a class to use instead is known (``--message-class``, or the adapter's):
+    replaying it as a RawMessage would fail, and store it again under that class.
+    """
 
     def __init__(self, out: Output, explicit: type[Message] | None, fallback: type[Message] | None):
         self.out = out
@@ -90,19 +95,20 @@ class _Rebuild:
         self.fallback = fallback
         self.warned: set[str] = set()
 
-    def __call__(self, record: DeadLetter) -> Message:
+    def __call__(self, record: DeadLetter) -> Message | None:
         message = record.message
         cls = self.explicit
         if cls is None and message.class_name != record.message_class:
-            # The class it was stored with is not defined by the processor's modules.
             cls = self.fallback
             if record.message_class not in self.warned:
                 self.warned.add(record.message_class)
-                used = (cls or RawMessage).__name__
+                what = "skipping those" if cls is None else f"replaying as {cls.__name__}"
                 self.out.warn(
                     f"message class {record.message_class} is not defined by the processor's "
-                    f"modules: replaying as {used} (pass --message-class MODULE:CLASS)"
+                    f"modules: {what} (pass --message-class MODULE:CLASS)"
                 )
+            if cls is None:
+                return None
         if cls is None or type(message) is cls:
             return message
         return cls(message.raw_data, record.message_id, record.attributes)
@@ -158,12 +164,14 @@ def _replay(args: argparse.Namespace, out: Output) -> int:
         f"{counts['failed']} failed again (kept)",
         f"{counts['nacked']} nacked (kept)",
     ]
+    if counts["skipped"]:
+        parts.append(f"{counts['skipped']} skipped (kept)")
     if counts["gone"]:
         parts.append(f"{counts['gone']} no longer in the DLQ")
     if left:
         parts.append(f"{left} not replayed (interrupted)")
     out.line(f"replayed {len(ids) - left} of {len(ids)} dead letter(s): {', '.join(parts)}")
-    return 1 if counts["failed"] or counts["nacked"] or left else 0
+    return 1 if counts["failed"] or counts["nacked"] or counts["skipped"] or left else 0
 
 
 def _process(
@@ -219,8 +227,11 @@ def _one(
         record = store.record(message_id)
     except KeyError:
         return "gone"
+    message = rebuild(record)
+    if message is None:
+        return "skipped"
     try:
-        outcome = context.process(rebuild(record))
+        outcome = context.process(message)
     except DLQWriteError as exc:
         raise CLIError(
             f"{shown}: failed again and the DLQ could not be updated ({exc.__cause__})"
@@ -251,9 +262,15 @@ def _dry_run(
             record = store.record(message_id)
         except KeyError:
             continue
-        result, text = route(router, rebuild(record))
+        message = rebuild(record)
+        if message is None:
+            rows.append([safe_text(format_id(message_id)), out.style("skipped", "red"), "-"])
+            continue
+        result, text = route(router, message)
         colour = "green" if result is Route.ONE else "red"
-        rows.append([safe_text(format_id(message_id)), out.style(result.value, colour), text])
+        rows.append(
+            [safe_text(format_id(message_id)), out.style(result.value, colour), safe_text(text)]
+        )
     out.table(["ID", "RESULT", "HANDLER"], rows, wide=2)
     out.note(f"dry run: {len(rows)} dead letter(s) checked, none replayed")
     return 0

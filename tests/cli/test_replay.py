@@ -166,17 +166,27 @@ def test_a_message_class_the_processor_does_not_define_can_be_given(
     assert records(dlq) == {}
 
 
-def test_a_message_class_not_defined_is_warned_about(cli: CLI, tmp_path: Path) -> None:
+def test_a_message_class_not_defined_is_skipped_and_kept_as_it_was(
+    cli: CLI, tmp_path: Path
+) -> None:
+    # Given a dead letter stored as a class that the shop's modules do not define
     class OrderMessage(missive.JSONMessage):
         __slots__ = ()
 
     dlq = shop(tmp_path)
     fill(dlq, (OrderMessage(b'{"kind": "order", "n": 5}', b"order-5"), "x"))
+    (tmp_path / "fixed").touch()
 
+    # When it is replayed without saying which class to use
     result = replay(cli, dlq, "--all")
 
-    assert "OrderMessage is not defined by the processor's modules" in result.stderr
-    assert "--message-class" in result.stderr
+    # Then it is skipped with a warning, and kept with its class
+    assert result.returncode == 1
+    assert "OrderMessage is not defined by the processor's modules: skipping" in result.stderr
+    assert "1 skipped (kept)" in result.stdout
+    with SQLiteDLQ(dlq) as store:
+        assert store.record(b"order-5").message_class.endswith("OrderMessage")
+        assert store.record(b"order-5").times == 1
 
 
 def test_replay_needs_exactly_one_selection(cli: CLI, tmp_path: Path) -> None:
