@@ -4,7 +4,9 @@ Each run consumes N JSON messages of about 100 bytes, decodes each and acks it:
 
 * **Streams**: N entries are published beforehand; each contender reads them in a
   consumer group, 100 at a time (raw redis-py: XREADGROUP COUNT 100, ``json.loads``
-  of each entry, one XACK per batch), until the last one is handled.
+  of each entry, one XACK per batch). Timed from the first message handled to the
+  last, so that connecting, creating the group and shutting down (a few round trips,
+  each one slow on a loaded VM) count for none of them.
 * **Pub/Sub**: a separate process publishes N messages (pipelined) once the
   subscriber is ready; each contender receives and decodes them (raw redis-py:
   ``PubSub.listen()`` and ``json.loads``). Timed from the go to the last message;
@@ -46,7 +48,7 @@ URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 BATCH = 100
 STALL = 10.0  # seconds without a message after which a Pub/Sub run counts the rest lost
 
-Result = tuple[float, int]  # (seconds, messages handled)
+Result = tuple[float, int, float]  # (seconds, messages handled, CPU seconds of this process)
 
 
 def payloads(count: int) -> list[bytes]:
@@ -79,14 +81,36 @@ def _fill_stream(client: redis.Redis, count: int, field: str) -> tuple[str, str]
     return stream, group
 
 
+class _Clock:
+    """Wall and CPU time from the first message handled to the last (Streams runs)."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self.handled = 0
+        self.start = self.cpu = self.elapsed = self.cpu_elapsed = 0.0
+
+    def tick(self) -> bool:
+        """Count one message handled; true for the last one."""
+        self.handled += 1
+        if self.handled == 1:
+            self.start, self.cpu = time.perf_counter(), time.process_time()
+        elif self.handled == self.count:
+            self.elapsed = time.perf_counter() - self.start
+            self.cpu_elapsed = time.process_time() - self.cpu
+            return True
+        return False
+
+    def result(self) -> Result:
+        return self.elapsed, self.handled, self.cpu_elapsed
+
+
 def streams_raw(client: redis.Redis, count: int) -> Result:
     """Raw redis-py: XREADGROUP COUNT 100, json.loads each, one XACK per batch."""
     stream, group = _fill_stream(client, count, "data")
     try:
-        start = time.perf_counter()
         consumer = redis.Redis.from_url(URL)
-        handled = 0
-        while handled < count:
+        clock = _Clock(count)
+        while clock.handled < count:
             read: Any = consumer.xreadgroup(group, "raw", {stream: ">"}, count=BATCH, block=1000)
             if not read:
                 break
@@ -94,28 +118,24 @@ def streams_raw(client: redis.Redis, count: int) -> Result:
             for entry_id, fields in read[0][1]:
                 json.loads(fields[b"data"])
                 ids.append(entry_id)
-                handled += 1
+                clock.tick()
             consumer.xack(stream, group, *ids)
-        elapsed = time.perf_counter() - start
         consumer.close()
-        return elapsed, handled
+        return clock.result()
     finally:
         client.delete(stream)
 
 
-def _json_processor(count: int, done: Callable[[], None]) -> missive.Processor[Any]:
+def _json_processor(clock: _Clock, done: Callable[[], None]) -> missive.Processor[Any]:
     processor: missive.Processor[missive.JSONMessage] = missive.Processor()
-    handled = [0]
 
     @processor.handle_for(lambda m: True)
     def handle(message: missive.JSONMessage, ctx: missive.HandlingContext[Any]) -> None:
         message.get_json()
         ctx.ack()
-        handled[0] += 1
-        if handled[0] == count:
+        if clock.tick():
             done()
 
-    processor.state_handled = handled  # type: ignore[attr-defined]
     return processor
 
 
@@ -124,14 +144,14 @@ def streams_missive(client: redis.Redis, count: int) -> Result:
     stream, group = _fill_stream(client, count, "data")
     try:
         adapter: list[RedisStreamsAdapter[Any]] = []
-        processor = _json_processor(count, lambda: adapter[0].stop())
+        clock = _Clock(count)
+        processor = _json_processor(clock, lambda: adapter[0].stop())
         adapter.append(
             RedisStreamsAdapter(missive.JSONMessage, processor, stream, group=group, url=URL,
                                 batch_size=BATCH, block_ms=1000)
         )
-        start = time.perf_counter()
         adapter[0].run()
-        return time.perf_counter() - start, processor.state_handled[0]  # type: ignore[attr-defined]
+        return clock.result()
     finally:
         client.delete(stream)
 
@@ -143,21 +163,19 @@ def streams_faststream(client: redis.Redis, count: int) -> Result:
     stream, group = _fill_stream(client, count, "__data__")
 
     async def main() -> Result:
-        broker = RedisBroker(URL, logger=None)
+        broker = RedisBroker(URL, logger=None)  # type: ignore[arg-type]
         done = asyncio.Event()
-        handled = [0]
+        clock = _Clock(count)
 
         @broker.subscriber(stream=StreamSub(stream, group=group, consumer="fs", max_records=BATCH))
         async def handle(body: dict[str, Any]) -> None:
-            handled[0] += 1
-            if handled[0] == count:
+            if clock.tick():
                 done.set()
 
-        start = time.perf_counter()
         await broker.start()
         try:
             await asyncio.wait_for(done.wait(), 120)
-            return time.perf_counter() - start, handled[0]
+            return clock.result()
         finally:
             await broker.stop()
 
@@ -231,7 +249,7 @@ def pubsub_raw(count: int) -> Result:
     threading.Thread(
         target=_watchdog, args=(lambda: handled[0], pubsub.unsubscribe, done), daemon=True
     ).start()
-    start = publisher.go()
+    start, cpu = publisher.go(), time.process_time()
     end = start
     for message in pubsub.listen():
         if message["type"] == "message":
@@ -240,40 +258,44 @@ def pubsub_raw(count: int) -> Result:
             if handled[0] == count:
                 end = time.perf_counter()
                 break
+    cpu = time.process_time() - cpu
     done.set()
     publisher.wait()
     pubsub.close()
     client.close()
-    return end - start, handled[0]
+    return end - start, handled[0], cpu
 
 
 def pubsub_missive(count: int) -> Result:
     """RedisPubSubAdapter, run in this (main) thread, stopped after the last message."""
     channel = _key()
     adapter: list[RedisPubSubAdapter[Any]] = []
-    end = [0.0]
+    end = [0.0, 0.0]
 
     def last() -> None:
-        end[0] = time.perf_counter()
+        end[:] = [time.perf_counter(), time.process_time()]
         adapter[0].stop()
 
-    processor = _json_processor(count, last)
+    clock = _Clock(count)
+    processor = _json_processor(clock, last)
     adapter.append(RedisPubSubAdapter(missive.JSONMessage, processor, channel, url=URL))
     publisher = _Publisher(channel, count)
-    start = [0.0]
+    start = [0.0, 0.0]
     done = threading.Event()
 
     def go() -> None:
         assert adapter[0].wait_ready(30)
-        start[0] = publisher.go()
-        _watchdog(lambda: processor.state_handled[0], adapter[0].stop, done)  # type: ignore[attr-defined]
+        start[:] = [publisher.go(), time.process_time()]
+        _watchdog(lambda: clock.handled, adapter[0].stop, done)
 
     threading.Thread(target=go, daemon=True).start()
     adapter[0].run()
     done.set()
     publisher.wait()
-    handled: int = processor.state_handled[0]  # type: ignore[attr-defined]
-    return (end[0] - start[0] if handled == count else float("nan")), handled
+    handled = clock.handled
+    if handled != count:
+        return float("nan"), handled, float("nan")
+    return end[0] - start[0], handled, end[1] - start[1]
 
 
 def pubsub_faststream(count: int) -> Result:
@@ -283,21 +305,21 @@ def pubsub_faststream(count: int) -> Result:
     channel = _key()
 
     async def main() -> Result:
-        broker = RedisBroker(URL, logger=None)
+        broker = RedisBroker(URL, logger=None)  # type: ignore[arg-type]
         done = asyncio.Event()
         handled = [0]
-        end = [0.0]
+        end = [0.0, 0.0]
 
         @broker.subscriber(channel)
         async def handle(body: dict[str, Any]) -> None:
             handled[0] += 1
             if handled[0] == count:
-                end[0] = time.perf_counter()
+                end[:] = [time.perf_counter(), time.process_time()]
                 done.set()
 
         await broker.start()
         publisher = _Publisher(channel, count)
-        start = publisher.go()
+        start, cpu = publisher.go(), time.process_time()
         last, last_change = -1, time.monotonic()
         try:
             while not done.is_set() and time.monotonic() - last_change < STALL:
@@ -307,7 +329,9 @@ def pubsub_faststream(count: int) -> Result:
         finally:
             await broker.stop()
             publisher.wait()
-        return (end[0] - start if done.is_set() else float("nan")), handled[0]
+        if not done.is_set():
+            return float("nan"), handled[0], float("nan")
+        return end[0] - start, handled[0], end[1] - cpu
 
     return asyncio.run(main())
 
@@ -316,19 +340,19 @@ def pubsub_faststream(count: int) -> Result:
 
 
 def _interleave(contenders: dict[str, Callable[[], Result]], count: int, repeat: int,
-                ) -> dict[str, list[float]]:
-    times: dict[str, list[float]] = {name: [] for name in contenders}
+                ) -> dict[str, list[tuple[float, float]]]:
+    runs: dict[str, list[tuple[float, float]]] = {name: [] for name in contenders}
     for _ in range(repeat):
         for name, contender in contenders.items():
-            seconds, handled = contender()
+            seconds, handled, cpu = contender()
             if handled != count:
                 print(f"  {name}: handled {handled} of {count}", file=sys.stderr)
-            times[name].append(seconds)
-    return times
+            runs[name].append((seconds, cpu))
+    return runs
 
 
-def run_streams(count: int = 20_000, repeat: int = 5) -> dict[str, list[float]]:
-    """Seconds per run of each Streams contender: raw, missive, faststream."""
+def run_streams(count: int = 20_000, repeat: int = 5) -> dict[str, list[tuple[float, float]]]:
+    """(seconds, CPU seconds) per run of each Streams contender: raw, missive, faststream."""
     client = redis.Redis.from_url(URL)
     try:
         return _interleave(
@@ -343,8 +367,8 @@ def run_streams(count: int = 20_000, repeat: int = 5) -> dict[str, list[float]]:
         client.close()
 
 
-def run_pubsub(count: int = 20_000, repeat: int = 5) -> dict[str, list[float]]:
-    """Seconds per run of each Pub/Sub contender: raw, missive, faststream."""
+def run_pubsub(count: int = 20_000, repeat: int = 5) -> dict[str, list[tuple[float, float]]]:
+    """(seconds, CPU seconds) per run of each Pub/Sub contender: raw, missive, faststream."""
     return _interleave(
         {
             "raw redis-py": lambda: pubsub_raw(count),
@@ -360,14 +384,28 @@ def burst(count: int = 200_000) -> Result:
     return pubsub_missive(count)
 
 
-def table(title: str, count: int, times: dict[str, list[float]]) -> str:
-    """A Markdown table of the medians, messages per second and ratios to raw."""
-    raw = statistics.median(times["raw redis-py"])
-    lines = [f"{title} ({count:,} messages, median of {len(times['raw redis-py'])})", "",
-             "| contender | median s | msg/s | ratio to raw |", "|---|---:|---:|---:|"]
-    for name, runs in times.items():
-        median = statistics.median(runs)
-        lines.append(f"| {name} | {median:.3f} | {count / median:,.0f} | {raw / median:.2f} |")
+def table(title: str, count: int, runs: dict[str, list[tuple[float, float]]]) -> str:
+    """A Markdown table: median wall time, msg/s and ratio to raw, then the same for CPU.
+
+    A ratio is raw's median / the contender's (1.0: as fast as raw). CPU time is this
+    process's, the consumer's (all its threads): less disturbed than wall time by
+    other work on the machine.
+    """
+
+    def median(name: str, index: int) -> float:
+        return statistics.median(run[index] for run in runs[name])
+
+    raw, raw_cpu = median("raw redis-py", 0), median("raw redis-py", 1)
+    repeat = len(runs["raw redis-py"])
+    lines = [
+        f"{title} ({count:,} messages, median of {repeat})", "",
+        "| contender | wall s | msg/s | ratio to raw | CPU s | CPU ratio to raw |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name in runs:
+        wall, cpu = median(name, 0), median(name, 1)
+        lines.append(f"| {name} | {wall:.3f} | {count / wall:,.0f} | {raw / wall:.2f} "
+                     f"| {cpu:.3f} | {raw_cpu / cpu:.2f} |")
     return "\n".join(lines)
 
 
@@ -390,7 +428,7 @@ def main() -> None:
     print()
     print(table("Redis Pub/Sub", args.messages, run_pubsub(args.messages, args.repeat)))
     if args.burst:
-        seconds, received = burst(args.burst)
+        seconds, received, _ = burst(args.burst)
         print(f"\nPub/Sub burst: {received:,} of {args.burst:,} received by the Missive adapter "
               f"({args.burst - received:,} lost) in {seconds:.2f} s")
 
