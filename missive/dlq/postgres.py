@@ -133,6 +133,7 @@ class PostgresDLQ(DeadLetterStore):
         name that is not a Missive DLQ or is of a newer schema version. The message
         names the server, never the password.
     :raises ValueError: if ``table`` or ``schema`` is not a usable name.
+    :raises TypeError: if ``dsn_or_pool`` is not a string, connection or pool.
     """
 
     def __init__(

@@ -366,6 +366,20 @@ def test_the_store_s_connections_carry_its_application_name(
     ).fetchall() == [(1,)]
 
 
+def test_the_store_s_own_session_commits_synchronously_even_if_the_url_says_not(
+    open_pg: Callable[..., PostgresDLQ],
+) -> None:
+    # Given a URL whose session would acknowledge commits before they are on disk
+    dsn = _with(DSN, options="-c%20synchronous_commit%3Doff")
+
+    # When a store opens it
+    dlq = open_pg(dsn)
+
+    # Then its session commits synchronously again
+    with dlq._connections.borrow() as conn:
+        assert conn.execute("SHOW synchronous_commit").fetchone() == ("on",)
+
+
 def test_a_given_connection_is_used_and_left_open(table: str) -> None:
     with psycopg.connect(DSN) as conn:
         # Given a store on the caller's own (non-autocommit) connection
