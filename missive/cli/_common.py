@@ -81,7 +81,10 @@ def import_object(path: str, what: str = "object") -> object:
 def _raised_on_import(path: str, exc: BaseException) -> str:
     frames = traceback.extract_tb(exc.__traceback__)
     user = [f for f in frames if "importlib" not in f.filename]
-    where = f" at {user[-1].filename}:{user[-1].lineno}" if user else ""
+    if isinstance(exc, SyntaxError) and exc.filename:
+        where = f" at {exc.filename}:{exc.lineno}"
+    else:
+        where = f" at {user[-1].filename}:{user[-1].lineno}" if user else ""
     module = path.partition(":")[0]
     return (
         f"cannot import {path!r}: importing it raised {type(exc).__name__}: {exc}{where} "

@@ -113,7 +113,8 @@ class Output:
         self.note(f"missive: {self.style('warning', 'yellow', err=True)}: {text}")
 
     def error(self, text: str) -> None:
-        """Write ``missive: error: text`` to stderr."""
+        """Write ``missive: error: text`` to stderr, on one line."""
+        text = safe_text(" ".join(text.split()))
         self.note(f"missive: {self.style('error', 'red', err=True)}: {text}")
 
     def table(self, headers: Sequence[str], rows: Sequence[Sequence[str]], *, wide: int) -> None:

@@ -159,3 +159,11 @@ def test_a_table_is_refused_for_an_sqlite_dlq(cli: CLI, dlq_path: Path) -> None:
     result = cli("dlq", "ls", "--dlq", str(dlq_path), "--dlq-table", "mine")
 
     assert_one_line_error(result, "--dlq-table is for PostgreSQL")
+
+
+def test_a_syntax_error_in_the_module_names_the_line(cli: CLI, tmp_path: Path) -> None:
+    write_app(tmp_path, "typo", "import missive\n\ndef broken(:\n    pass\n")
+
+    result = cli("run", "typo:adapter")
+
+    assert_one_line_error(result, "importing it raised SyntaxError", "typo.py:3")
