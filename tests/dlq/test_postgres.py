@@ -229,6 +229,41 @@ def test_a_role_that_cannot_log_in_is_a_clear_error_without_the_password() -> No
     assert "hunter2" not in text
 
 
+@pytest.fixture
+def role(admin: psycopg.Connection[Any]) -> Iterator[str]:
+    """A login role of this test's own, with no privilege but to connect; dropped after."""
+    name = f"missive_test_role_{uuid.uuid4().hex[:8]}"
+    admin.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(name)))
+    yield name
+    admin.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(name)))
+    admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(name)))
+
+
+def test_a_role_that_may_not_create_the_table_is_a_clear_error(role: str, table: str) -> None:
+    # Given a role without CREATE on the schema, and no table yet
+    # When it opens a store, then the error says which privilege to grant
+    with pytest.raises(missive.DLQError, match=r"permission denied.*grant this role"):
+        PostgresDLQ(f"postgresql://{role}@127.0.0.1:5432/test", table=table)
+
+
+def test_a_role_without_create_uses_a_table_made_by_its_owner(
+    admin: psycopg.Connection[Any], role: str, table: str, open_pg: Callable[..., PostgresDLQ]
+) -> None:
+    # Given the table created by its owner, and a role granted only its rows
+    open_pg().close()
+    admin.execute(
+        sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE ON {} TO {}").format(
+            sql.Identifier(table), sql.Identifier(role)
+        )
+    )
+
+    # When that role opens a store and writes, then it works
+    dlq = open_pg(f"postgresql://{role}@127.0.0.1:5432/test")
+    put(dlq, missive.RawMessage(b"x", b"id-1"))
+
+    assert list(dlq) == [b"id-1"]
+
+
 def test_an_unreachable_server_is_a_clear_error() -> None:
     # When a store is opened on a port where nothing listens
     with pytest.raises(missive.DLQError) as caught:
