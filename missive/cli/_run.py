@@ -226,6 +226,8 @@ class _Supervisor:
             self._start(worker)
         while self.stop_signal is None:
             for worker in self.workers:
+                if self.stop_signal is not None:  # a worker's exit may be that signal's doing
+                    break
                 if worker.process is None:
                     if time.monotonic() >= worker.restart_at:
                         self._start(worker)

@@ -167,3 +167,12 @@ def test_a_syntax_error_in_the_module_names_the_line(cli: CLI, tmp_path: Path) -
     result = cli("run", "typo:adapter")
 
     assert_one_line_error(result, "importing it raised SyntaxError", "typo.py:3")
+
+
+def test_help_and_version_exit_zero(cli: CLI) -> None:
+    help_ = cli("--help")
+    version = cli("--version")
+
+    assert help_.returncode == version.returncode == 0
+    assert "dlq" in help_.stdout
+    assert version.stdout.startswith("missive ")
