@@ -123,12 +123,13 @@ def _run_here(target: str, out: Output) -> int:
     early: list[int] = []
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
-        # Until the adapter handles signals itself: a stop while it was loading.
+        # Until the adapter handles signals itself: the supervisor's SIGTERM while the
+        # worker was loading is a request to stop, not a crash.
         early.append(signum)
         if adapter is not None:
             adapter.stop()
 
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, on_signal)} if worker else {}
     try:
         try:
             adapter = load_adapter(target)
