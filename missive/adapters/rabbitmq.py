@@ -27,6 +27,8 @@ try:
 except ImportError as _exc:  # pragma: no cover - exercised by a test in a subprocess
     raise MissingExtraError("rabbitmq", "missive.adapters.rabbitmq") from _exc
 
+from missive.adapters._rabbitmq_acks import Acks
+
 __all__ = ["DEFAULT_URL", "RabbitMQAdapter"]
 
 logger = logging.getLogger("missive.adapters.rabbitmq")
@@ -34,7 +36,6 @@ logger = logging.getLogger("missive.adapters.rabbitmq")
 #: The broker used when neither ``url`` nor the ``AMQP_URL`` environment variable is set.
 DEFAULT_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 
-_ACK_OUTCOMES = (Outcome.ACKED, Outcome.DEAD_LETTERED)
 _NACKED = Outcome.NACKED
 # Connection errors that a new connection cannot fix: the configuration must change.
 _FATAL_CONNECTION_ERRORS = (
@@ -62,7 +63,9 @@ class RabbitMQAdapter(Adapter[M]):
     the same queue to share the work: RabbitMQ gives each message to one of them.
 
     **Ack.** A message is acked once :meth:`~missive.ProcessingContext.process` returns
-    ACKED or DEAD_LETTERED, never before. NACKED: it is requeued at once
+    ACKED or DEAD_LETTERED, never before. Acks are coalesced: one
+    ``basic_ack(multiple=True)`` for up to ``prefetch // 2`` messages, sent as soon as
+    the messages received so far are handled, and at shutdown. NACKED: it is requeued at once
     (``basic_nack(requeue=True)``) and delivered again with ``redelivered`` set. When
     ``process`` raises :class:`~missive.HandlingError` (no DLQ) or
     :class:`~missive.DLQWriteError`, the message is logged at ERROR and requeued after
@@ -153,7 +156,7 @@ class RabbitMQAdapter(Adapter[M]):
     def _where(self) -> str:
         # Never the URL: it may hold a password.
         params = self._parameters
-        return f"amqp://{params.host}:{params.port}/ vhost {params.virtual_host!r}"
+        return f"{params.host}:{params.port} vhost {params.virtual_host!r}"
 
     def stop(self) -> None:
         """Ask :meth:`run` to finish the message in hand and return. Thread-safe."""
@@ -224,8 +227,9 @@ class RabbitMQAdapter(Adapter[M]):
             channel = connection.channel()
             channel.basic_qos(prefetch_count=self.prefetch)
             channel.add_on_cancel_callback(self._on_cancelled_by_broker)
+            acks = Acks(channel, self.prefetch // 2)
             tags = [
-                channel.basic_consume(queue, self._on_message_callback(context, queue))
+                channel.basic_consume(queue, self._on_message_callback(context, queue, acks))
                 for queue in self.queues
             ]
             logger.info(
@@ -236,8 +240,18 @@ class RabbitMQAdapter(Adapter[M]):
             )
             self._consuming = True
             self._set_ready()
-            while not self.stop_requested:
-                connection.process_data_events(time_limit=_POLL_SECONDS)
+            try:
+                while not self.stop_requested:
+                    connection.process_data_events(time_limit=_POLL_SECONDS)
+                acks.flush()
+            except pika.exceptions.AMQPError:
+                if acks.owed:
+                    logger.warning(
+                        "%d handled messages were not acked yet when the connection dropped; "
+                        "RabbitMQ will deliver them again",
+                        acks.owed,
+                    )
+                raise
             for tag in tags:
                 channel.basic_cancel(tag)  # pika requeues prefetched, unstarted messages
             channel.close()
@@ -253,13 +267,14 @@ class RabbitMQAdapter(Adapter[M]):
         raise _ConsumerCancelledError("RabbitMQ cancelled a consumer (queue deleted or moved)")
 
     def _on_message_callback(
-        self, context: ProcessingContext[M], queue: str
+        self, context: ProcessingContext[M], queue: str, acks: Acks
     ) -> Callable[[BlockingChannel, Basic.Deliver, BasicProperties, bytes], None]:
         """The consumer callback for ``queue``: the per-message hot path."""
         message_cls = self.message_cls
         process = context.process
         is_stopping = self._stop_requested.is_set
         max_deliveries = self.max_deliveries
+        ack = acks.ack
 
         def on_message(
             channel: BlockingChannel,
@@ -299,55 +314,34 @@ class RabbitMQAdapter(Adapter[M]):
                 if max_deliveries is not None and count is not None and count > max_deliveries:
                     outcome = context.dead_letter(
                         message,
-                        f"delivered {count} times, more than max_deliveries={max_deliveries}"
-                        f" (queue {queue!r}): handling it keeps failing",
+                        f"delivered {count} times, more than max_deliveries={max_deliveries},"
+                        f" from queue {queue!r}: not handled again",
                     )
                 else:
                     outcome = process(message)
             except (HandlingError, DLQWriteError) as exc:
-                self._requeue_later(channel, tag, message.message_id, exc)
+                _log_not_acked(message.message_id, exc, self.retry_delay)
+                acks.requeue_later(tag, self.retry_delay)
                 return
-            try:
-                if outcome is _NACKED:
-                    channel.basic_nack(tag, requeue=True)
-                else:
-                    channel.basic_ack(tag)
-            except pika.exceptions.AMQPError:
-                logger.warning(
-                    "message %r was %s but the connection dropped before RabbitMQ was told; "
-                    "it is not acked and RabbitMQ will deliver it again",
-                    message.message_id,
-                    outcome.value,
-                )
-                raise
+            if outcome is _NACKED:
+                channel.basic_nack(tag, requeue=True)
+            else:
+                ack(tag)
 
         return on_message
 
-    def _requeue_later(
-        self, channel: BlockingChannel, tag: int, message_id: bytes, exc: Exception
-    ) -> None:
-        # Log the reason's summary, never exception text: it may quote the payload.
-        summary = getattr(exc, "reason", None)
-        summary = getattr(summary, "summary", summary)
-        if isinstance(exc, DLQWriteError):
-            what = (
-                f"failed ({summary}) and could not be written to the DLQ "
-                f"({type(exc.__cause__).__name__}); check the DLQ's storage"
-            )
-        else:
-            what = f"failed ({summary}) and no DLQ is set; set one with processor.set_dlq()"
-        logger.error(
-            "message %r %s. It is not acked: requeuing it in %.1f s",
-            message_id,
-            what,
-            self.retry_delay,
+
+def _log_not_acked(message_id: bytes, exc: HandlingError | DLQWriteError, delay: float) -> None:
+    # The reason's summary, never exception text: it may quote the payload.
+    summary = getattr(exc.reason, "summary", exc.reason)
+    if isinstance(exc, DLQWriteError):
+        what = (
+            f"failed ({summary}) and could not be written to the DLQ "
+            f"({type(exc.__cause__).__name__}); check the DLQ's storage"
         )
-
-        def requeue() -> None:
-            if channel.is_open:
-                channel.basic_nack(tag, requeue=True)
-
-        channel.connection.call_later(self.retry_delay, requeue)
+    else:
+        what = f"failed ({summary}) and no DLQ is set; set one with processor.set_dlq()"
+    logger.error("message %r %s. It is not acked: requeuing it in %.1f s", message_id, what, delay)
 
 
 def _wake_up() -> None:

@@ -285,3 +285,27 @@ def test_a_dead_letter_keeps_its_amqp_attributes_in_an_sqlite_dlq(
     assert record.attributes["headers"] == headers
     assert record.attributes["content_type"] == "application/json"
     assert "invalid JSON" in record.reason
+
+
+def test_acks_of_later_messages_never_ack_a_message_waiting_to_be_requeued(
+    harness: RabbitMQHarness,  # noqa: F811
+) -> None:
+    # Given a first message that fails with no DLQ (requeued only after 60 s), then 20 good
+    processor: missive.Processor[missive.RawMessage] = missive.Processor()
+    good: list[bytes] = []
+
+    @processor.handle_for(lambda m: True)
+    def handle(message: missive.RawMessage, ctx: missive.HandlingContext[Any]) -> None:
+        if message.raw_data == b"bad":
+            raise ValueError("cannot")
+        good.append(message.raw_data)
+        ctx.ack()
+
+    harness.publish([b"bad"] + [b"good-%d" % i for i in range(20)])
+    # When the good ones are handled and acked while the bad one waits
+    with running(harness.adapter(missive.RawMessage, processor, retry_delay=60.0)):
+        wait_until(lambda: len(good) == 20, "the good messages are handled")
+        # Then the broker still holds the bad one, and only it
+        wait_until(lambda: harness.remaining() == 1, "only the bad message is held")
+    # And after the stop it is back in the queue, ready for another try
+    assert harness.ready() == 1
