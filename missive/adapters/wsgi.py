@@ -33,7 +33,13 @@ from missive.context import Outcome, ProcessingContext
 from missive.errors import DLQWriteError, HandlingError
 from missive.processor import Processor
 
-__all__ = ["HMACSignature", "SignatureVerifier", "StripeSignature", "WSGIAdapter"]
+__all__ = [
+    "DEFAULT_DROP_HEADERS",
+    "HMACSignature",
+    "SignatureVerifier",
+    "StripeSignature",
+    "WSGIAdapter",
+]
 
 logger = logging.getLogger("missive.adapters.wsgi")
 
