@@ -63,6 +63,8 @@ adapter = WSGIAdapter(
     signature=HMACSignature(secret) if secret else None,
     max_body_size=int(os.environ.get("MISSIVE_TEST_MAX_BODY", 1024 * 1024)),
 )
+if os.environ.get("MISSIVE_TEST_START_AT_IMPORT"):
+    adapter.start()
 """
 
 # Eager hooks: each worker starts processing when it boots and closes when it exits.
@@ -338,3 +340,20 @@ def test_after_processing_waits_for_the_request_in_progress(serve: Any) -> None:
     kinds = [line.split()[0] for line in events if line]
     assert result == [200]
     assert kinds == ["before", "handled", "after"]
+
+
+def test_with_preload_and_start_at_import_each_worker_runs_its_own_hooks(serve: Any) -> None:
+    # Given --preload and a module that starts processing at import, in the master
+    server = serve("--workers", "2", "--preload", MISSIVE_TEST_START_AT_IMPORT="1")
+    # When messages are posted and gunicorn is stopped with SIGTERM
+    for _ in range(10):
+        assert server.request("POST", body=b"x")[0] == 200
+    assert server.stop() == 0
+    # Then the master and every worker that handled messages each ran both hooks once
+    before = [row[0] for row in server.lines("before")]
+    after = [row[0] for row in server.lines("after")]
+    handled_by = {row[0] for row in server.lines("handled")}
+    master = str(server.process.pid)
+    assert sorted(before) == sorted(after)
+    assert len(set(before)) == len(before)
+    assert set(before) == handled_by | {master}
