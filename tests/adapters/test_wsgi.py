@@ -318,6 +318,21 @@ def test_healthz_answers_200(adapter: WSGIAdapter[Any]) -> None:
     assert response.status == 200
 
 
+def test_healthz_head_answers_200_without_a_body(adapter: WSGIAdapter[Any]) -> None:
+    response = call(adapter, method="HEAD", path="/healthz")
+    assert response.status == 200
+    assert response.body == b""
+
+
+def test_post_to_healthz_gets_405_and_is_not_a_message(
+    adapter: WSGIAdapter[Any], recorder: Recorder
+) -> None:
+    response = call(adapter, path="/healthz", body=b"x")
+    assert response.status == 405
+    assert response.headers["Allow"] == "GET, HEAD"
+    assert recorder.messages == []
+
+
 def test_health_path_is_configurable(recorder: Recorder) -> None:
     adapter = adapter_for(recorder, health_path="/ready")
     assert call(adapter, method="GET", path="/ready").status == 200
