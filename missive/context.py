@@ -226,7 +226,7 @@ class ProcessingContext(Generic[M]):
         """
         dlq = self.processor.dlq
         if dlq is None:
-            raise HandlingError(message.message_id, reason)
+            raise HandlingError(message.message_id, reason) from getattr(reason, "exception", None)
         if not isinstance(reason, DeadLetterReason):
             reason = DeadLetterReason(reason)
         try:
@@ -292,6 +292,7 @@ def _raised(what: str, exc: Exception, handler: str | None) -> DeadLetterReason:
             summary=f"could not decode the message: {exc.problem}",
             handler=handler,
             exc_type=type(exc).__qualname__,
+            exception=exc,
         )
     return DeadLetterReason.from_exception(what, exc, handler=handler)
 

@@ -59,10 +59,18 @@ class AlreadySettledError(MissiveError, RuntimeError):
     """A handler acked or nacked a message that it had already acked or nacked."""
 
 
+def _summary(reason: str) -> str:
+    # A DeadLetterReason's summary leaves out exception text, which can quote the payload.
+    summary = getattr(reason, "summary", reason)
+    return summary if isinstance(summary, str) else reason
+
+
 class HandlingError(MissiveError):
     """A message could not be handled and the processor has no DLQ to store it in.
 
-    The message has not been acked. ``reason`` says what went wrong; set a DLQ with
+    The message has not been acked. ``reason`` says what went wrong, in full; the
+    error's text carries only its summary (no exception text), so that it is safe to
+    log, and the original exception, if any, is the ``__cause__``. Set a DLQ with
     :meth:`missive.Processor.set_dlq` to store such messages instead of raising.
     """
 
@@ -70,7 +78,7 @@ class HandlingError(MissiveError):
         self.message_id = message_id
         self.reason = reason
         super().__init__(
-            f"message {message_id!r} was not handled and is not acked: {reason}. "
+            f"message {message_id!r} was not handled and is not acked: {_summary(reason)}. "
             "Fix the cause, or set a DLQ with processor.set_dlq(...) to store such messages."
         )
 
@@ -79,15 +87,16 @@ class DLQWriteError(MissiveError):
     """A message that could not be handled could not be written to the DLQ either.
 
     The message has not been acked, so the transport keeps (or redelivers) it. The
-    original failure is in ``reason``; the DLQ's own error is the ``__cause__``.
+    original failure is in ``reason`` (the error's text carries only its summary); the
+    DLQ's own error is the ``__cause__``.
     """
 
     def __init__(self, message_id: bytes, reason: str, error: BaseException) -> None:
         self.message_id = message_id
         self.reason = reason
         super().__init__(
-            f"message {message_id!r} failed ({reason}) and could not be written to the DLQ "
-            f"({type(error).__name__}: {error}); it is not acked. Check the DLQ's storage."
+            f"message {message_id!r} failed ({_summary(reason)}) and could not be written to "
+            f"the DLQ ({type(error).__name__}: {error}); it is not acked. Check the DLQ's storage."
         )
 
 

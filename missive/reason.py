@@ -19,12 +19,14 @@ class DeadLetterReason(str):
     :param handler: the handler's name, when one was chosen.
     :param exc_type: the exception's type name, when one was raised.
     :param traceback: the formatted traceback, when one was raised.
+    :param exception: the exception itself, when one was raised (never stored).
     """
 
     summary: str
     handler: str | None
     exc_type: str | None
     traceback: str | None
+    exception: BaseException | None
 
     def __new__(
         cls,
@@ -34,12 +36,14 @@ class DeadLetterReason(str):
         handler: str | None = None,
         exc_type: str | None = None,
         traceback: str | None = None,
+        exception: BaseException | None = None,
     ) -> DeadLetterReason:
         self = super().__new__(cls, reason)
         self.summary = reason if summary is None else summary
         self.handler = handler
         self.exc_type = exc_type
         self.traceback = traceback
+        self.exception = exception
         return self
 
     @classmethod
@@ -55,4 +59,5 @@ class DeadLetterReason(str):
             handler=handler,
             exc_type=exc_type,
             traceback="".join(_traceback.format_exception(exc)),
+            exception=exc,
         )

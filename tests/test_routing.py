@@ -253,3 +253,18 @@ def test_keyboard_interrupt_in_a_handler_is_not_swallowed(dlq: Any) -> None:
     with pytest.raises(KeyboardInterrupt):
         processor.test_client().send(missive.RawMessage(b"x"))
     assert dlq == {}
+
+
+def test_a_handling_error_s_text_is_safe_to_log_and_chains_the_original() -> None:
+    processor = missive.Processor()
+
+    @processor.handle_for(lambda m: True)
+    def charge(message: missive.Message, ctx: Ctx) -> None:
+        raise ValueError("card 4111111111111111 declined")
+
+    with pytest.raises(missive.HandlingError) as info:
+        processor.test_client().send(missive.RawMessage(b"x", b"id-8"))
+    assert "handler 'charge' raised ValueError" in str(info.value)
+    assert "4111" not in str(info.value)
+    assert "4111" in info.value.reason
+    assert isinstance(info.value.__cause__, ValueError)

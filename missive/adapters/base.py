@@ -38,10 +38,13 @@ class Adapter(abc.ABC, Generic[M]):
     * **Nack.** ``NACKED``: the adapter hands the message back to the transport to be
       delivered again. A transport that cannot redeliver dead-letters it instead
       (``processing_ctx.dead_letter(message, reason)``); it never drops it silently.
+      A request/response transport hands a message back by answering with a status
+      that tells its sender to retry (HTTP 503 with ``Retry-After``).
     * **Errors.** If ``process`` raises (:class:`~missive.HandlingError` with no DLQ set,
       :class:`~missive.DLQWriteError` when the DLQ failed), the message is not acked.
       An adapter whose transport redelivers leaves it to be redelivered and logs the
-      error; one that cannot stops and lets the error propagate from :meth:`run`.
+      error (its text is safe to log: it holds the reason's summary, never exception
+      text); one that cannot stops and lets the error propagate from :meth:`run`.
     * **Shutdown.** :meth:`stop` may be called from any thread or a signal handler;
       :meth:`run` in the main thread also stops on SIGINT and SIGTERM. The adapter
       then takes no new message, finishes the message in hand, hands back the ones it

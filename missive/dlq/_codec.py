@@ -93,8 +93,32 @@ def reason_fields(reason: str) -> tuple[str, str, str | None, str | None, str | 
     if not isinstance(reason, str):
         raise TypeError(f"a dead letter's reason must be a str, not {type(reason).__name__}")
     if isinstance(reason, DeadLetterReason):
-        return str(reason), reason.summary, reason.handler, reason.exc_type, reason.traceback
-    return str(reason), str(reason), None, None, None
+        return (
+            _storable(str(reason)),
+            _storable(reason.summary),
+            _optional(reason.handler),
+            _optional(reason.exc_type),
+            _optional(reason.traceback),
+        )
+    text = _storable(str(reason))
+    return text, text, None, None, None
+
+
+def _optional(text: str | None) -> str | None:
+    return None if text is None else _storable(text)
+
+
+def _storable(text: str) -> str:
+    # Exception text can hold lone surrogates (bytes decoded with "surrogateescape"),
+    # which no database stores as UTF-8: escape them rather than fail the write and
+    # leave the message unacked forever.
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
 
 
 def utc(moment: datetime, name: str) -> datetime:

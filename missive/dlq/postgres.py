@@ -13,9 +13,9 @@ the server, flushed to its write-ahead log) before the write returns.
 Schema (version 1, in the table's ``COMMENT``): one table, ``missive_dead_letters``
 by default, one row a message id; ids and payloads are ``bytea``, times
 ``timestamptz``, attributes the same tagged JSON text as SQLiteDLQ's. PostgreSQL text
-cannot hold the character NUL, nor UTF-8 lone surrogates (as ``surrogateescape``
-leaves in text decoded from bad bytes): in a reason, traceback or class name they are
-stored as U+FFFD and ``?``, so that such a dead letter is still kept.
+cannot hold the character NUL: in a reason, traceback or class name it is stored as
+U+FFFD, so that such a dead letter is still kept. (Lone surrogates are escaped for
+every store before they get here.)
 
 Uses psycopg 3; only this module imports it.
 """
@@ -88,15 +88,8 @@ _PAGE = 500
 
 
 def _text(value: str) -> str:
-    """``value`` as PostgreSQL text can hold it: NUL as U+FFFD, lone surrogates as ``?``."""
-    if "\x00" in value:
-        value = value.replace("\x00", "\ufffd")
-    if not value.isascii():
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            value = value.encode("utf-8", "replace").decode("utf-8")
-    return value
+    """``value`` as PostgreSQL text can hold it: NUL as U+FFFD."""
+    return value.replace("\x00", "\ufffd") if "\x00" in value else value
 
 
 def _optional_text(value: str | None) -> str | None:

@@ -28,7 +28,8 @@ from typing import Any
 
 from missive.dlq._codec import (
     MessageClasses,
-    decode_attributes,
+    checked_entry,
+    dead_letter,
     encode_attributes,
     format_time,
     parse_time,
@@ -39,7 +40,6 @@ from missive.dlq._sqlite_schema import SCHEMA_VERSION, TABLE, open_database, pro
 from missive.dlq.base import DeadLetter, DeadLetterStore
 from missive.errors import DLQError
 from missive.message import Message
-from missive.reason import DeadLetterReason
 
 __all__ = ["SCHEMA_VERSION", "TABLE", "SQLiteDLQ"]
 
@@ -141,14 +141,7 @@ class SQLiteDLQ(DeadLetterStore):
                 raise DLQError(problem(self.path, exc, what, self.timeout)) from exc
 
     def __setitem__(self, message_id: bytes, value: tuple[Message, str]) -> None:
-        message, reason = value
-        if not isinstance(message, Message):
-            raise TypeError(f"a dead letter's message must be a Message, not {message!r}")
-        if type(message_id) is not bytes or message_id != message.message_id:
-            raise ValueError(
-                f"a dead letter is stored under its message's id {message.message_id!r}, "
-                f"not {message_id!r}"
-            )
+        message, reason = checked_entry(message_id, value)
         full, summary, handler, exc_type, traceback = reason_fields(reason)
         now = format_time(datetime.now(UTC))
         self._execute(
@@ -231,23 +224,16 @@ class SQLiteDLQ(DeadLetterStore):
     def _dead_letter(self, row: tuple[Any, ...]) -> DeadLetter:
         (_, message_id, raw_data, class_name, attributes_text, reason, summary, handler,
          exc_type, traceback, first, last, times) = row  # fmt: skip
-        attributes = decode_attributes(attributes_text)
-        message = self._classes.build(class_name, raw_data, message_id, attributes)
-        return DeadLetter(
-            message_id=message_id,
-            message=message,
-            reason=DeadLetterReason(
-                reason, summary=summary, handler=handler, exc_type=exc_type, traceback=traceback
-            ),
-            handler=handler,
-            exc_type=exc_type,
-            traceback=traceback,
-            message_class=class_name,
-            attributes=message.attributes,
-            size=len(raw_data),
-            first_dead_lettered_at=parse_time(first),
-            dead_lettered_at=parse_time(last),
-            times=times,
+        return dead_letter(
+            self._classes,
+            message_id,
+            raw_data,
+            class_name,
+            attributes_text,
+            (reason, summary, handler, exc_type, traceback),
+            parse_time(first),
+            parse_time(last),
+            times,
         )
 
     def __delitem__(self, message_id: bytes) -> None:

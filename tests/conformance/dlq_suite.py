@@ -26,6 +26,7 @@ import pytest
 
 import missive
 from missive.dlq import DeadLetterStore
+from missive.reason import DeadLetterReason
 
 DLQ = missive.DLQ
 
@@ -455,6 +456,23 @@ class StoreSuite(MappingSuite):
         assert record.traceback is not None
         assert "LookupError: no such customer" in record.traceback
         assert "no such customer" not in record.summary
+
+    def test_a_reason_with_a_lone_surrogate_is_stored_escaped(
+        self, store: DeadLetterStore
+    ) -> None:
+        # Exception text from bytes decoded with "surrogateescape": a failed write here
+        # would leave the message unacked and redelivered forever.
+        message = missive.RawMessage(b"x", b"id-surrogate")
+        reason = DeadLetterReason.from_exception(
+            "handler 'h'", ValueError(b"\xff!".decode("utf-8", "surrogateescape")), handler="h"
+        )
+
+        store[message.message_id] = (message, reason)
+
+        stored = store.record(message.message_id)
+        assert stored.reason == "handler 'h' raised ValueError: \\udcff!"
+        assert stored.traceback is not None
+        assert "\\udcff" in stored.traceback
 
     def test_a_record_s_repr_shows_no_reason_or_traceback(self, store: DeadLetterStore) -> None:
         put(store, missive.RawMessage(b"x", b"id-1"), failure("SECRET-REASON"))

@@ -316,19 +316,6 @@ def test_a_nul_character_in_a_reason_is_stored_as_a_replacement(
     assert dlq[b"id-1"][0].raw_data == b"\x00"
 
 
-def test_a_lone_surrogate_in_a_reason_is_stored_as_a_question_mark(
-    open_pg: Callable[..., PostgresDLQ],
-) -> None:
-    dlq = open_pg()
-    name = b"caf\xe9".decode("utf-8", "surrogateescape")  # text decoded from bad bytes
-
-    # When a reason holds a lone surrogate, which UTF-8 cannot encode
-    put(dlq, missive.RawMessage(b"x", b"id-1"), f"no customer {name}")
-
-    # Then the dead letter is kept, the surrogate read back as "?"
-    assert dlq[b"id-1"][1] == "no customer caf?"
-
-
 def test_records_and_iteration_read_past_one_page(
     open_pg: Callable[..., PostgresDLQ], monkeypatch: pytest.MonkeyPatch
 ) -> None:
