@@ -64,14 +64,14 @@ class RabbitMQAdapter(Adapter[M]):
 
     **Ack.** A message is acked once :meth:`~missive.ProcessingContext.process` returns
     ACKED or DEAD_LETTERED, never before. Acks are coalesced: one
-    ``basic_ack(multiple=True)`` for up to ``prefetch // 2`` messages, sent as soon as
-    the messages received so far are handled, and at shutdown. NACKED: it is requeued at once
-    (``basic_nack(requeue=True)``) and delivered again with ``redelivered`` set. When
-    ``process`` raises :class:`~missive.HandlingError` (no DLQ) or
-    :class:`~missive.DLQWriteError`, the message is logged at ERROR and requeued after
-    ``retry_delay`` seconds; it is never acked. If the connection drops, every message
-    not yet acked is redelivered by the broker, even one whose handler had finished:
-    delivery is *at least once*.
+    ``basic_ack(multiple=True)`` covers up to ``prefetch // 2`` messages and is sent as
+    soon as the messages received so far are handled, and at shutdown. NACKED: the
+    message is requeued at once (``basic_nack(requeue=True)``) and delivered again
+    with ``redelivered`` set. When ``process`` raises :class:`~missive.HandlingError`
+    (no DLQ) or :class:`~missive.DLQWriteError`, the message is logged at ERROR and
+    requeued after ``retry_delay`` seconds; it is never acked. If the connection
+    drops, every message not yet acked is redelivered by the broker, even one whose
+    handler had finished: delivery is *at least once*.
 
     **Ids.** ``message_id`` is the AMQP ``message_id`` property (UTF-8 bytes) when the
     publisher set one, so that a redelivered message keeps its id. Without one AMQP has
@@ -89,10 +89,11 @@ class RabbitMQAdapter(Adapter[M]):
     Only quorum queues count deliveries: on classic queues this limit never applies.
 
     **Shutdown.** :meth:`stop` (thread-safe) or SIGINT/SIGTERM (when :meth:`run` is on
-    the main thread): the consumers are cancelled, the message in hand is finished and
-    settled, prefetched messages not yet started are rejected with requeue, the
-    ``after_processing`` hooks run and the connection is closed. Python cannot cut a
-    running handler short, so there is no drain timeout: stop waits for it to return.
+    the main thread): the message in hand is finished and settled, the owed acks are
+    sent, the consumers are cancelled and the prefetched messages not yet started are
+    handed back (rejected with requeue), the ``after_processing`` hooks run and the
+    connection is closed. Python cannot cut a running handler short, so there is no
+    drain timeout: a stop waits for the handler in progress to return.
 
     **Reconnection.** A dropped connection (broker restart, network, ``rabbitmqctl
     close_connection``) or a consumer the broker cancelled is logged at WARNING and
