@@ -231,7 +231,7 @@ def test_a_killed_connection_is_logged_and_reestablished(
 def test_an_unreachable_server_is_retried_with_growing_backoff_until_stopped(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    # Given a URL where nothing listens
+    # Given a URL, with a password, where nothing listens
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -240,7 +240,7 @@ def test_an_unreachable_server_is_retried_with_growing_backoff_until_stopped(
         missive.RawMessage,
         recorder.processor,
         "s",
-        url=f"redis://127.0.0.1:{port}/0",
+        url=f"redis://worker:s3cret@127.0.0.1:{port}/0",
         max_reconnect_delay=0.4,
     )
     caplog.set_level(logging.WARNING, "missive.adapters.redis")
@@ -254,6 +254,9 @@ def test_an_unreachable_server_is_retried_with_growing_backoff_until_stopped(
     assert attempts == [1, 2, 3, 4, 5]
     assert all(d <= 0.4 for d in delays)
     assert max(delays[2:]) > min(delays[:2])
+    # and the password is never logged
+    assert "redis://worker:***@127.0.0.1" in caplog.records[0].getMessage()
+    assert all("s3cret" not in r.getMessage() for r in caplog.records)
     # and a stop ends the waiting at once
     adapter.stop()
     thread.join(2)
