@@ -167,7 +167,7 @@ def open_store(location: str | None, table: str | None = None) -> DeadLetterStor
     if path is None and table:
         options["table"] = table
     try:
-        return open_dlq(location, **options)
+        return open_dlq(location, create=False, **options)
     except Exception as exc:
         # Driver errors may quote the URL: never show its password.
         text = str(exc).strip().splitlines()

@@ -12,13 +12,14 @@ from missive.errors import DLQError
 __all__ = ["open_dlq"]
 
 
-def open_dlq(location: str, **options: Any) -> DeadLetterStore:
+def open_dlq(location: str, *, create: bool = True, **options: Any) -> DeadLetterStore:
     """Open the DLQ at ``location``: a file path, ``sqlite:///path`` or ``postgresql://...``.
 
     A bare path (``dlq.db``) and ``sqlite:///dlq.db`` are an SQLite file relative to
     the working directory; ``sqlite:////var/dlq.db`` is absolute. ``postgresql://``
-    and ``postgres://`` URLs need ``missive[postgres]``. ``options`` go to the
-    store's constructor.
+    and ``postgres://`` URLs need ``missive[postgres]``. With ``create=False`` a
+    missing file or table is an error instead of being created (for tools that only
+    inspect a DLQ). ``options`` go to the store's constructor.
 
     :raises DLQError: if the scheme is unknown or the store cannot be opened.
     :raises MissingExtraError: if the backend's optional dependency is missing.
@@ -33,11 +34,11 @@ def open_dlq(location: str, **options: Any) -> DeadLetterStore:
                 f"cannot open DLQ {location!r}: write SQLite URLs as sqlite:///relative/path "
                 "or sqlite:////absolute/path"
             )
-        return SQLiteDLQ(path, **options)
+        return SQLiteDLQ(path, create=create, **options)
     if scheme in ("postgresql", "postgres"):
         # Imported by name so that the core never imports a database driver.
         module = importlib.import_module("missive.dlq.postgres")
-        store: DeadLetterStore = module.PostgresDLQ(location, **options)
+        store: DeadLetterStore = module.PostgresDLQ(location, create=create, **options)
         return store
     raise DLQError(
         f"cannot open DLQ {location!r}: unknown scheme {scheme!r}; use a file path, "

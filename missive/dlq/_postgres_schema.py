@@ -145,19 +145,27 @@ def resolve_schema(conn: psycopg.Connection[Any], where: str) -> str:
     return str(row[0])
 
 
-def prepare(conn: psycopg.Connection[Any], table: Table, where: str) -> None:
-    """Create ``table`` (and its schema) if missing, and check its version.
+def prepare(
+    conn: psycopg.Connection[Any], table: Table, where: str, *, create: bool = True
+) -> None:
+    """Create ``table`` (and its schema) if missing and ``create``, and check its version.
 
     Safe when many processes start at once: creation runs under a transaction-scoped
     advisory lock keyed by the table's name. A table that exists and is current
     costs one catalog query, and needs no CREATE privilege.
 
-    :raises DLQError: if the table is another application's or of a newer version.
+    :raises DLQError: if the table is another application's or of a newer version,
+        or missing when ``create`` is false.
     """
     with conn.transaction():
         version = _version(conn, table)
     if version == SCHEMA_VERSION:
         return
+    if version is None and not create:
+        raise DLQError(
+            f"PostgreSQL DLQ at {where}: there is no table {table.qualified}; check the "
+            "table's name (a worker creates it when it first opens the DLQ)"
+        )
     with conn.transaction():
         conn.execute(
             "SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_LOCK_CLASS, table.qualified)

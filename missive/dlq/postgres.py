@@ -121,10 +121,12 @@ class PostgresDLQ(DeadLetterStore):
         least 2), unless the URL sets ``connect_timeout``.
     :param timeout: seconds a statement may wait (for locks, say) before it fails,
         on the store's own connections.
+    :param create: whether to create the table (and schema) when missing; tools that
+        only inspect a DLQ pass ``False`` so that a mistyped table is an error.
     :raises DLQError: if the server cannot be reached, refuses the user or password,
         has no such database, denies creating the table, or holds a table of that
-        name that is not a Missive DLQ or is of a newer schema version. The message
-        names the server, never the password.
+        name that is not a Missive DLQ or is of a newer schema version, or has no such
+        table and ``create`` is false. The message names the server, never the password.
     :raises ValueError: if ``table`` or ``schema`` is not a usable name.
     :raises TypeError: if ``dsn_or_pool`` is not a string, connection or pool.
     """
@@ -139,6 +141,7 @@ class PostgresDLQ(DeadLetterStore):
         application_name: str = "missive-dlq",
         connect_timeout: float = 10.0,
         timeout: float = 30.0,
+        create: bool = True,
     ) -> None:
         check_name(table, "table", INDEX_SUFFIX)
         if schema is not None:
@@ -154,7 +157,7 @@ class PostgresDLQ(DeadLetterStore):
             with self._connections.borrow() as conn:
                 #: The table, with its schema.
                 self.table = Table(schema or resolve_schema(conn, self.where), table)
-                prepare(conn, self.table, self.where)
+                prepare(conn, self.table, self.where, create=create)
         except psycopg.Error as exc:
             self.close()
             raise DLQError(

@@ -99,9 +99,11 @@ class SQLiteDLQ(DeadLetterStore):
     :param timeout: how many seconds a write waits for other processes' writes.
     :param message_classes: message classes to rebuild stored messages with, in
         addition to every :class:`~missive.Message` subclass already imported.
+    :param create: whether to create the file when it does not exist; tools that only
+        inspect a DLQ pass ``False`` so that a mistyped path is an error.
     :raises DLQError: if the path is a directory, its directory does not exist, the
-        file cannot be created or written, is not an SQLite database, or was written
-        by a newer schema version.
+        file cannot be created or written, is not an SQLite database, was written by a
+        newer schema version, or does not exist and ``create`` is false.
     """
 
     def __init__(
@@ -110,9 +112,14 @@ class SQLiteDLQ(DeadLetterStore):
         *,
         timeout: float = 30.0,
         message_classes: Iterable[type[Message]] = (),
+        create: bool = True,
     ) -> None:
         #: The database file's path.
         self.path = os.fspath(path)
+        if not create and self.path != ":memory:" and not os.path.exists(self.path):
+            raise DLQError(
+                f"cannot open the SQLite DLQ {self.path!r}: no such file; check the path"
+            )
         #: How many seconds a write waits for other processes' writes.
         self.timeout = timeout
         self._classes = MessageClasses(message_classes, logger)

@@ -130,3 +130,11 @@ def test_an_unknown_id_in_postgresql_is_an_error(cli: CLI, table: str) -> None:
     result = dlq(cli, table, "show", "nope")
 
     assert_one_line_error(result, "no dead letter with id 'nope'")
+
+
+def test_a_table_that_does_not_exist_is_an_error_and_is_not_created(cli: CLI, table: str) -> None:
+    result = dlq(cli, table, "ls")
+
+    assert_one_line_error(result, f"no table public.{table}")
+    with psycopg.connect(DSN, autocommit=True) as conn:
+        assert conn.execute("SELECT to_regclass(%s)", (table,)).fetchone() == (None,)

@@ -38,3 +38,17 @@ def test_a_malformed_sqlite_url_is_a_clear_error() -> None:
 def test_an_unknown_scheme_is_a_clear_error() -> None:
     with pytest.raises(missive.DLQError, match="unknown scheme 'mysql'"):
         open_dlq("mysql://localhost/dlq")
+
+
+def test_without_create_a_missing_file_is_an_error_and_is_not_created(tmp_path: Path) -> None:
+    path = tmp_path / "typo.db"
+    with pytest.raises(missive.DLQError, match="no such file"):
+        open_dlq(str(path), create=False)
+    assert not path.exists()
+
+
+def test_without_create_an_existing_file_opens(tmp_path: Path) -> None:
+    path = str(tmp_path / "dlq.db")
+    open_dlq(path).close()
+    with open_dlq(path, create=False) as dlq:
+        assert len(dlq) == 0

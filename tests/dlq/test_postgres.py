@@ -534,3 +534,21 @@ def test_importing_without_psycopg_names_the_extra_to_install() -> None:
 
     assert result.stdout.startswith("MissingExtraError")
     assert "pip install 'missive[postgres]'" in result.stdout
+
+
+def test_without_create_a_missing_table_is_an_error_and_is_not_created(
+    open_pg: Callable[..., PostgresDLQ], admin: psycopg.Connection[Any], table: str
+) -> None:
+    # When a tool opens a table that does not exist, asking not to create it
+    with pytest.raises(missive.DLQError, match=f"no table .*{table}"):
+        open_pg(create=False)
+
+    # Then nothing was created
+    found = admin.execute("SELECT to_regclass(%s)", (table,)).fetchone()
+    assert found == (None,)
+
+
+def test_without_create_an_existing_table_opens(open_pg: Callable[..., PostgresDLQ]) -> None:
+    open_pg()  # a worker created it
+    put(open_pg(), missive.RawMessage(b"x", b"id-1"), "reason")
+    assert b"id-1" in open_pg(create=False)
