@@ -55,8 +55,13 @@ def payloads(count: int) -> list[bytes]:
     """``count`` JSON documents of about 100 bytes."""
     return [
         json.dumps(
-            {"label": "sign-in", "user": f"user-{i:08d}", "amount": i % 97, "ok": True,
-             "note": "x" * 24}
+            {
+                "label": "sign-in",
+                "user": f"user-{i:08d}",
+                "amount": i % 97,
+                "ok": True,
+                "note": "x" * 24,
+            }
         ).encode()
         for i in range(count)
     ]
@@ -147,8 +152,15 @@ def streams_missive(client: redis.Redis, count: int) -> Result:
         clock = _Clock(count)
         processor = _json_processor(clock, lambda: adapter[0].stop())
         adapter.append(
-            RedisStreamsAdapter(missive.JSONMessage, processor, stream, group=group, url=URL,
-                                batch_size=BATCH, block_ms=1000)
+            RedisStreamsAdapter(
+                missive.JSONMessage,
+                processor,
+                stream,
+                group=group,
+                url=URL,
+                batch_size=BATCH,
+                block_ms=1000,
+            )
         )
         adapter[0].run()
         return clock.result()
@@ -194,7 +206,8 @@ class _Publisher:
     def __init__(self, channel: str, count: int) -> None:
         self.process = subprocess.Popen(
             [sys.executable, __file__, "--publish", channel, str(count)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
         )
         assert self.process.stdout is not None
         assert self.process.stdout.readline() == b"ready\n"
@@ -339,8 +352,11 @@ def pubsub_faststream(count: int) -> Result:
 # -- Running and reporting ----------------------------------------------------------------
 
 
-def _interleave(contenders: dict[str, Callable[[], Result]], count: int, repeat: int,
-                ) -> dict[str, list[tuple[float, float]]]:
+def _interleave(
+    contenders: dict[str, Callable[[], Result]],
+    count: int,
+    repeat: int,
+) -> dict[str, list[tuple[float, float]]]:
     runs: dict[str, list[tuple[float, float]]] = {name: [] for name in contenders}
     for _ in range(repeat):
         for name, contender in contenders.items():
@@ -361,7 +377,8 @@ def run_streams(count: int = 20_000, repeat: int = 5) -> dict[str, list[tuple[fl
                 "missive": lambda: streams_missive(client, count),
                 "faststream": lambda: streams_faststream(client, count),
             },
-            count, repeat,
+            count,
+            repeat,
         )
     finally:
         client.close()
@@ -375,7 +392,8 @@ def run_pubsub(count: int = 20_000, repeat: int = 5) -> dict[str, list[tuple[flo
             "missive": lambda: pubsub_missive(count),
             "faststream": lambda: pubsub_faststream(count),
         },
-        count, repeat,
+        count,
+        repeat,
     )
 
 
@@ -398,14 +416,17 @@ def table(title: str, count: int, runs: dict[str, list[tuple[float, float]]]) ->
     raw, raw_cpu = median("raw redis-py", 0), median("raw redis-py", 1)
     repeat = len(runs["raw redis-py"])
     lines = [
-        f"{title} ({count:,} messages, median of {repeat})", "",
+        f"{title} ({count:,} messages, median of {repeat})",
+        "",
         "| contender | wall s | msg/s | ratio to raw | CPU s | CPU ratio to raw |",
         "|---|---:|---:|---:|---:|---:|",
     ]
     for name in runs:
         wall, cpu = median(name, 0), median(name, 1)
-        lines.append(f"| {name} | {wall:.3f} | {count / wall:,.0f} | {raw / wall:.2f} "
-                     f"| {cpu:.3f} | {raw_cpu / cpu:.2f} |")
+        lines.append(
+            f"| {name} | {wall:.3f} | {count / wall:,.0f} | {raw / wall:.2f} "
+            f"| {cpu:.3f} | {raw_cpu / cpu:.2f} |"
+        )
     return "\n".join(lines)
 
 
@@ -429,8 +450,10 @@ def main() -> None:
     print(table("Redis Pub/Sub", args.messages, run_pubsub(args.messages, args.repeat)))
     if args.burst:
         seconds, received, _ = burst(args.burst)
-        print(f"\nPub/Sub burst: {received:,} of {args.burst:,} received by the Missive adapter "
-              f"({args.burst - received:,} lost) in {seconds:.2f} s")
+        print(
+            f"\nPub/Sub burst: {received:,} of {args.burst:,} received by the Missive adapter "
+            f"({args.burst - received:,} lost) in {seconds:.2f} s"
+        )
 
 
 if __name__ == "__main__":

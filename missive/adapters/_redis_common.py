@@ -19,11 +19,17 @@ from redis.retry import Retry
 
 from missive._typing import M
 from missive.adapters.base import Adapter
-from missive.errors import DLQWriteError, HandlingError
 from missive.processor import Processor
 
-__all__ = ["CONNECTION_ERRORS", "DEFAULT_URL", "RedisAdapterBase", "consumer_name",
-           "default_url", "not_handled", "redact", "run_reconnecting"]
+__all__ = [
+    "CONNECTION_ERRORS",
+    "DEFAULT_URL",
+    "RedisAdapterBase",
+    "consumer_name",
+    "default_url",
+    "redact",
+    "run_reconnecting",
+]
 
 logger = logging.getLogger("missive.adapters.redis")
 
@@ -98,17 +104,6 @@ def run_reconnecting(
                 return
         else:
             return
-
-
-def not_handled(exc: HandlingError | DLQWriteError) -> str:
-    """Why a message was not acked, for a log line: the summary, never exception text.
-
-    (Exception text may quote the payload.)
-    """
-    reason = getattr(exc.reason, "summary", exc.reason)
-    if isinstance(exc, DLQWriteError) and exc.__cause__ is not None:
-        return f"{reason}; the DLQ write raised {type(exc.__cause__).__name__}"
-    return f"{reason}; no DLQ is set"
 
 
 class RedisAdapterBase(Adapter[M]):

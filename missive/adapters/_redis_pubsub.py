@@ -18,7 +18,6 @@ from missive._typing import M
 from missive.adapters._redis_common import (
     CONNECTION_ERRORS,
     RedisAdapterBase,
-    not_handled,
     redact,
 )
 from missive.context import Outcome, ProcessingContext
@@ -130,7 +129,9 @@ class RedisPubSubAdapter(RedisAdapterBase[M]):
             self._consuming = True
             logger.info(
                 "subscribed to %d channel(s) and %d pattern(s) at %s",
-                len(self.channels), len(self.patterns), redact(self.url),
+                len(self.channels),
+                len(self.patterns),
+                redact(self.url),
             )
             self._set_ready()
             self._process(context, pubsub, queue)
@@ -230,12 +231,17 @@ class RedisPubSubAdapter(RedisAdapterBase[M]):
                 self._handle(context, item)
                 handled += 1
             else:
-                self._dead_letter(context, self._message(item), "the adapter stopped before "
-                                  f"handling it (drain_timeout={self.drain_timeout} s passed); "
-                                  "Redis Pub/Sub cannot redeliver a message")
+                self._dead_letter(
+                    context,
+                    self._message(item),
+                    "the adapter stopped before "
+                    f"handling it (drain_timeout={self.drain_timeout} s passed); "
+                    "Redis Pub/Sub cannot redeliver a message",
+                )
         logger.warning(
             "stopped after drain_timeout=%s s with the subscription still open; messages "
-            "Redis sends after this point are not received", self.drain_timeout,
+            "Redis sends after this point are not received",
+            self.drain_timeout,
         )
 
     def _message(self, response: list[bytes]) -> M:
@@ -271,6 +277,8 @@ class RedisPubSubAdapter(RedisAdapterBase[M]):
         logger.error(
             "message %r (%d bytes, channel %s) was not handled and is lost, as Redis Pub/Sub "
             "cannot redeliver it: %s",
-            message.message_id, len(message.raw_data), message.attributes.get("channel"),
-            not_handled(exc),
+            message.message_id,
+            len(message.raw_data),
+            message.attributes.get("channel"),
+            exc,
         )

@@ -15,7 +15,6 @@ from missive._typing import M
 from missive.adapters._redis_common import (
     RedisAdapterBase,
     consumer_name,
-    not_handled,
     redact,
 )
 from missive.context import Outcome, ProcessingContext
@@ -128,7 +127,10 @@ class RedisStreamsAdapter(RedisAdapterBase[M]):
         self.start_id = start_id
         self._field = field.encode("utf-8")
         self._attributes = {
-            "stream": stream, "group": group, "consumer": self.consumer, "delivery_count": 1
+            "stream": stream,
+            "group": group,
+            "consumer": self.consumer,
+            "delivery_count": 1,
         }
         # Ids handled but not yet XACKed: at most one batch, kept across reconnections.
         self._acks: list[bytes] = []
@@ -141,7 +143,8 @@ class RedisStreamsAdapter(RedisAdapterBase[M]):
         if self._acks:
             logger.warning(
                 "stopped with %d acks unsent (connection lost); those entries will be "
-                "delivered again", len(self._acks),
+                "delivered again",
+                len(self._acks),
             )
             self._acks.clear()
         logger.info("Streams adapter stopped (consumer %r)", self.consumer)
@@ -153,7 +156,10 @@ class RedisStreamsAdapter(RedisAdapterBase[M]):
             self._consuming = True
             logger.info(
                 "consuming stream %r as %r in group %r at %s",
-                self.stream, self.consumer, self.group, redact(self.url),
+                self.stream,
+                self.consumer,
+                self.group,
+                redact(self.url),
             )
             self._set_ready()
             self._loop(client, context)
@@ -209,7 +215,8 @@ class RedisStreamsAdapter(RedisAdapterBase[M]):
             raise exc
         logger.warning(
             "stream %r or group %r was deleted while consuming; creating it again",
-            self.stream, self.group,
+            self.stream,
+            self.group,
         )
         self._acks.clear()  # the pending list went with the group
         self._create_group(client)
@@ -220,7 +227,11 @@ class RedisStreamsAdapter(RedisAdapterBase[M]):
         # Entries idle for claim_idle_ms (nacked, or read by a consumer that died).
         try:
             cursor, claimed, *_ = client.xautoclaim(
-                self.stream, self.group, self.consumer, self.claim_idle_ms, cursor,
+                self.stream,
+                self.group,
+                self.consumer,
+                self.claim_idle_ms,
+                cursor,
                 count=self.batch_size,
             )
         except redis.ResponseError as exc:
@@ -265,7 +276,10 @@ class RedisStreamsAdapter(RedisAdapterBase[M]):
                 logger.error(
                     "entry %r of stream %r was not handled and is not acked; it will be "
                     "delivered again after %d ms: %s",
-                    entry_id, self.stream, self.claim_idle_ms, not_handled(exc),
+                    entry_id,
+                    self.stream,
+                    self.claim_idle_ms,
+                    exc,
                 )
                 continue
             if outcome is not _NACKED:
@@ -304,8 +318,14 @@ class RedisStreamsAdapter(RedisAdapterBase[M]):
         pipe = client.pipeline(transaction=False)
         for count, ids in by_count.items():
             pipe.xclaim(
-                self.stream, self.group, self.consumer, 0, ids,
-                idle=self.claim_idle_ms, retrycount=count - 1, justid=True,
+                self.stream,
+                self.group,
+                self.consumer,
+                0,
+                ids,
+                idle=self.claim_idle_ms,
+                retrycount=count - 1,
+                justid=True,
             )
         pipe.execute()
         logger.info("handed back %d unstarted entries of stream %r", len(entries), self.stream)

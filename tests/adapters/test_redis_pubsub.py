@@ -225,7 +225,8 @@ def test_a_burst_of_200000_messages_loses_nothing(harness: RedisPubSubHarness) -
         # When another process publishes 200,000 messages as fast as it can
         subprocess.run(
             [sys.executable, "-c", PUBLISHER, URL, harness.channel, str(count)],
-            check=True, timeout=120,
+            check=True,
+            timeout=120,
         )
         # Then every one of them is handled, once
         wait_until(lambda: handled() == count, "all 200,000 messages are handled", 120)
@@ -240,8 +241,9 @@ def test_importing_without_redis_py_names_the_extra_to_install() -> None:
         "except ImportError as exc:\n    print(type(exc).__name__, exc)\n"
     )
     # When missive.adapters.redis is imported
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            check=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
     # Then the error is MissingExtraError naming missive[redis]
     assert result.stdout.startswith("MissingExtraError")
     assert "pip install 'missive[redis]'" in result.stdout
@@ -296,7 +298,9 @@ def test_a_silently_dead_connection_is_noticed_by_health_checks_and_replaced(
     proxy = BlackHoleProxy()
     recorder = Recorder()
     adapter = harness.adapter(
-        missive.RawMessage, recorder.processor, url=f"redis://127.0.0.1:{proxy.port}/0",
+        missive.RawMessage,
+        recorder.processor,
+        url=f"redis://127.0.0.1:{proxy.port}/0",
         health_check_interval=1,
     )
     try:
@@ -306,7 +310,8 @@ def test_a_silently_dead_connection_is_noticed_by_health_checks_and_replaced(
             # Then within a few seconds it is declared dead, logged and replaced
             wait_until(
                 lambda: harness.client.publish(harness.channel, b"probe") and recorder.count(),
-                "a message is handled on a new connection", 15,
+                "a message is handled on a new connection",
+                15,
             )
     finally:
         proxy.close()
@@ -333,7 +338,8 @@ def test_sigterm_in_the_main_thread_stops_gracefully(harness: RedisPubSubHarness
     # Given a worker process subscribed in its main thread
     process = subprocess.Popen(
         [sys.executable, "-c", SIGNAL_SCRIPT, harness.channel, URL],
-        stdout=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert process.stdout is not None

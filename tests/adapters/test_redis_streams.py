@@ -287,7 +287,8 @@ def test_a_stop_signal_in_the_main_thread_stops_gracefully(
     # Given a worker process running the adapter in its main thread
     process = subprocess.Popen(
         [sys.executable, "-c", SIGNAL_SCRIPT, harness.stream, harness.group, URL],
-        stdout=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert process.stdout is not None

@@ -106,9 +106,7 @@ class AdapterSuite:
         assert message.raw_data == b"hello"
         assert message.message_id
 
-    def test_every_byte_value_and_a_1_mib_body_round_trip_unchanged(
-        self, harness: Harness
-    ) -> None:
+    def test_every_byte_value_and_a_1_mib_body_round_trip_unchanged(self, harness: Harness) -> None:
         # Given bodies with every byte value 0..255 and 1 MiB of random bytes
         every_byte = bytes(range(256)) * 2
         big = os.urandom(1024 * 1024)
@@ -270,9 +268,7 @@ class AdapterSuite:
         # When a second adapter instance consumes the rest
         second = Recorder()
         with running(harness.adapter(missive.RawMessage, second.processor)):
-            wait_until(
-                lambda: first.count() + second.count() >= 1000, "every message is handled"
-            )
+            wait_until(lambda: first.count() + second.count() >= 1000, "every message is handled")
             wait_until(lambda: harness.remaining() == 0, "the broker holds nothing")
         # Then the first stopped early, and together they handled each message exactly once
         assert 100 <= first.count() < 1000
@@ -286,8 +282,9 @@ class AdapterSuite:
         bodies = [b"%d" % i for i in range(2000)]
         one = Recorder(lambda m: time.sleep(0.0005))
         two = Recorder(lambda m: time.sleep(0.0005))
-        with running(harness.adapter(missive.RawMessage, one.processor)), running(
-            harness.adapter(missive.RawMessage, two.processor)
+        with (
+            running(harness.adapter(missive.RawMessage, one.processor)),
+            running(harness.adapter(missive.RawMessage, two.processor)),
         ):
             # When 2,000 messages are published
             harness.publish(bodies)

@@ -94,7 +94,9 @@ class MemoryAdapter(Adapter[Any]):
     """Consumes a :class:`MemoryBroker` through the processor's :class:`missive.TestClient`."""
 
     def __init__(
-        self, message_cls: type[missive.Message], processor: missive.Processor[Any],
+        self,
+        message_cls: type[missive.Message],
+        processor: missive.Processor[Any],
         broker: MemoryBroker,
     ) -> None:
         super().__init__(message_cls, processor)

@@ -42,7 +42,10 @@ def redis_cli(*args: str, stdin: bytes) -> None:
             pytest.fail(problem)
         pytest.skip(problem)
     subprocess.run(
-        ["redis-cli", "-u", URL, "-x", *args], input=stdin, check=True, timeout=30,
+        ["redis-cli", "-u", URL, "-x", *args],
+        input=stdin,
+        check=True,
+        timeout=30,
         capture_output=True,
     )
 
