@@ -21,7 +21,7 @@ import missive
 from missive.adapters.redis import RedisStreamsAdapter
 from tests.conformance.adapter_suite import AdapterSuite
 from tests.conformance.redis_harness import CLAIM_IDLE_MS, URL, RedisStreamsHarness
-from tests.conformance.support import Recorder, running, wait_until
+from tests.conformance.support import Recorder, memory_growth, running, wait_until
 from tests.services import require
 
 
@@ -303,3 +303,11 @@ def test_a_stop_signal_in_the_main_thread_stops_gracefully(
     # Then it ran the after_processing hooks and run() returned normally
     assert out == "after\nreturned\n"
     assert process.returncode == 0
+
+
+def test_memory_stays_flat_over_thousands_of_messages(harness: RedisStreamsHarness) -> None:
+    # Given an adapter that handled 1,000 messages
+    # When it handles 5,000 more
+    growth = memory_growth(harness)
+    # Then they left less than 20 bytes each behind (a kept message costs hundreds)
+    assert growth < 100_000, f"memory grew by {growth} bytes"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+import tracemalloc
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -85,3 +86,33 @@ class Recorder:
         """How many messages were handled so far."""
         with self._lock:
             return len(self.messages)
+
+
+def memory_growth(harness: Any, warm_up: int = 1000, measured: int = 5000) -> int:
+    """Bytes of Python memory that handling ``measured`` more messages left allocated.
+
+    Publishes ``warm_up + measured`` 200-byte messages to ``harness`` (a conformance
+    ``Harness``) while one of its adapters runs a handler that keeps nothing, and
+    compares what tracemalloc counts after the warm-up and after the rest.
+    """
+    total = warm_up + measured
+    handled = [0]
+    processor: missive.Processor[Any] = missive.Processor()
+
+    @processor.handle_for(lambda m: True)
+    def count(message: missive.Message, ctx: missive.HandlingContext[Any]) -> None:
+        handled[0] += 1
+        ctx.ack()
+
+    tracemalloc.start()
+    try:
+        with running(harness.adapter(missive.RawMessage, processor)):
+            harness.publish([b"x" * 200 for _ in range(warm_up)])
+            wait_until(lambda: handled[0] >= warm_up, "the warm-up messages are handled")
+            before, _ = tracemalloc.get_traced_memory()
+            harness.publish([b"x" * 200 for _ in range(measured)])
+            wait_until(lambda: handled[0] >= total, "every message is handled", 120)
+            after, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return after - before
