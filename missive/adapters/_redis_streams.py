@@ -6,6 +6,7 @@ Private: import it from :mod:`missive.adapters.redis`.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from typing import Any
 
@@ -65,7 +66,7 @@ class RedisStreamsAdapter(RedisAdapterBase[M]):
     * **Stop** (:meth:`stop`, SIGINT, SIGTERM): the entry in hand is finished, the
       entries read but not started are handed back (made claimable at once by any
       consumer of the group, their delivery count unchanged), pending acks are sent
-      and the connection closed. Stop takes effect within ``block_ms``.
+      and the connection closed. A read waiting for new entries is woken up.
 
     Acked entries stay in the stream (other groups may read it): trim it with XADD
     MAXLEN or XTRIM.
@@ -134,6 +135,8 @@ class RedisStreamsAdapter(RedisAdapterBase[M]):
         }
         # Ids handled but not yet XACKed: at most one batch, kept across reconnections.
         self._acks: list[bytes] = []
+        # CLIENT ID of the connection that reads, for stop() to unblock its read.
+        self._client_id: int | None = None
 
     def run(self) -> None:
         """Consume the stream until :meth:`stop`; see the class docstring."""
@@ -153,6 +156,8 @@ class RedisStreamsAdapter(RedisAdapterBase[M]):
         client = self._client(socket_timeout=self.block_ms / 1000 + 30)
         try:
             self._create_group(client)
+            # The client only ever uses one connection at a time, so one connection.
+            self._client_id = client.client_id()
             self._consuming = True
             logger.info(
                 "consuming stream %r as %r in group %r at %s",
@@ -166,7 +171,28 @@ class RedisStreamsAdapter(RedisAdapterBase[M]):
             self._flush(client)
             self._leave_group(client)
         finally:
+            self._client_id = None
             client.close()
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to stop; a read waiting for entries is woken at once. Thread-safe.
+
+        The wake-up (CLIENT UNBLOCK, from a short-lived thread and connection) is
+        best effort: at worst the stop takes effect when the read's ``block_ms`` ends.
+        """
+        super().stop()
+        client_id = self._client_id
+        if client_id is not None:
+            threading.Thread(
+                target=self._unblock, args=(client_id,), name="missive-redis-unblock", daemon=True
+            ).start()
+
+    def _unblock(self, client_id: int) -> None:
+        try:
+            with self._client() as client:
+                client.client_unblock(client_id)
+        except redis.RedisError as exc:
+            logger.debug("could not wake the stream read up on stop: %s", exc)
 
     def _create_group(self, client: redis.Redis) -> None:
         try:

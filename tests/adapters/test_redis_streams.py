@@ -311,3 +311,19 @@ def test_memory_stays_flat_over_thousands_of_messages(harness: RedisStreamsHarne
     growth = memory_growth(harness)
     # Then they left less than 20 bytes each behind (a kept message costs hundreds)
     assert growth < 100_000, f"memory grew by {growth} bytes"
+
+
+def test_a_stop_wakes_a_read_waiting_for_entries(harness: RedisStreamsHarness) -> None:
+    # Given an adapter waiting up to 10 s for new entries
+    adapter = harness.adapter(missive.RawMessage, Recorder().processor, block_ms=10_000)
+    thread = threading.Thread(target=adapter.run, daemon=True)
+    thread.start()
+    assert adapter.wait_ready(10)
+    time.sleep(0.2)
+    # When another thread stops it
+    started = time.monotonic()
+    adapter.stop()
+    thread.join(10)
+    # Then run() returns at once, not when the wait ends
+    assert not thread.is_alive()
+    assert time.monotonic() - started < 1.0
