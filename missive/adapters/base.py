@@ -12,6 +12,8 @@ from types import FrameType
 from typing import Generic
 
 from missive._typing import M
+from missive.context import ProcessingContext
+from missive.dlq.base import DeadLetterStore
 from missive.processor import Processor
 
 __all__ = ["Adapter"]
@@ -89,6 +91,28 @@ class Adapter(abc.ABC, Generic[M]):
             "%s received: stopping after the message in hand", signal.Signals(signum).name
         )
         self.stop()
+
+    def count_delivery(self, context: ProcessingContext[M], message: M) -> int | None:
+        """Count a redelivery in the DLQ, for transports that say "redelivered" but not how often.
+
+        A message that kills its worker (``os._exit``, a segfault, the OOM killer)
+        never reaches an ``except``, so nothing else would notice it coming back.
+        Call this before handling a redelivered message: it records the attempt
+        durably in the processor's DLQ and returns how many times the message has
+        been delivered (the first delivery, uncounted, plus each redelivery), or
+        ``None`` when the DLQ cannot count (a plain mapping, or none). Once the
+        message is settled, call :meth:`forget_deliveries`.
+        """
+        dlq = context.processor.dlq
+        if isinstance(dlq, DeadLetterStore):
+            return dlq.record_attempt(message.message_id) + 1
+        return None
+
+    def forget_deliveries(self, context: ProcessingContext[M], message: M) -> None:
+        """Drop what :meth:`count_delivery` counted for a message now settled."""
+        dlq = context.processor.dlq
+        if isinstance(dlq, DeadLetterStore):
+            dlq.forget_attempts(message.message_id)
 
     @contextlib.contextmanager
     def stop_on_signals(self) -> Iterator[None]:

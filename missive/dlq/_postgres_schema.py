@@ -18,6 +18,7 @@ from psycopg.conninfo import conninfo_to_dict
 from missive.errors import DLQError
 
 __all__ = [
+    "ATTEMPTS_SUFFIX",
     "INDEX_SUFFIX",
     "SCHEMA_VERSION",
     "Table",
@@ -25,6 +26,7 @@ __all__ = [
     "connect",
     "describe",
     "describe_connection",
+    "ensure_attempts",
     "prepare",
     "problem",
     "resolve_schema",
@@ -41,6 +43,9 @@ _LOCK_CLASS = 0x4D5356
 _MAX_IDENTIFIER = 63  # bytes; PostgreSQL silently truncates longer names
 #: Added to the table's name to name its index on ``dead_lettered_at``.
 INDEX_SUFFIX = "_dead_lettered_at"
+#: Added to the table's name to name the table that counts attempts (shorter than
+#: INDEX_SUFFIX, so a name that fits with the index's suffix fits with this one).
+ATTEMPTS_SUFFIX = "_attempts"
 
 
 @dataclass(frozen=True)
@@ -54,6 +59,11 @@ class Table:
     def qualified(self) -> str:
         """``schema.name`` as text, for messages (not for SQL)."""
         return f"{self.schema}.{self.name}"
+
+    @property
+    def attempts(self) -> sql.Identifier:
+        """The table that counts attempts at redelivered messages, beside this one."""
+        return sql.Identifier(self.schema, f"{self.name}{ATTEMPTS_SUFFIX}")
 
     def sql(self, template: str, **identifiers: str) -> sql.Composed:
         """``template`` with ``{table}`` (and each of ``identifiers``) quoted as identifiers."""
@@ -244,6 +254,27 @@ def _create(conn: psycopg.Connection[Any], table: Table) -> None:
                 sql.Identifier(table.schema, table.name),
                 sql.Literal(_COMMENT.format(SCHEMA_VERSION)),
             )
+        )
+
+
+def ensure_attempts(conn: psycopg.Connection[Any], table: Table) -> None:
+    """Create ``table``'s attempts table if missing (it came after schema version 1).
+
+    Under the same advisory lock as the DLQ table's creation: concurrent ``CREATE
+    TABLE IF NOT EXISTS`` statements can otherwise fail in PostgreSQL.
+    """
+    with conn.transaction():
+        conn.execute(
+            "SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_LOCK_CLASS, table.qualified)
+        )
+        conn.execute(
+            sql.SQL(
+                """CREATE TABLE IF NOT EXISTS {} (
+                    message_id bytea PRIMARY KEY,
+                    attempts integer NOT NULL,
+                    last_attempt_at timestamptz NOT NULL
+                )"""
+            ).format(table.attempts)
         )
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from missive.errors import DLQError
 
-__all__ = ["SCHEMA_VERSION", "TABLE", "open_database", "problem"]
+__all__ = ["ATTEMPTS_TABLE", "SCHEMA_VERSION", "TABLE", "open_database", "problem"]
 
 logger = logging.getLogger("missive.dlq.sqlite")
 
@@ -16,6 +16,8 @@ logger = logging.getLogger("missive.dlq.sqlite")
 SCHEMA_VERSION = 1
 #: The one table that holds the dead letters.
 TABLE = "missive_dead_letters"
+#: The table that counts attempts at handling redelivered messages.
+ATTEMPTS_TABLE = "missive_attempts"
 
 _SCHEMA = (
     f"""CREATE TABLE IF NOT EXISTS {TABLE} (
@@ -34,6 +36,12 @@ _SCHEMA = (
         times INTEGER NOT NULL DEFAULT 1
     )""",
     f"CREATE INDEX IF NOT EXISTS {TABLE}_dead_lettered_at ON {TABLE} (dead_lettered_at)",
+    # Added without a version change: older readers ignore a table they do not use.
+    f"""CREATE TABLE IF NOT EXISTS {ATTEMPTS_TABLE} (
+        message_id BLOB PRIMARY KEY,
+        attempts INTEGER NOT NULL,
+        last_attempt_at TEXT NOT NULL
+    )""",
     f"PRAGMA user_version = {SCHEMA_VERSION}",
 )
 

@@ -86,6 +86,12 @@ class DeadLetterStore(MutableMapping[bytes, tuple[Message, str]]):
       the constructor checks the storage, so a bad path fails at startup, not at
       the first dead letter.
     * **Logging.** Payloads, reasons and tracebacks are never logged at INFO or above.
+    * **Attempts.** :meth:`record_attempt` durably counts one more attempt at
+      handling a message and returns the count; :meth:`forget_attempts` drops it.
+      The processor uses them for redelivered messages whose transport keeps no
+      delivery count, so that a message that kills its worker (``os._exit``, a
+      segfault, the OOM killer) is recognised when it comes back. They are kept
+      apart from the dead letters: they count for nothing above.
     """
 
     @abc.abstractmethod
@@ -114,6 +120,14 @@ class DeadLetterStore(MutableMapping[bytes, tuple[Message, str]]):
         :param limit: at most this many.
         :raises ValueError: if ``since`` or ``before`` is naive, or ``limit`` negative.
         """
+
+    @abc.abstractmethod
+    def record_attempt(self, message_id: bytes) -> int:
+        """Count one more attempt at handling ``message_id``, durably; return the count."""
+
+    @abc.abstractmethod
+    def forget_attempts(self, message_id: bytes) -> None:
+        """Drop the attempts counted for ``message_id`` (none counted is fine)."""
 
     @abc.abstractmethod
     def close(self) -> None:

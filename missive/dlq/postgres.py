@@ -31,6 +31,7 @@ from missive.errors import DLQError, MissingExtraError
 
 try:
     import psycopg
+    from psycopg import sql
     from psycopg.rows import tuple_row
 except ImportError as _exc:  # pragma: no cover - exercised by a test in a subprocess
     raise MissingExtraError("postgres", "missive.dlq.postgres") from _exc
@@ -49,6 +50,7 @@ from missive.dlq._postgres_schema import (
     SCHEMA_VERSION,
     Table,
     check_name,
+    ensure_attempts,
     prepare,
     problem,
     resolve_schema,
@@ -167,6 +169,7 @@ class PostgresDLQ(DeadLetterStore):
             self.close()
             raise
         self._upsert = self.table.sql(_UPSERT)
+        self._attempts_ready = False
         logger.debug("opened DLQ %s table %s", self.where, self.table.qualified)
 
     @property
@@ -209,6 +212,39 @@ class PostgresDLQ(DeadLetterStore):
             ),
         )
         logger.debug("stored dead letter %r (%d bytes)", message_id, len(message.raw_data))
+
+    def record_attempt(self, message_id: bytes) -> int:
+        """Count one more attempt at ``message_id``; see :class:`DeadLetterStore`."""
+        what = f"count an attempt at message {message_id!r}"
+        if not self._attempts_ready:
+            try:
+                with self._connections.borrow() as conn:
+                    ensure_attempts(conn, self.table)
+            except psycopg.Error as exc:
+                raise DLQError(problem(self.where, exc, what, self._connections.dsn)) from exc
+            self._attempts_ready = True
+        rows = self._execute(
+            what,
+            sql.SQL(
+                "INSERT INTO {attempts} AS a VALUES (%s, 1, %s) ON CONFLICT (message_id) "
+                "DO UPDATE SET attempts = a.attempts + 1, "
+                "last_attempt_at = excluded.last_attempt_at RETURNING attempts"
+            ).format(attempts=self.table.attempts),
+            (message_id, datetime.now(UTC)),
+        )
+        return int(rows[0][0])
+
+    def forget_attempts(self, message_id: bytes) -> None:
+        """Drop the attempts counted for ``message_id``; see :class:`DeadLetterStore`."""
+        if not self._attempts_ready:
+            return  # the processor forgets only what it counted through this store
+        self._execute(
+            f"forget the attempts at message {message_id!r}",
+            sql.SQL("DELETE FROM {attempts} WHERE message_id = %s").format(
+                attempts=self.table.attempts
+            ),
+            (message_id,),
+        )
 
     def record(self, message_id: bytes) -> DeadLetter:
         """The record of ``message_id``; see :meth:`DeadLetterStore.record`."""

@@ -36,7 +36,13 @@ from missive.dlq._codec import (
     reason_fields,
     utc,
 )
-from missive.dlq._sqlite_schema import SCHEMA_VERSION, TABLE, open_database, problem
+from missive.dlq._sqlite_schema import (
+    ATTEMPTS_TABLE,
+    SCHEMA_VERSION,
+    TABLE,
+    open_database,
+    problem,
+)
 from missive.dlq.base import DeadLetter, DeadLetterStore
 from missive.errors import DLQError
 from missive.message import Message
@@ -44,6 +50,14 @@ from missive.message import Message
 __all__ = ["SCHEMA_VERSION", "TABLE", "SQLiteDLQ"]
 
 logger = logging.getLogger("missive.dlq.sqlite")
+
+_COUNT_ATTEMPT = f"""
+INSERT INTO {ATTEMPTS_TABLE} VALUES (?, 1, ?)
+ON CONFLICT (message_id) DO UPDATE SET
+    attempts = attempts + 1, last_attempt_at = excluded.last_attempt_at
+RETURNING attempts
+"""  # noqa: S608 - the table's name is a constant
+_FORGET_ATTEMPTS = f"DELETE FROM {ATTEMPTS_TABLE} WHERE message_id = ?"  # noqa: S608
 
 _UPSERT = f"""
 INSERT INTO {TABLE} (
@@ -169,6 +183,23 @@ class SQLiteDLQ(DeadLetterStore):
             ),
         )
         logger.debug("stored dead letter %r (%d bytes)", message_id, len(message.raw_data))
+
+    def record_attempt(self, message_id: bytes) -> int:
+        """Count one more attempt at ``message_id``; see :class:`DeadLetterStore`."""
+        rows = self._execute(
+            f"count an attempt at message {message_id!r}",
+            _COUNT_ATTEMPT,
+            (message_id, format_time(datetime.now(UTC))),
+        )
+        return int(rows[0][0])
+
+    def forget_attempts(self, message_id: bytes) -> None:
+        """Drop the attempts counted for ``message_id``; see :class:`DeadLetterStore`."""
+        self._execute(
+            f"forget the attempts at message {message_id!r}",
+            _FORGET_ATTEMPTS,
+            (message_id,),
+        )
 
     def record(self, message_id: bytes) -> DeadLetter:
         """The record of ``message_id``; see :meth:`DeadLetterStore.record`."""

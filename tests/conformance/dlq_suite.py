@@ -264,6 +264,33 @@ class StoreSuite(MappingSuite):
         assert isinstance(dlq, DeadLetterStore)
         return dlq
 
+    def test_attempts_are_counted_per_message(self, store: DeadLetterStore) -> None:
+        assert [store.record_attempt(b"id-1") for _ in range(3)] == [1, 2, 3]
+        assert store.record_attempt(b"id-2") == 1
+
+    def test_forgotten_attempts_count_from_one_again(self, store: DeadLetterStore) -> None:
+        store.record_attempt(b"id-1")
+        store.record_attempt(b"id-1")
+
+        store.forget_attempts(b"id-1")
+        store.forget_attempts(b"id-never-counted")
+
+        assert store.record_attempt(b"id-1") == 1
+
+    def test_attempts_are_not_dead_letters(self, store: DeadLetterStore) -> None:
+        store.record_attempt(b"id-1")
+        assert len(store) == 0
+        assert b"id-1" not in store
+
+    def test_attempts_survive_reopening(self, open_dlq: Callable[[], DLQ]) -> None:
+        # A worker that crashed counted the attempt; the next one must see it.
+        first = open_dlq()
+        assert isinstance(first, DeadLetterStore)
+        first.record_attempt(b"id-1")
+        second = open_dlq()
+        assert isinstance(second, DeadLetterStore)
+        assert second.record_attempt(b"id-1") == 2
+
     def test_a_record_describes_the_dead_letter(self, store: DeadLetterStore) -> None:
         reason = failure()
         put(store, missive.JSONMessage(b'{"a": 1}', b"id-1", {"queue": "q"}), reason)
