@@ -78,11 +78,9 @@ class RabbitMQHarness:
         self.queue = f"missive-test-{suffix}"
         self.connection_name = f"missive-test {suffix}"
         self._connection = pika.BlockingConnection(pika.URLParameters(URL))
-        self._channel = self._connection.channel()
-        self._channel.queue_declare(
-            self.queue, durable=True, arguments={"x-queue-type": queue_type}
-        )
-        self._channel.confirm_delivery()
+        self.channel = self._connection.channel()
+        self.channel.queue_declare(self.queue, durable=True, arguments={"x-queue-type": queue_type})
+        self.channel.confirm_delivery()
         self._published = 0
 
     def adapter(
@@ -97,7 +95,7 @@ class RabbitMQHarness:
     def publish(self, bodies: Iterable[bytes]) -> None:
         for body in bodies:
             self._published += 1
-            self._channel.basic_publish(
+            self.channel.basic_publish(
                 "",
                 self.queue,
                 body,
@@ -114,6 +112,7 @@ class RabbitMQHarness:
         )
 
     def remaining(self) -> int:
+        """Messages held by the broker: ready, or unacked by this test's adapters."""
         # Ready messages over AMQP, plus those our adapters' channels hold unacked. Not
         # `list_queues messages`: for quorum queues it lags by up to 5 s. Read in this
         # order, a message delivered in between counts twice, never zero times.
@@ -126,7 +125,7 @@ class RabbitMQHarness:
 
     def ready(self) -> int:
         """Messages ready for delivery (not counting unacked ones), over AMQP."""
-        frame = self._channel.queue_declare(self.queue, passive=True)
+        frame = self.channel.queue_declare(self.queue, passive=True)
         return int(frame.method.message_count)
 
     def _connection_pids(self) -> list[str]:
@@ -148,25 +147,29 @@ class RabbitMQHarness:
 
     def close(self) -> None:
         try:
-            self._channel.queue_delete(self.queue)
+            self.channel.queue_delete(self.queue)
         finally:
             self._connection.close()
 
 
+def open_harness(queue_type: str) -> Iterator[RabbitMQHarness]:
+    """A harness on a fresh queue of ``queue_type``, closed (queue deleted) afterwards."""
+    require("rabbitmq")
+    h = RabbitMQHarness(queue_type)
+    try:
+        yield h
+    finally:
+        h.close()
+
+
 @pytest.fixture
 def harness() -> Iterator[RabbitMQHarness]:
-    require("rabbitmq")
-    h = RabbitMQHarness()
-    yield h
-    h.close()
+    yield from open_harness("classic")
 
 
 @pytest.fixture
 def quorum_harness() -> Iterator[RabbitMQHarness]:
-    require("rabbitmq")
-    h = RabbitMQHarness("quorum")
-    yield h
-    h.close()
+    yield from open_harness("quorum")
 
 
 class TestRabbitMQConformance(AdapterSuite):
@@ -174,10 +177,7 @@ class TestRabbitMQConformance(AdapterSuite):
 
     @pytest.fixture(params=["classic", "quorum"])
     def harness(self, request: pytest.FixtureRequest) -> Iterator[RabbitMQHarness]:
-        require("rabbitmq")
-        h = RabbitMQHarness(request.param)
-        yield h
-        h.close()
+        yield from open_harness(request.param)
 
 
 def test_a_published_message_is_delivered_with_its_id_and_attributes(
@@ -237,7 +237,7 @@ def test_a_nacked_message_is_redelivered_with_the_same_id_and_the_redelivered_fl
 
 def test_deliveries_without_a_publisher_id_get_distinct_ids(harness: RabbitMQHarness) -> None:
     # Given two identical messages published without a message id
-    channel = harness._channel
+    channel = harness.channel
     for _ in range(2):
         channel.basic_publish("", harness.queue, b"same")
     recorder = Recorder()

@@ -93,7 +93,7 @@ def test_a_failure_that_cannot_be_stored_is_requeued_never_acked_and_logged(
 def test_several_queues_are_consumed_by_one_adapter(harness: RabbitMQHarness) -> None:  # noqa: F811
     # Given a second queue, and one message on each
     other = f"{harness.queue}-other"
-    channel = harness._channel
+    channel = harness.channel
     channel.queue_declare(other, durable=True)
     try:
         harness.publish([b"first"])
@@ -273,7 +273,7 @@ def test_a_dead_letter_keeps_its_amqp_attributes_in_an_sqlite_dlq(
     properties = pika.BasicProperties(
         message_id="order-17", headers=headers, content_type="application/json"
     )
-    harness._channel.basic_publish("", harness.queue, b"{broken", properties)
+    harness.channel.basic_publish("", harness.queue, b"{broken", properties)
     with SQLiteDLQ(str(tmp_path / "dlq.db")) as dlq:
         processor.set_dlq(dlq)
         # When it cannot be decoded
