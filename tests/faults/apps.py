@@ -1,0 +1,115 @@
+"""The worker applications the fault-injection scenarios run in subprocesses.
+
+``python -m missive run tests.faults.apps:rabbitmq_worker`` (or ``streams_worker``),
+configured through environment variables set by the test (see ``workers.py``):
+
+``FAULT_URL``, ``FAULT_TARGET`` (queue or stream), ``FAULT_GROUP`` (Streams),
+``FAULT_NAME`` (connection or client name, so the test can kill it server-side),
+``FAULT_RECORD_DIR`` (where handled ids are recorded), ``FAULT_DLQ`` (the SQLite DLQ
+file shared by every worker), ``FAULT_SLEEP`` (seconds each message takes),
+``FAULT_MAX_DELIVERIES``, ``FAULT_PREFETCH`` (RabbitMQ), ``FAULT_BATCH`` and
+``FAULT_CLAIM_MS`` (Streams).
+
+Each message is a JSON object ``{"n": 1, "do": "ok"}``; ``do`` says what the handler
+does: ``ok`` handles it, ``raise`` raises (so it is dead-lettered), ``exit`` kills the
+process with ``os._exit(1)`` (a poison message). Anything that is not such an object,
+or a body over :data:`MAX_BODY`, makes the handler raise. A handled message's id is
+appended to ``handled-<pid>.log`` and fsynced *before* the handler acks it: the record
+survives the worker's death, and a message recorded but not acked is one the broker
+delivers again (a duplicate, counted by the test).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import missive
+from missive.dlq.sqlite import SQLiteDLQ
+
+#: The largest body the handler accepts; a larger one is dead-lettered.
+MAX_BODY = 1024 * 1024
+#: How long a DLQ write waits for a lock held by another process, in seconds.
+DLQ_TIMEOUT = 0.5
+
+
+class _Record:
+    """Appends one id a line to this process's own file, fsynced at each line."""
+
+    def __init__(self, directory: str) -> None:
+        path = os.path.join(directory, f"handled-{os.getpid()}.log")
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+
+    def __call__(self, message_id: bytes) -> None:
+        os.write(self._fd, message_id + b"\n")
+        os.fsync(self._fd)
+
+
+def _processor() -> missive.Processor[missive.JSONMessage]:
+    processor: missive.Processor[missive.JSONMessage] = missive.Processor()
+    dlq = SQLiteDLQ(os.environ["FAULT_DLQ"], timeout=DLQ_TIMEOUT)
+    processor.set_dlq(dlq)
+    record = _Record(os.environ["FAULT_RECORD_DIR"])
+    sleep = float(os.environ.get("FAULT_SLEEP") or 0)
+
+    @processor.handle_for(lambda message: True)
+    def handle(message: missive.JSONMessage, ctx: missive.HandlingContext[Any]) -> None:
+        body = message.get_json()  # hostile input raises MessageDecodeError here
+        if len(message.raw_data) > MAX_BODY:
+            raise ValueError(f"a body of {len(message.raw_data)} bytes is over {MAX_BODY}")
+        action = body["do"]  # another JSON document raises TypeError or KeyError
+        if action == "raise":
+            raise RuntimeError("injected failure")
+        if action == "exit":
+            os._exit(1)
+        if sleep:
+            time.sleep(sleep)
+        record(message.message_id)
+        ctx.ack()
+
+    @processor.after_processing
+    def close_dlq(ctx: missive.ProcessingContext[Any]) -> None:
+        dlq.close()
+
+    return processor
+
+
+def _int(name: str, default: int) -> int:
+    return int(os.environ.get(name) or default)
+
+
+def rabbitmq_worker() -> missive.Adapter[Any]:
+    """A RabbitMQAdapter on ``FAULT_TARGET``, as configured by the environment."""
+    from missive.adapters.rabbitmq import RabbitMQAdapter
+
+    return RabbitMQAdapter(
+        missive.JSONMessage,
+        _processor(),
+        os.environ["FAULT_TARGET"],
+        url=os.environ["FAULT_URL"],
+        prefetch=_int("FAULT_PREFETCH", 100),
+        max_deliveries=_int("FAULT_MAX_DELIVERIES", 10),
+        retry_delay=0.2,
+        max_reconnect_delay=1.0,
+        connection_name=os.environ["FAULT_NAME"],
+    )
+
+
+def streams_worker() -> missive.Adapter[Any]:
+    """A RedisStreamsAdapter on the stream ``FAULT_TARGET``, as configured by the environment."""
+    from missive.adapters.redis import RedisStreamsAdapter
+
+    return RedisStreamsAdapter(
+        missive.JSONMessage,
+        _processor(),
+        os.environ["FAULT_TARGET"],
+        group=os.environ["FAULT_GROUP"],
+        url=os.environ["FAULT_URL"],
+        batch_size=_int("FAULT_BATCH", 100),
+        block_ms=200,
+        claim_idle_ms=_int("FAULT_CLAIM_MS", 2000),
+        max_deliveries=_int("FAULT_MAX_DELIVERIES", 5),
+        max_reconnect_delay=1.0,
+        client_name=os.environ["FAULT_NAME"],
+    )

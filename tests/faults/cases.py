@@ -1,0 +1,225 @@
+"""The scenarios, written once against a :class:`~tests.faults.scenario.Run`.
+
+``test_rabbitmq_faults.py`` and ``test_streams_faults.py`` run each one on their
+broker. Every scenario publishes N messages (``MISSIVE_FAULT_N``), runs worker
+processes, injects its fault mid-stream, waits until every message is handled or
+dead-lettered and the broker holds none, then counts (``Run.finish`` asserts that
+none was lost and records the row of the report).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import sqlite3
+import time
+
+from tests.faults.proxy import TCPProxy
+from tests.faults.scenario import Run, fault_n
+
+N = fault_n()
+#: How long a scenario waits for the stream to drain: generous, and bounded.
+PATIENCE = 90 + N / 100
+#: The per-test timeout (pytest-timeout), over every wait of a scenario.
+TEST_TIMEOUT = int(3 * PATIENCE + 180)
+#: Seconds a handler sleeps, so that N messages take a few seconds at least: a fault
+#: injected "mid-stream" then lands while workers hold messages in hand.
+SLEEP = min(0.002, 4 / N)
+#: The share of messages whose handler raises in the scenarios with failures.
+FAILING = 0.1
+
+
+def _failing_actions(n: int, seed: int) -> list[str]:
+    rng = random.Random(seed)
+    return ["raise" if rng.random() < FAILING else "ok" for _ in range(n)]
+
+
+def handlers_raise(run: Run) -> None:
+    """1. Handlers raise on a random 10%: exactly those end in the DLQ, the rest are handled."""
+    # Given N messages, a random 10% of which make their handler raise
+    actions = _failing_actions(run.n, seed=1)
+    ids = run.publish(actions)
+    failing = {i for i, a in zip(ids, actions, strict=True) if a == "raise"}
+    # When two workers consume them
+    run.workers.start()
+    run.workers.start()
+    run.wait_done(PATIENCE)
+    # Then the failing ones, and only those, are dead-lettered with the handler's error
+    counts = run.finish()
+    assert run.dead() == failing
+    assert counts.handled == run.n - len(failing)
+    assert counts.duplicates == 0, "no fault happened: nothing should be delivered twice"
+    reasons = run.reasons()
+    assert all("RuntimeError: injected failure" in reasons[i] for i in failing)
+
+
+def _mid_stream(run: Run, share: float) -> None:
+    run.wait_handled(int(run.n * share), PATIENCE)
+    assert run.accounted() < run.n, "the stream was over before the fault: nothing was tested"
+
+
+def worker_killed(run: Run) -> None:
+    """2. SIGKILL a worker mid-stream, start a new one: its unacked messages are redelivered."""
+    # Given two workers in the middle of N messages
+    run.publish(["ok"] * run.n)
+    victim = run.workers.start(FAULT_SLEEP=str(SLEEP))
+    run.workers.start(FAULT_SLEEP=str(SLEEP))
+    _mid_stream(run, 0.3)
+    # When one is killed with SIGKILL and a new worker started
+    os.kill(victim.pid, signal.SIGKILL)
+    assert victim.wait(10) == -signal.SIGKILL
+    run.workers.start(FAULT_SLEEP=str(SLEEP))
+    # Then every message is handled: what the victim held is delivered again
+    run.wait_done(PATIENCE)
+    counts = run.finish(note="1 worker SIGKILLed at 30%")
+    assert counts.dead_lettered == 0
+    assert counts.handled == run.n
+
+
+def worker_terminated(run: Run) -> None:
+    """3. SIGTERM a worker mid-stream: it drains and exits 0, a new one takes the rest, no duplicates."""
+    # Given two workers in the middle of N messages
+    run.publish(["ok"] * run.n)
+    leaving = run.workers.start(FAULT_SLEEP=str(SLEEP))
+    run.workers.start(FAULT_SLEEP=str(SLEEP))
+    _mid_stream(run, 0.3)
+    # When one gets SIGTERM
+    leaving.send_signal(signal.SIGTERM)
+    # Then it finishes the message in hand and exits cleanly
+    assert leaving.wait(30) == 0, run.workers.logs()[-3000:]
+    # And with a new worker, every message is handled exactly once
+    run.workers.start(FAULT_SLEEP=str(SLEEP))
+    run.wait_done(PATIENCE)
+    counts = run.finish(note="1 worker SIGTERMed at 30%")
+    assert counts.handled == run.n
+    assert counts.duplicates == 0, "a graceful stop must hand back what it did not ack"
+
+
+def connections_killed(run: Run) -> None:
+    """4a. The broker drops the workers' connections, twice: they reconnect and go on."""
+    # Given two workers in the middle of N messages
+    run.publish(["ok"] * run.n)
+    run.workers.start(FAULT_SLEEP=str(SLEEP))
+    run.workers.start(FAULT_SLEEP=str(SLEEP))
+    # When the broker kills their connections at 25% and again at 50%
+    for share in (0.25, 0.5):
+        _mid_stream(run, share)
+        assert run.broker.kill_connections() >= 2
+    # Then the same workers reconnect and handle everything
+    run.wait_done(PATIENCE)
+    assert len(run.workers.running()) == 2, "a worker died instead of reconnecting"
+    counts = run.finish(note="connections killed server-side at 25% and 50%")
+    assert counts.dead_lettered == 0
+    assert counts.handled == run.n
+
+
+def path_broken(run: Run) -> None:
+    """4b. A proxy stalls the TCP path for 3 s, then cuts it for 3 s: the workers go on."""
+    with TCPProxy(run.broker.port) as proxy:
+        # Given two workers connected through a proxy, in the middle of N messages
+        url = run.broker.proxied_url(proxy.port)
+        run.publish(["ok"] * run.n)
+        run.workers.start(FAULT_SLEEP=str(SLEEP), FAULT_URL=url)
+        run.workers.start(FAULT_SLEEP=str(SLEEP), FAULT_URL=url)
+        # When the path stops forwarding for 3 s at 25%
+        _mid_stream(run, 0.25)
+        with proxy.stalled():
+            time.sleep(3)
+        # ...and at 50% every connection is reset and new ones refused for 3 s
+        _mid_stream(run, 0.5)
+        before = proxy.accepted
+        proxy.cut(3)
+        # Then the workers reconnect through it and handle everything
+        run.wait_done(PATIENCE)
+        assert proxy.accepted > before, "no worker reconnected after the cut"
+        assert len(run.workers.running()) == 2, "a worker died instead of reconnecting"
+        counts = run.finish(note="stalled 3 s at 25%, cut 3 s at 50%")
+    assert counts.dead_lettered == 0
+    assert counts.handled == run.n
+
+
+def dlq_locked(run: Run) -> None:
+    """6. The DLQ is locked past its busy timeout: dead letters wait, unacked, then go in."""
+    # Given N messages, 10% failing, and two workers whose DLQ waits 0.5 s for a lock
+    actions = _failing_actions(run.n, seed=6)
+    ids = run.publish(actions)
+    failing = {i for i, a in zip(ids, actions, strict=True) if a == "raise"}
+    run.workers.start(FAULT_SLEEP=str(SLEEP))
+    run.workers.start(FAULT_SLEEP=str(SLEEP))
+    _mid_stream(run, 0.2)
+    # When another process holds an exclusive lock on the DLQ file for 4 s
+    locker = sqlite3.connect(run.dlq_path, timeout=30, isolation_level=None)
+    try:
+        locker.execute("BEGIN EXCLUSIVE")
+        time.sleep(4)
+    finally:
+        locker.rollback()
+        locker.close()
+    # Then the dead letters that could not be written were not acked, and went in later
+    run.wait_done(PATIENCE)
+    counts = run.finish(note="DLQ locked 4 s at 20%")
+    assert "could not be written to the DLQ" in run.workers.logs(), "the lock hit no write"
+    assert run.dead() == failing
+    assert counts.handled == run.n - len(failing)
+
+
+def poison(run: Run, supervisor_workers: int = 2) -> None:
+    """7. Poison messages kill their worker: quarantined after max_deliveries, the rest flows."""
+    # Given N messages, two of which make the handler call os._exit(1)
+    actions = ["ok"] * run.n
+    for position in (run.n // 3, 2 * run.n // 3):
+        actions[position] = "exit"
+    ids = run.publish(actions)
+    poisons = {i for i, a in zip(ids, actions, strict=True) if a == "exit"}
+    # When `missive run --workers 2` runs them, restarting each worker that dies
+    supervisor = run.workers.start(supervise=supervisor_workers)
+    # Then every poison message is dead-lettered for being delivered too many times
+    run.wait_done(PATIENCE)
+    assert supervisor.poll() is None, "the supervisor died"
+    logs = run.workers.logs()
+    counts = run.finish(note=f"{len(poisons)} poison messages calling os._exit(1)")
+    assert poisons <= run.dead()
+    reasons = run.reasons()
+    assert all("max_deliveries" in reasons[i] for i in poisons), reasons
+    assert "exited with status 1; restarting it" in logs
+    # ...and the other messages kept flowing (some may be quarantined with a poison
+    # message they shared a worker's hands with: counted in the report)
+    assert counts.handled + len(run.dead() - poisons) >= run.n - len(poisons)
+
+
+#: Hostile bodies: each must be dead-lettered with a reason, the worker unharmed.
+HOSTILE = {
+    "empty": (b"", "invalid JSON"),
+    "nul-bytes": (b'{"n": 1, "do": "ok"}\x00\x00', "invalid JSON"),
+    "invalid-utf8": (b'{"n": 1, "do": "\xff\xfe"}', "invalid UTF-8"),
+    "truncated-json": (b'{"n": 1, "do": "o', "invalid JSON"),
+    "deeply-nested": (b"[" * 100_000, "nested too deeply"),
+    "not-an-object": (b'["n", 1]', "TypeError"),
+    "10-mib": (
+        json.dumps({"n": 1, "do": "ok", "pad": "x" * (10 * 1024 * 1024)}).encode(),
+        "over 1048576",
+    ),
+}
+
+
+def hostile_input(run: Run) -> None:
+    """8. Hostile bodies among good ones: each dead-lettered with a reason, the worker runs on."""
+    # Given hostile bodies published between two halves of N good messages
+    run.publish(["ok"] * (run.n // 2))
+    names = list(HOSTILE)
+    hostile = run.publish_raw([HOSTILE[k][0] for k in names], [f"hostile-{k}" for k in names])
+    run.publish(["ok"] * (run.n - run.n // 2))
+    # When one worker consumes them
+    worker = run.workers.start()
+    run.wait_done(PATIENCE)
+    # Then it is still the same process, running
+    assert worker.poll() is None, "the worker died on hostile input"
+    counts = run.finish(note="7 hostile bodies, 1 of 10 MiB")
+    # ...each hostile body is dead-lettered with a reason that says what is wrong
+    reasons = run.reasons()
+    assert set(reasons) == set(hostile)
+    for name, message_id in zip(names, hostile, strict=True):
+        assert HOSTILE[name][1] in reasons[message_id], (name, reasons[message_id][:300])
+    assert counts.handled == counts.n - len(hostile)

@@ -1,0 +1,89 @@
+"""The fault-injection scenarios on RabbitMQ (RabbitMQAdapter), 127.0.0.1:5672."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.faults import cases
+from tests.faults.brokers import RabbitBroker, restart_rabbitmq
+from tests.faults.scenario import Run
+from tests.services import require
+
+pytestmark = [pytest.mark.faults, pytest.mark.timeout(cases.TEST_TIMEOUT)]
+
+
+@pytest.fixture
+def run(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Run]:
+    require("rabbitmq")
+    marker = request.node.get_closest_marker("scenario")
+    broker = RabbitBroker(marker.kwargs.get("queue_type", "classic"))
+    run = Run(broker, tmp_path, marker.args[0], cases.N)
+    try:
+        yield run
+    finally:
+        try:
+            run.workers.close()
+        finally:
+            broker.close()
+
+
+@pytest.mark.scenario("1. handlers raise on 10%")
+def test_messages_whose_handler_raises_end_in_the_dlq(run: Run) -> None:
+    cases.handlers_raise(run)
+
+
+@pytest.mark.scenario("2. worker SIGKILLed")
+def test_a_killed_workers_unacked_messages_are_redelivered(run: Run) -> None:
+    cases.worker_killed(run)
+
+
+@pytest.mark.scenario("3. worker SIGTERMed")
+def test_a_terminated_worker_drains_and_hands_back_without_duplicates(run: Run) -> None:
+    cases.worker_terminated(run)
+
+
+@pytest.mark.scenario("4a. connections killed (close_connection)")
+def test_workers_reconnect_after_the_broker_closes_their_connections(run: Run) -> None:
+    cases.connections_killed(run)
+
+
+@pytest.mark.scenario("4b. TCP path stalled, then cut")
+def test_workers_go_on_after_the_tcp_path_stalls_and_is_cut(run: Run) -> None:
+    cases.path_broken(run)
+
+
+@pytest.mark.scenario("5. broker restart (stop_app/start_app)")
+def test_durable_persistent_messages_survive_a_broker_restart(run: Run) -> None:
+    # Given two workers in the middle of N persistent messages on a durable queue
+    run.publish(["ok"] * run.n)
+    run.workers.start(FAULT_SLEEP=str(cases.SLEEP))
+    run.workers.start(FAULT_SLEEP=str(cases.SLEEP))
+    run.wait_handled(int(run.n * 0.3), cases.PATIENCE)
+    assert run.accounted() < run.n, "the stream was over before the fault"
+    # When the broker application stops and starts again (always started again)
+    down = restart_rabbitmq()
+    # Then the same workers reconnect and handle everything that was not acked
+    run.wait_done(cases.PATIENCE)
+    assert len(run.workers.running()) == 2, "a worker died instead of reconnecting"
+    counts = run.finish(note=f"broker down {down:.0f} s at 30%")
+    assert counts.dead_lettered == 0
+    assert counts.handled == run.n
+
+
+@pytest.mark.scenario("6. DLQ locked past its timeout")
+def test_dead_letters_wait_unacked_while_the_dlq_is_locked(run: Run) -> None:
+    cases.dlq_locked(run)
+
+
+@pytest.mark.scenario("7. poison message (os._exit)", queue_type="quorum")
+def test_a_poison_message_is_quarantined_after_max_deliveries(run: Run) -> None:
+    run.workers.env.update(FAULT_MAX_DELIVERIES="3", FAULT_PREFETCH="10")
+    cases.poison(run)
+
+
+@pytest.mark.scenario("8. hostile input")
+def test_hostile_bodies_are_dead_lettered_and_the_worker_runs_on(run: Run) -> None:
+    cases.hostile_input(run)
