@@ -79,7 +79,7 @@ def worker_killed(run: Run) -> None:
 
 
 def worker_terminated(run: Run) -> None:
-    """3. SIGTERM a worker mid-stream: it drains and exits 0, a new one takes the rest, no duplicates."""
+    """3. SIGTERM a worker mid-stream: it drains and exits 0, a new one takes the rest once."""
     # Given two workers in the middle of N messages
     run.publish(["ok"] * run.n)
     leaving = run.workers.start(FAULT_SLEEP=str(SLEEP))

@@ -11,6 +11,7 @@ to their ``handled-<pid>.log`` files, and the ids in the SQLite DLQ file they sh
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -132,10 +133,8 @@ class Workers:
     def close(self) -> None:
         """SIGKILL every process group still running (workers of a supervisor too)."""
         for process in self.processes:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             process.wait(10)
 
 
@@ -189,7 +188,7 @@ class Run:
         """The ids in the DLQ (read directly: a reader waits for no writer in WAL mode)."""
         connection = sqlite3.connect(f"file:{self.dlq_path}?mode=ro", uri=True, timeout=30)
         try:
-            rows = connection.execute(f"SELECT message_id FROM {TABLE}").fetchall()  # noqa: S608
+            rows = connection.execute(f"SELECT message_id FROM {TABLE}").fetchall()
         finally:
             connection.close()
         return {bytes(row[0]) for row in rows}
