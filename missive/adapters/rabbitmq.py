@@ -16,7 +16,7 @@ from typing import Any
 from missive._typing import M
 from missive.adapters.base import Adapter
 from missive.context import Outcome, ProcessingContext
-from missive.errors import DLQWriteError, HandlingError, MissingExtraError
+from missive.errors import DLQWriteError, HandlingError, MissingExtraError, MissiveError
 from missive.processor import Processor
 
 try:
@@ -84,9 +84,13 @@ class RabbitMQAdapter(Adapter[M]):
     ``headers`` (a dict), ``publisher_id``, ``content_type``, ``correlation_id``,
     ``reply_to``.
 
-    **Poison messages.** A message whose ``delivery_count`` exceeds ``max_deliveries``
-    is dead-lettered without being handled, with a reason that says so, then acked.
-    Only quorum queues count deliveries: on classic queues this limit never applies.
+    **Poison messages.** A message delivered more than ``max_deliveries`` times is
+    dead-lettered without being handled, with a reason that says so, then acked.
+    Quorum queues count deliveries (``x-delivery-count``). Classic queues only say
+    "redelivered": their redeliveries are counted in the DLQ
+    (:meth:`~missive.Adapter.count_delivery`) when it is a
+    :class:`~missive.dlq.DeadLetterStore` (SQLite, PostgreSQL) and the publisher set a
+    ``message_id``; otherwise the limit does not apply to them.
 
     **Shutdown.** :meth:`stop` (thread-safe) or SIGINT/SIGTERM (when :meth:`run` is on
     the main thread): the message in hand is finished and settled, the owed acks are
@@ -264,6 +268,30 @@ class RabbitMQAdapter(Adapter[M]):
                 with contextlib.suppress(pika.exceptions.AMQPError):
                     connection.close()
 
+    def _count_redelivery(self, context: ProcessingContext[M], message: M) -> int | None:
+        """How many times ``message`` was delivered, counted in the DLQ; ``None`` if unknown."""
+        try:
+            return self.count_delivery(context, message)
+        except MissiveError as exc:
+            logger.warning(
+                "could not count the redelivery of message %r in the DLQ (%s); handling it "
+                "without a delivery count",
+                message.message_id,
+                exc,
+            )
+            return None
+
+    def _forget_redeliveries(self, context: ProcessingContext[M], message: M) -> None:
+        try:
+            self.forget_deliveries(context, message)
+        except MissiveError as exc:
+            logger.warning(
+                "could not drop the delivery count of message %r from the DLQ (%s); a "
+                "message with the same id would start from it",
+                message.message_id,
+                exc,
+            )
+
     def _on_cancelled_by_broker(self, frame: Any) -> None:
         raise _ConsumerCancelledError("RabbitMQ cancelled a consumer (queue deleted or moved)")
 
@@ -311,6 +339,10 @@ class RabbitMQAdapter(Adapter[M]):
                     "reply_to": properties.reply_to,
                 },
             )
+            counted = False
+            if count is None and publisher_id:  # a classic queue's redelivery: count it
+                count = self._count_redelivery(context, message)
+                counted = count is not None
             try:
                 if max_deliveries is not None and count is not None and count > max_deliveries:
                     outcome = context.dead_letter(
@@ -321,28 +353,18 @@ class RabbitMQAdapter(Adapter[M]):
                 else:
                     outcome = process(message)
             except (HandlingError, DLQWriteError) as exc:
-                _log_not_acked(message.message_id, exc, self.retry_delay)
+                # The error's text is safe to log: the id, the reason's summary, what to do.
+                logger.error("%s Requeuing it in %.1f s.", exc, self.retry_delay)
                 acks.requeue_later(tag, self.retry_delay)
                 return
             if outcome is _NACKED:
                 channel.basic_nack(tag, requeue=True)
             else:
+                if counted:
+                    self._forget_redeliveries(context, message)
                 ack(tag)
 
         return on_message
-
-
-def _log_not_acked(message_id: bytes, exc: HandlingError | DLQWriteError, delay: float) -> None:
-    # The reason's summary, never exception text: it may quote the payload.
-    summary = getattr(exc.reason, "summary", exc.reason)
-    if isinstance(exc, DLQWriteError):
-        what = (
-            f"failed ({summary}) and could not be written to the DLQ "
-            f"({type(exc.__cause__).__name__}); check the DLQ's storage"
-        )
-    else:
-        what = f"failed ({summary}) and no DLQ is set; set one with processor.set_dlq()"
-    logger.error("message %r %s. It is not acked: requeuing it in %.1f s", message_id, what, delay)
 
 
 def _wake_up() -> None:
