@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 import missive
+from missive.matchers import JSONField
 
 
 def make_payloads(count: int, labels: list[str]) -> list[bytes]:
@@ -80,12 +81,20 @@ class LabelIs:
         return label == self.label
 
 
-def with_missive(payloads: list[bytes], labels: list[str], batch: int) -> Callable[[], int]:
+MATCHERS: dict[str, Callable[[str], Callable[[missive.JSONMessage], object]]] = {
+    "plain": LabelIs,
+    "indexed": lambda label: JSONField("label").equals(label),
+}
+
+
+def with_missive(
+    payloads: list[bytes], labels: list[str], batch: int, matcher: str
+) -> Callable[[], int]:
     """Send every payload through test clients of ``batch`` messages each."""
     processor: missive.Processor[missive.JSONMessage] = missive.Processor()
     for label in labels:
 
-        @processor.handle_for(LabelIs(label))
+        @processor.handle_for(MATCHERS[matcher](label))
         def handle(message: missive.JSONMessage, ctx: Context) -> None:
             ctx.ack()
 
@@ -123,6 +132,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--handlers", default="2,100,1000")
     parser.add_argument("--batch", type=int, default=1_000, help="messages per test client")
+    parser.add_argument("--matchers", default="plain,indexed", help="plain callables, indexed")
     args = parser.parse_args()
 
     print(f"{args.messages} messages, {args.repeat} interleaved repetitions, medians shown")
@@ -133,40 +143,63 @@ def main() -> None:
     columns = ["A", "B", "missive 1", f"missive {args.batch}"]
     ratio_names = [(p, m) for m in columns[2:] for p in columns[:2]]
     print(
-        f"{'handlers':>8}"
+        f"{'handlers':>8}  {'matchers':>8}"
         + "".join(f"  {name + ' µs':>{max(10, len(name) + 3)}}" for name in columns)
         + "".join(f"  {f'{p}/{m}':>{len(p) + len(m) + 1}}" for p, m in ratio_names)
     )
-    for handlers in (int(h) for h in args.handlers.split(",")):
+    rows = [(int(h), m) for h in args.handlers.split(",") for m in args.matchers.split(",")]
+    runs: dict[tuple[int, str], dict[str, Callable[[], int]]] = {}
+    for handlers, matcher in rows:
         labels = [f"label-{i}" for i in range(handlers)]
         payloads = make_payloads(args.messages, labels[:2] if handlers == 2 else labels)
-        runs = {
+        runs[handlers, matcher] = {
             "A": plain_python(payloads, labels, json.loads),
             "B": plain_python(payloads, labels, strict_loads),
-            "missive 1": with_missive(payloads, labels, len(payloads)),
-            f"missive {args.batch}": with_missive(payloads, labels, args.batch),
+            "missive 1": with_missive(payloads, labels, len(payloads), matcher),
+            f"missive {args.batch}": with_missive(payloads, labels, args.batch, matcher),
         }
         for name in columns[2:]:
-            assert runs[name]() == len(payloads), "every message must be acked"
-        times: dict[str, list[float]] = {name: [] for name in runs}
-        ratios: dict[tuple[str, str], list[float]] = {pair: [] for pair in ratio_names}
-        for _ in range(args.repeat):
-            for name, run in runs.items():
-                times[name].append(timed(run))
-            for p, m in ratio_names:
-                ratios[p, m].append(times[p][-1] / times[m][-1])
-        per = 1e6 / args.messages
-        median = statistics.median
+            assert runs[handlers, matcher][name]() == len(payloads), "every message must be acked"
+
+    # Every run of every row, interleaved, so that drift in the machine's speed
+    # touches all of them alike.
+    times: dict[tuple[tuple[int, str], str], list[float]] = {
+        (row, name): [] for row in rows for name in columns
+    }
+    for _ in range(args.repeat):
+        for row in rows:
+            for name, run in runs[row].items():
+                times[row, name].append(timed(run))
+
+    per = 1e6 / args.messages
+    median = statistics.median
+    for row in rows:
+        handlers, matcher = row
         print(
-            f"{handlers:>8}"
+            f"{handlers:>8}  {matcher:>8}"
             + "".join(
-                f"  {median(times[name]) * per:>{max(10, len(name) + 3)}.2f}" for name in columns
+                f"  {median(times[row, name]) * per:>{max(10, len(name) + 3)}.2f}"
+                for name in columns
             )
             + "".join(
-                f"  {median(ratios[p, m]):>{len(p) + len(m) + 1}.3f}" for p, m in ratio_names
+                f"  {median(_ratios(times[row, p], times[row, m])):>{len(p) + len(m) + 1}.3f}"
+                for p, m in ratio_names
             )
         )
 
+    # Routing at scale: Missive's throughput with many handlers against two.
+    batch = columns[3]
+    base = (2, "plain")
+    if base in runs:
+        print(f"\nthroughput against 2 plain handlers ({batch}), median of the pairs:")
+        for row in rows:
+            ratio = median(_ratios(times[base, batch], times[row, batch]))
+            print(f"  {row[0]:>5} {row[1]:<8} {ratio:.3f}")
+
+
+def _ratios(numerators: list[float], denominators: list[float]) -> list[float]:
+    """Per repetition, numerator / denominator: the pairs are taken in the same round."""
+    return [n / d for n, d in zip(numerators, denominators, strict=True)]
 
 if __name__ == "__main__":
     main()
