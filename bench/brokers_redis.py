@@ -12,7 +12,8 @@ Each run consumes N JSON messages of about 100 bytes, decodes each and acks it:
   ``PubSub.listen()`` and ``json.loads``). Timed from the go to the last message;
   a contender that misses messages stalls, is stopped after 10 s and reports them.
 
-The contenders run interleaved (raw, Missive, FastStream, raw, ...) on fresh keys
+The contenders run interleaved (raw, Missive, FastStream, then Missive, FastStream,
+raw, ...: each repetition starts with the next one) on fresh keys
 and the medians are printed with their ratio to raw (raw time / contender time, so
 1.0 is as fast as raw). A last Pub/Sub run checks that the Missive adapter loses
 nothing in a burst of ``--burst`` messages.
@@ -358,9 +359,13 @@ def _interleave(
     repeat: int,
 ) -> dict[str, list[tuple[float, float]]]:
     runs: dict[str, list[tuple[float, float]]] = {name: [] for name in contenders}
-    for _ in range(repeat):
-        for name, contender in contenders.items():
-            seconds, handled, cpu = contender()
+    names = list(contenders)
+    for repetition in range(repeat):
+        # Each repetition starts with the next contender, so that none always runs
+        # right after the same one (a heavy run disturbs the next on a shared VM).
+        shift = repetition % len(names)
+        for name in names[shift:] + names[:shift]:
+            seconds, handled, cpu = contenders[name]()
             if handled != count:
                 print(f"  {name}: handled {handled} of {count}", file=sys.stderr)
             runs[name].append((seconds, cpu))
