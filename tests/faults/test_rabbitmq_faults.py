@@ -59,8 +59,8 @@ def test_workers_go_on_after_the_tcp_path_stalls_and_is_cut(run: Run) -> None:
 def test_durable_persistent_messages_survive_a_broker_restart(run: Run) -> None:
     # Given two workers in the middle of N persistent messages on a durable queue
     run.publish(["ok"] * run.n)
-    run.workers.start(FAULT_SLEEP=str(cases.SLEEP))
-    run.workers.start(FAULT_SLEEP=str(cases.SLEEP))
+    run.workers.start(FAULT_SLEEP=cases.SLEEP)
+    run.workers.start(FAULT_SLEEP=cases.SLEEP)
     run.wait_handled(int(run.n * 0.3), cases.PATIENCE)
     assert run.accounted() < run.n, "the stream was over before the fault"
     # When the broker application stops and starts again (always started again)
