@@ -213,8 +213,8 @@ class RabbitMQAdapter(Adapter[M]):
         if self._consuming:  # it worked until now: start the backoff afresh
             delay = _FIRST_RECONNECT_DELAY
         logger.warning(
-            "connection to %s lost or refused (%s: %s); unacked messages go back to their "
-            "queue; reconnecting in %.1f s",
+            "consuming on %s interrupted (%s: %s); unacked messages go back to their queue; "
+            "reconnecting in %.1f s",
             self._where,
             type(exc).__name__,
             exc,

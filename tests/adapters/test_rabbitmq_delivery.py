@@ -386,3 +386,28 @@ def test_a_classic_queue_message_that_kills_its_worker_is_dead_lettered(
         record = dlq.record(f"{harness.queue}-1".encode())
         assert "delivered 3 times, more than max_deliveries=2" in record.reason
     assert harness.remaining() == 0
+
+
+def test_a_queue_deleted_under_a_running_adapter_makes_run_raise(
+    harness: RabbitMQHarness,  # noqa: F811
+) -> None:
+    # Given a running adapter on a queue of its own
+    queue = f"{harness.queue}-doomed"
+    harness.channel.queue_declare(queue, durable=True)
+    adapter = RabbitMQAdapter(missive.RawMessage, missive.Processor(), queue, url=URL)
+    errors: list[BaseException] = []
+    thread = threading.Thread(target=lambda: _run_catching(adapter, errors), daemon=True)
+    thread.start()
+    try:
+        assert adapter.wait_ready(TIMEOUT)
+        # When the queue is deleted (RabbitMQ cancels the consumer)
+        harness.channel.queue_delete(queue)
+        thread.join(TIMEOUT)
+    finally:
+        adapter.stop()
+        thread.join(TIMEOUT)
+    # Then the adapter tries again, finds no queue, and run() raises the 404
+    assert not thread.is_alive()
+    [error] = errors
+    assert isinstance(error, pika.exceptions.ChannelClosedByBroker)
+    assert error.reply_code == 404
