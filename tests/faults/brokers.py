@@ -71,7 +71,11 @@ class RabbitBroker:
 
     def remaining(self) -> int:
         """Messages ready in the queue (unacked ones in a worker's hands not counted)."""
-        frame = self._channel().queue_declare(self.queue, passive=True)
+        try:
+            frame = self._channel().queue_declare(self.queue, passive=True)
+        except pika.exceptions.AMQPError:  # a connection from before a broker restart
+            self._connection = None
+            frame = self._channel().queue_declare(self.queue, passive=True)
         return int(frame.method.message_count)
 
     def kill_connections(self) -> int:
@@ -106,6 +110,7 @@ class RabbitBroker:
 
     def close(self) -> None:
         with contextlib.suppress(pika.exceptions.AMQPError):
+            self.remaining()  # reconnects if need be
             self._channel().queue_delete(self.queue)
         if self._connection is not None and self._connection.is_open:
             with contextlib.suppress(pika.exceptions.AMQPError):
