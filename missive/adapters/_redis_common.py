@@ -147,5 +147,5 @@ class RedisAdapterBase(Adapter[M]):
 
         with self.stop_on_signals():
             run_reconnecting(
-                self._stop_requested, consume, CONNECTION_ERRORS, backoff, describe, consumed
+                self.stop_event, consume, CONNECTION_ERRORS, backoff, describe, consumed
             )

@@ -194,7 +194,7 @@ class RedisPubSubAdapter(RedisAdapterBase[M]):
     def _process(self, context: ProcessingContext[M], pubsub: Any, queue: SimpleQueue[Any]) -> None:
         get = queue.get
         handle = self._handle
-        stop_requested = self._stop_requested.is_set
+        stop_requested = self.stop_event.is_set
         while not stop_requested():
             try:
                 item = get(timeout=_POLL)

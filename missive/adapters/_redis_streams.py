@@ -286,7 +286,7 @@ class RedisStreamsAdapter(RedisAdapterBase[M]):
         field = self._field
         cls = self.message_cls
         fresh = self._attributes
-        stop_requested = self._stop_requested.is_set
+        stop_requested = self.stop_event.is_set
         for index, (entry_id, fields) in enumerate(entries):
             if stop_requested():
                 self._hand_back(client, entries[index:], counts[index:] if counts else None)

@@ -46,12 +46,16 @@ class Adapter(abc.ABC, Generic[M]):
       :class:`~missive.DLQWriteError` when the DLQ failed), the message is not acked.
       An adapter whose transport redelivers leaves it to be redelivered and logs the
       error (its text is safe to log: it holds the reason's summary, never exception
-      text); one that cannot stops and lets the error propagate from :meth:`run`.
+      text). One that cannot redeliver stops and lets the error propagate from
+      :meth:`run` when stopping keeps the rest safe (stdin: the remaining input stays
+      unread); where stopping would lose more (Redis Pub/Sub drops what nobody is
+      subscribed to), it logs the error at ERROR, with the message id, and goes on.
     * **Shutdown.** :meth:`stop` may be called from any thread or a signal handler;
       :meth:`run` in the main thread also stops on SIGINT and SIGTERM. The adapter
       then takes no new message, finishes the message in hand, hands back the ones it
       received but did not start, runs the ``after_processing`` hooks, closes its
-      connections and returns from :meth:`run`.
+      connections and returns from :meth:`run`. Python cannot interrupt a handler
+      safely, so a stop always waits for the handler in progress to return.
     * **Threads.** ``process`` may be called from several threads at once; an adapter
       that does so documents it, since handlers must then be thread-safe.
 
@@ -85,6 +89,11 @@ class Adapter(abc.ABC, Generic[M]):
     def stop_requested(self) -> bool:
         """Whether :meth:`stop` was called (or a stop signal received)."""
         return self._stop_requested.is_set()
+
+    @property
+    def stop_event(self) -> threading.Event:
+        """Set once a stop is requested: adapters wait on it (between reconnections, say)."""
+        return self._stop_requested
 
     def _on_stop_signal(self, signum: int, frame: FrameType | None) -> None:
         logger.info(
