@@ -442,10 +442,6 @@ def main() -> None:
     parser.add_argument("--burst", type=int, default=200_000, help="0 to skip")
     parser.add_argument("--publish", nargs=2, metavar=("CHANNEL", "COUNT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
-    # As a script, this folder is sys.path[0]: a sibling named like a standard module
-    # (bench/http.py) would shadow it for FastStream. Siblings still import, last.
-    if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(__file__)):
-        sys.path.append(sys.path.pop(0))
     if args.publish:
         _publish_main(args.publish[0], int(args.publish[1]))
         return

@@ -12,12 +12,10 @@ Missive req/s / bare req/s, so 1.0 means no overhead. It also prints the
 workers' CPU time per request (from /proc), bare / Missive: on a shared machine,
 where other jobs make req/s noisy, this is the steadier measure of the overhead.
 
-    python bench/http.py [--repeat 5] [--duration 5] [--connections 32]
+    python bench/wsgi.py [--repeat 5] [--duration 5] [--connections 32]
                          [--configs "sync:2:1,gthread:2:4"] [--client wrk|python]
 
-A config is ``worker_class:workers:threads``. (This file is named ``http.py`` and
-so hides the standard library's ``http`` package from itself: it uses no ``http``
-or ``urllib`` module, and runs its subprocesses from a temporary directory.)
+A config is ``worker_class:workers:threads``.
 """
 
 from __future__ import annotations
