@@ -148,7 +148,7 @@ def path_broken(run: Run) -> None:
             before = proxy.accepted
             proxy.cut(2)
             # Then the workers reconnect through it each time
-            run.wait(lambda b=before: proxy.accepted >= b + 2, "both workers reconnected", 30)
+            run.wait(lambda: proxy.accepted >= before + 2, "both reconnected", 30)  # noqa: B023
             _all_running(run)
         # ...and handle everything
         run.wait_done(PATIENCE)
