@@ -220,7 +220,7 @@ class RabbitMQAdapter(Adapter[M]):
             exc,
             delay,
         )
-        self._stop_requested.wait(delay)
+        self.stop_event.wait(delay)
         return min(delay * 2, self.max_reconnect_delay)
 
     def _consume(self, context: ProcessingContext[M]) -> None:
@@ -301,7 +301,7 @@ class RabbitMQAdapter(Adapter[M]):
         """The consumer callback for ``queue``: the per-message hot path."""
         message_cls = self.message_cls
         process = context.process
-        is_stopping = self._stop_requested.is_set
+        is_stopping = self.stop_event.is_set
         max_deliveries = self.max_deliveries
         ack = acks.ack
 
