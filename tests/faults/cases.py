@@ -241,3 +241,21 @@ def hostile_input(run: Run) -> None:
     for name, message_id in zip(names, hostile, strict=True):
         assert HOSTILE[name][1] in reasons[message_id], (name, reasons[message_id][:300])
     assert counts.handled == counts.n - len(hostile)
+
+
+def handled_before_poison(run: Run) -> None:
+    """Messages handled before a poison message, in the same batch, are not quarantined.
+
+    Their acks wait for the end of the batch (coalesced); the poison message kills
+    the worker first, so they are delivered again with the poison message, counted
+    as failed deliveries, and after ``max_deliveries`` dead-lettered as poison,
+    although each was handled every time.
+    """
+    # Given three good messages and a poison one behind them, delivered together
+    ids = run.publish(["ok", "ok", "ok", "exit"])
+    # When a supervised worker (restarted when it dies) consumes them
+    run.workers.start(supervise=1)
+    run.wait_done(60)
+    run.finish(report=False)
+    # Then only the poison message is dead-lettered; the others are handled (once)
+    assert run.dead() == {ids[3]}, f"{len(run.dead() - {ids[3]})} handled messages quarantined"
