@@ -23,7 +23,6 @@ import asyncio
 import json
 import os
 import statistics
-import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -142,10 +141,6 @@ def missive_adapter(queue: str, count: int, prefetch: int) -> float:
 
 def faststream(queue: str, count: int, prefetch: int) -> float:
     """FastStream's RabbitBroker (aio-pika) with a subscriber taking the decoded JSON."""
-    # Run as a script, bench/ comes first on sys.path and bench/http.py would shadow
-    # the standard library's http, which FastStream imports.
-    here = os.path.dirname(os.path.abspath(__file__))
-    sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != here]
     from faststream.rabbit import Channel, RabbitBroker, RabbitQueue
 
     async def main() -> float:
