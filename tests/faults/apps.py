@@ -6,7 +6,8 @@ configured through environment variables set by the test (see ``workers.py``):
 ``FAULT_URL``, ``FAULT_TARGET`` (queue or stream), ``FAULT_GROUP`` (Streams),
 ``FAULT_NAME`` (connection or client name, so the test can kill it server-side),
 ``FAULT_RECORD_DIR`` (where handled ids are recorded), ``FAULT_DLQ`` (the SQLite DLQ
-file shared by every worker), ``FAULT_SLEEP`` (seconds each message takes),
+file shared by every worker; or ``FAULT_DLQ_URL``, ``FAULT_DLQ_TABLE`` and
+``FAULT_DLQ_APP`` for a PostgreSQL DLQ), ``FAULT_SLEEP`` (seconds each message takes),
 ``FAULT_MAX_DELIVERIES``, ``FAULT_PREFETCH`` (RabbitMQ), ``FAULT_BATCH`` and
 ``FAULT_CLAIM_MS`` (Streams).
 
@@ -26,6 +27,7 @@ import time
 from typing import Any
 
 import missive
+from missive.dlq.base import DeadLetterStore
 from missive.dlq.sqlite import SQLiteDLQ
 
 #: The largest body the handler accepts; a larger one is dead-lettered.
@@ -46,9 +48,25 @@ class _Record:
         os.fsync(self._fd)
 
 
+def _dlq() -> DeadLetterStore:
+    # PostgreSQL when FAULT_DLQ_URL is set (table FAULT_DLQ_TABLE, application_name
+    # FAULT_DLQ_APP, so that the test can find and terminate its sessions), else SQLite.
+    url = os.environ.get("FAULT_DLQ_URL")
+    if not url:
+        return SQLiteDLQ(os.environ["FAULT_DLQ"], timeout=DLQ_TIMEOUT)
+    from missive.dlq.postgres import PostgresDLQ
+
+    return PostgresDLQ(
+        url,
+        table=os.environ["FAULT_DLQ_TABLE"],
+        application_name=os.environ["FAULT_DLQ_APP"],
+        timeout=5.0,
+    )
+
+
 def _processor() -> missive.Processor[missive.JSONMessage]:
     processor: missive.Processor[missive.JSONMessage] = missive.Processor()
-    dlq = SQLiteDLQ(os.environ["FAULT_DLQ"], timeout=DLQ_TIMEOUT)
+    dlq = _dlq()
     processor.set_dlq(dlq)
     record = _Record(os.environ["FAULT_RECORD_DIR"])
     sleep = float(os.environ.get("FAULT_SLEEP") or 0)

@@ -158,6 +158,11 @@ def path_broken(run: Run) -> None:
     assert counts.handled == run.n
 
 
+def _failed_dlq_writes(run: Run) -> int:
+    # Each adapter logs, for every such message, that it is not acked.
+    return run.workers.logs().count("could not be written to the DLQ")
+
+
 def dlq_locked(run: Run) -> None:
     """6. The DLQ is locked past its busy timeout: dead letters wait, unacked, then go in."""
     # Given N messages, 10% failing, and two workers whose DLQ waits 0.5 s for a lock
@@ -177,10 +182,49 @@ def dlq_locked(run: Run) -> None:
         locker.close()
     # Then the dead letters that could not be written were not acked, and went in later
     run.wait_done(PATIENCE)
-    counts = run.finish(note="DLQ locked 4 s at 20%")
-    assert "could not be written to the DLQ" in run.workers.logs(), "the lock hit no write"
+    failed = _failed_dlq_writes(run)
+    counts = run.finish(note=f"DLQ locked 4 s at 20%; {failed} DLQ writes failed, not acked")
+    assert failed, "the lock hit no write"
     assert run.dead() == failing
     assert counts.handled == run.n - len(failing)
+
+
+def dlq_sessions_terminated(run: Run, url: str) -> None:
+    """6b. The PostgreSQL DLQ's sessions are terminated, 3 times: dead letters still go in."""
+    # Given N messages, 10% failing, and two workers sharing a PostgreSQL DLQ
+    application_name = run.use_postgres_dlq(url)
+    actions = _failing_actions(run.n, seed=6)
+    ids = run.publish(actions)
+    failing = {i for i, a in zip(ids, actions, strict=True) if a == "raise"}
+    run.workers.start(FAULT_SLEEP=pace(6))
+    run.workers.start(FAULT_SLEEP=pace(6))
+    # When the server terminates their DLQ sessions at 20%, 40% and 60%
+    terminated = 0
+    for share in (0.2, 0.4, 0.6):
+        _mid_stream(run, share)
+        terminated += terminate_sessions(url, application_name)
+    assert terminated >= 2, "no DLQ session was there to terminate"
+    # Then every failing message is in the DLQ, and nothing is lost
+    run.wait_done(PATIENCE)
+    failed = _failed_dlq_writes(run)
+    counts = run.finish(
+        note=f"{terminated} DLQ sessions terminated at 20%, 40%, 60%; "
+        f"{failed} DLQ writes failed, not acked"
+    )
+    assert run.dead() == failing
+    assert counts.handled == run.n - len(failing)
+
+
+def terminate_sessions(url: str, application_name: str) -> int:
+    """``pg_terminate_backend`` every session named ``application_name``; how many."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
+            (application_name,),
+        ).fetchall()
+    return sum(1 for (done,) in rows if done)
 
 
 def poison(run: Run, supervisor_workers: int = 2) -> None:

@@ -28,6 +28,7 @@ from typing import Protocol
 import pika.exceptions
 import redis
 
+from missive.dlq.base import DeadLetterStore
 from missive.dlq.sqlite import TABLE, SQLiteDLQ
 
 #: The environment variable that sets N, the messages each scenario publishes.
@@ -153,6 +154,7 @@ class Run:
         self.record_dir.mkdir()
         self.dlq_path = directory / "dlq.db"
         SQLiteDLQ(self.dlq_path).close()  # created once, before the workers share it
+        self.postgres: tuple[str, str] | None = None
         self.published: list[bytes] = []
         self.started = time.monotonic()
         self._next = 0
@@ -187,8 +189,39 @@ class Run:
         """How many handled records there are so far (duplicates included)."""
         return sum(p.read_bytes().count(b"\n") for p in self.record_dir.glob("handled-*.log"))
 
+    def use_postgres_dlq(self, url: str) -> str:
+        """Give the workers a PostgreSQL DLQ (own table) instead; its application_name."""
+        suffix = os.urandom(6).hex()
+        self.postgres = (url, f"missive_faults_{suffix}")
+        application_name = f"missive-faults-{suffix}"
+        self.workers.env.update(
+            FAULT_DLQ_URL=url, FAULT_DLQ_TABLE=self.postgres[1], FAULT_DLQ_APP=application_name
+        )
+        self._postgres_dlq().close()  # created before the workers share it
+        return application_name
+
+    def _postgres_dlq(self) -> DeadLetterStore:
+        from missive.dlq.postgres import PostgresDLQ
+
+        assert self.postgres is not None
+        url, table = self.postgres
+        return PostgresDLQ(url, table=table, application_name="missive-faults-test")
+
+    def drop_postgres_dlq(self) -> None:
+        """Drop the PostgreSQL DLQ's table, if one was made."""
+        if self.postgres is None:
+            return
+        import psycopg
+
+        url, table = self.postgres
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(f"DROP TABLE IF EXISTS {table}")
+
     def dead(self) -> set[bytes]:
         """The ids in the DLQ (read directly: a reader waits for no writer in WAL mode)."""
+        if self.postgres is not None:
+            with self._postgres_dlq() as dlq:
+                return set(dlq)
         connection = sqlite3.connect(f"file:{self.dlq_path}?mode=ro", uri=True, timeout=30)
         try:
             rows = connection.execute(f"SELECT message_id FROM {TABLE}").fetchall()
@@ -198,7 +231,8 @@ class Run:
 
     def reasons(self) -> dict[bytes, str]:
         """Each dead letter's reason, through the DLQ's own API."""
-        with SQLiteDLQ(self.dlq_path, create=False) as dlq:
+        store = self._postgres_dlq() if self.postgres else SQLiteDLQ(self.dlq_path, create=False)
+        with store as dlq:
             return {record.message_id: str(record.reason) for record in dlq.records()}
 
     def accounted(self) -> int:

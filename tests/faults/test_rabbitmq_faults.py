@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,6 +12,8 @@ from tests.faults import cases
 from tests.faults.brokers import RabbitBroker, restart_rabbitmq
 from tests.faults.scenario import Run
 from tests.services import require
+
+POSTGRES_URL = os.environ.get("MISSIVE_TEST_POSTGRES", "postgresql://root@127.0.0.1:5432/test")
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(cases.TEST_TIMEOUT)]
 
@@ -27,7 +30,10 @@ def run(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Run]:
         try:
             run.workers.close()
         finally:
-            broker.close()
+            try:
+                broker.close()
+            finally:
+                run.drop_postgres_dlq()
 
 
 @pytest.mark.scenario("1. handlers raise on 10%")
@@ -76,6 +82,12 @@ def test_durable_persistent_messages_survive_a_broker_restart(run: Run) -> None:
 @pytest.mark.scenario("6. DLQ locked past its timeout")
 def test_dead_letters_wait_unacked_while_the_dlq_is_locked(run: Run) -> None:
     cases.dlq_locked(run)
+
+
+@pytest.mark.scenario("6b. PostgreSQL DLQ sessions terminated")
+def test_dead_letters_go_in_after_the_postgres_dlq_sessions_are_terminated(run: Run) -> None:
+    require("postgres")
+    cases.dlq_sessions_terminated(run, POSTGRES_URL)
 
 
 @pytest.mark.scenario("7. poison message (os._exit)", queue_type="quorum")
