@@ -215,7 +215,7 @@ class Run:
 
         url, table = self.postgres
         with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute(f"DROP TABLE IF EXISTS {table}")
+            conn.execute(f"DROP TABLE IF EXISTS {table}, {table}_attempts")
 
     def dead(self) -> set[bytes]:
         """The ids in the DLQ (read directly: a reader waits for no writer in WAL mode)."""
