@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit services bench clean
+.PHONY: demo test lint typecheck unit services soak bench clean
 
 # (Re)create the virtual environment when it is missing or pyproject.toml changed.
 $(STAMP): pyproject.toml
@@ -32,13 +32,21 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	$(VENV)/bin/pytest
 
+## soak: the fault-injection suite with 100,000 messages a scenario (long)
+soak: services $(STAMP)
+	MISSIVE_FAULT_N=$${MISSIVE_FAULT_N:-100000} $(VENV)/bin/pytest -m faults tests/faults
+
 ## services: start each local broker the tests use, leaving a running one alone
 services:
 	@.ci/services
 
-bench: $(STAMP)
+## bench: every benchmark; figures go in bench/README.md by hand
+bench: services $(STAMP)
 	$(PY) -m pip install --quiet -e '.[dev,bench]'
 	$(PY) bench/dispatch.py
+	$(PY) bench/brokers.py
+	$(PY) bench/dlq.py
+	$(PY) bench/wsgi.py
 
 clean:
 	rm -rf $(VENV) .demo .mypy_cache .ruff_cache .pytest_cache .hypothesis *.egg-info
