@@ -264,14 +264,27 @@ class Run:
         """Wait until the workers recorded ``records`` handled messages."""
         self.wait(lambda: self.handled_records() >= records, f"{records} are handled", timeout)
 
-    def wait_done(self, timeout: float) -> None:
-        """Wait until every published id is accounted for and the broker holds none."""
+    def wait_done(self, timeout: float, quiet: float = 1.0) -> None:
+        """Wait until every published id is accounted for, the broker holds none ready,
+        and the workers have recorded nothing for ``quiet`` seconds.
+
+        The quiet time lets redeliveries that a worker still holds (RabbitMQ counts
+        only ready messages) be handled before the workers are stopped.
+        """
         total = len(self.published)
-        self.wait(
-            lambda: self.accounted() == total and self.broker.remaining() == 0,
-            "every message is handled or dead-lettered",
-            timeout,
-        )
+        last = (-1, -1)
+        since = time.monotonic()
+
+        def done() -> bool:
+            nonlocal last, since
+            progress = (self.handled_records(), len(self.dead()))
+            if progress != last:
+                last, since = progress, time.monotonic()
+            if time.monotonic() - since < quiet:
+                return False
+            return self.accounted() == total and self.broker.remaining() == 0
+
+        self.wait(done, "every message is handled or dead-lettered", timeout)
 
     def finish(self, note: str = "", *, report: bool = True) -> Counts:
         """Stop the workers gracefully, count, and check that nothing was lost.
