@@ -6,7 +6,7 @@ import base64
 import binascii
 import json
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -216,3 +216,34 @@ def dead_letter(
         dead_lettered_at=last.astimezone(UTC),
         times=times,
     )
+
+
+def paged(
+    fetch: Callable[[int, int], Sequence[Sequence[Any]]], limit: int | None, page_size: int
+) -> Iterator[Sequence[Any]]:
+    """Rows oldest first, ``page_size`` at a time, at most ``limit`` of them.
+
+    ``fetch(after, count)`` returns up to ``count`` rows whose first column, the
+    row's sequence number, is greater than ``after``, in that order.
+
+    :raises ValueError: if ``limit`` is negative.
+    """
+    if limit is not None and limit < 0:
+        raise ValueError(f"limit must be 0 or more, not {limit}")
+    return _pages(fetch, limit, page_size)
+
+
+def _pages(
+    fetch: Callable[[int, int], Sequence[Sequence[Any]]], limit: int | None, page_size: int
+) -> Iterator[Sequence[Any]]:
+    last = 0
+    left = -1 if limit is None else limit
+    while left:
+        page = page_size if left < 0 else min(left, page_size)
+        rows = fetch(last, page)
+        yield from rows
+        if len(rows) < page:
+            return
+        last = rows[-1][0]
+        if left > 0:
+            left -= len(rows)

@@ -23,7 +23,7 @@ Uses psycopg 3; only this module imports it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -41,6 +41,7 @@ from missive.dlq._codec import (
     checked_entry,
     dead_letter,
     encode_attributes,
+    paged,
     reason_fields,
     utc,
 )
@@ -287,29 +288,16 @@ class PostgresDLQ(DeadLetterStore):
         if before is not None:
             where.append("dead_lettered_at < %s")
             params.append(utc(before, "before"))
-        if limit is not None and limit < 0:
-            raise ValueError(f"limit must be 0 or more, not {limit}")
         query = self.table.sql(
             f"SELECT {_COLUMNS} FROM {{table}} WHERE {' AND '.join(where)} "  # noqa: S608
             "ORDER BY seq LIMIT %s"
         )
-        return self._pages(query, params, limit)
+        def fetch(after: int, count: int) -> list[Any]:
+            return self._execute("read dead letters", query, (after, *params, count))
 
-    def _pages(self, query: Any, params: list[Any], limit: int | None) -> Iterator[DeadLetter]:
-        last = 0
-        left = -1 if limit is None else limit
-        while left:
-            page = _PAGE if left < 0 else min(left, _PAGE)
-            rows = self._execute("read dead letters", query, (last, *params, page))
-            for row in rows:
-                yield self._dead_letter(row)
-            if len(rows) < page:
-                return
-            last = rows[-1][0]
-            if left > 0:
-                left -= len(rows)
+        return map(self._dead_letter, paged(fetch, limit, _PAGE))
 
-    def _dead_letter(self, row: tuple[Any, ...]) -> DeadLetter:
+    def _dead_letter(self, row: Sequence[Any]) -> DeadLetter:
         (_, message_id, raw_data, class_name, attributes, reason, summary, handler, exc_type,
          traceback, first, last, times) = row  # fmt: skip
         return dead_letter(

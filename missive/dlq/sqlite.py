@@ -22,7 +22,7 @@ import os
 import sqlite3
 import threading
 import weakref
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -32,6 +32,7 @@ from missive.dlq._codec import (
     dead_letter,
     encode_attributes,
     format_time,
+    paged,
     parse_time,
     reason_fields,
     utc,
@@ -240,26 +241,13 @@ class SQLiteDLQ(DeadLetterStore):
         if before is not None:
             where.append("dead_lettered_at < ?")
             params.append(format_time(utc(before, "before")))
-        if limit is not None and limit < 0:
-            raise ValueError(f"limit must be 0 or more, not {limit}")
         sql = f"{_SELECT} WHERE {' AND '.join(where)} ORDER BY seq LIMIT ?"
-        return self._pages(sql, params, limit)
+        def fetch(after: int, count: int) -> list[Any]:
+            return self._execute("read dead letters", sql, (after, *params, count))
 
-    def _pages(self, sql: str, params: list[Any], limit: int | None) -> Iterator[DeadLetter]:
-        last = 0
-        left = -1 if limit is None else limit
-        while left:
-            page = _PAGE if left < 0 else min(left, _PAGE)
-            rows = self._execute("read dead letters", sql, (last, *params, page))
-            for row in rows:
-                yield self._dead_letter(row)
-            if len(rows) < page:
-                return
-            last = rows[-1][0]
-            if left > 0:
-                left -= len(rows)
+        return map(self._dead_letter, paged(fetch, limit, _PAGE))
 
-    def _dead_letter(self, row: tuple[Any, ...]) -> DeadLetter:
+    def _dead_letter(self, row: Sequence[Any]) -> DeadLetter:
         (_, message_id, raw_data, class_name, attributes_text, reason, summary, handler,
          exc_type, traceback, first, last, times) = row  # fmt: skip
         return dead_letter(
