@@ -225,7 +225,14 @@ class RabbitMQAdapter(Adapter[M]):
 
     def _consume(self, context: ProcessingContext[M]) -> None:
         """One connection: consume until stopped (returns) or the connection fails (raises)."""
-        connection = pika.BlockingConnection(self._parameters)
+        try:
+            connection = pika.BlockingConnection(self._parameters)
+        except ValueError as exc:
+            # pika raises ValueError ("Expected connected socket, but getpeername()
+            # failed") when the socket is reset while it connects: a lost connection.
+            raise pika.exceptions.AMQPConnectionError(
+                f"the connection was reset while connecting ({exc})"
+            ) from exc
         try:
             with self._lock:
                 self._connection = connection

@@ -115,3 +115,58 @@ def test_memory_stays_flat_over_thousands_of_messages(harness: RabbitMQHarness) 
     # Then memory grew by less than 20 bytes a message handled
     # (a kept message costs some 500 bytes; pika's buffers vary by tens of KB)
     assert after - before < 100_000, f"memory grew by {after - before} bytes"
+
+
+def test_a_server_that_resets_every_connection_is_retried_not_fatal(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import socket
+    import struct
+
+    from missive.adapters.rabbitmq import RabbitMQAdapter
+
+    # Given a loopback "broker" that accepts each connection and resets it at once
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    resets = 0
+
+    def reset_all() -> None:
+        nonlocal resets
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            conn.close()
+            resets += 1
+
+    threading.Thread(target=reset_all, daemon=True).start()
+    processor: missive.Processor[missive.Message] = missive.Processor()
+    adapter = RabbitMQAdapter(
+        missive.RawMessage, processor, "q", url=f"amqp://guest:guest@127.0.0.1:{port}/%2F",
+        max_reconnect_delay=0.2,
+    )
+    caplog.set_level("WARNING", logger="missive")
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            adapter.run()
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    try:
+        # When it has been reset several times, it is still trying, not crashed
+        wait_until(lambda: resets >= 3, "three connection attempts")
+        assert thread.is_alive()
+        assert errors == []
+        assert "reconnecting" in caplog.text
+    finally:
+        adapter.stop()
+        thread.join(timeout=10)
+        listener.close()
+    assert not thread.is_alive()
+    assert errors == []
