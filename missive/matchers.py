@@ -126,10 +126,19 @@ class JSONField(Field):
     Keys are dictionary keys (``str``) or list indexes (``int``).
     """
 
-    __slots__ = ()
+    __slots__ = ("_key",)
+
+    def __init__(self, *path: str | int) -> None:
+        super().__init__(*path)
+        # The common case, one key of an object, is read without the general walk.
+        self._key = path[0] if len(path) == 1 and isinstance(path[0], str) else None
 
     def extract(self, message: JSONMessage) -> Any:
-        return _walk(message.get_json(), self.path)
+        document = message.get_json()
+        key = self._key
+        if key is not None and type(document) is dict:
+            return document.get(key, MISSING)
+        return _walk(document, self.path)
 
 
 class Attribute(Field):
