@@ -250,15 +250,13 @@ class RedisStreamsAdapter(RedisAdapterBase[M]):
     def _claim(
         self, client: redis.Redis, cursor: Any
     ) -> tuple[Any, list[_Entry], list[int] | None]:
-        # Entries idle for claim_idle_ms (nacked, or read by a consumer that died).
+        # Entries idle for claim_idle_ms (nacked, or read by a consumer that died), one
+        # at a time: one of them may crash its worker, and every entry claimed with it
+        # would have its delivery count raised by each crash, then be dead-lettered as
+        # poison without ever being handled.
         try:
             cursor, claimed, *_ = client.xautoclaim(
-                self.stream,
-                self.group,
-                self.consumer,
-                self.claim_idle_ms,
-                cursor,
-                count=self.batch_size,
+                self.stream, self.group, self.consumer, self.claim_idle_ms, cursor, count=1
             )
         except redis.ResponseError as exc:
             self._recreate_group(client, exc)
@@ -310,6 +308,10 @@ class RedisStreamsAdapter(RedisAdapterBase[M]):
                 continue
             if outcome is not _NACKED:
                 acks.append(entry_id)
+                if count > 1:
+                    # A redelivery may be the neighbour of a poison entry that crashed
+                    # the worker: ack it now, so the next crash does not bring it back.
+                    self._flush(client)
 
     def _handle_unusual(
         self, context: ProcessingContext[M], entry_id: bytes, fields: dict[bytes, bytes], count: int

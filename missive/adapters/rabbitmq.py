@@ -370,6 +370,10 @@ class RabbitMQAdapter(Adapter[M]):
                 if counted:
                     self._forget_redeliveries(context, message)
                 ack(tag)
+                if redelivered:
+                    # It may be the neighbour of a poison message that crashed the
+                    # worker: ack it now, so the next crash does not bring it back.
+                    acks.flush()
 
         return on_message
 

@@ -101,13 +101,6 @@ def test_hostile_bodies_are_dead_lettered_and_the_worker_runs_on(run: Run) -> No
 
 
 @pytest.mark.scenario("poison neighbours", queue_type="quorum")
-@pytest.mark.xfail(
-    raises=AssertionError,
-    strict=True,
-    reason="RabbitMQAdapter coalesces acks until the messages received so far are handled, "
-    "so messages handled before a poison message of the same burst are redelivered with "
-    "it and, after max_deliveries, dead-lettered as poison although they were handled",
-)
 def test_messages_handled_before_a_poison_message_are_not_quarantined(run: Run) -> None:
     run.workers.env.update(FAULT_MAX_DELIVERIES="2", FAULT_PREFETCH="10")
     cases.handled_before_poison(run)

@@ -92,13 +92,6 @@ def test_hostile_bodies_are_dead_lettered_and_the_worker_runs_on(run: Run) -> No
 
 
 @pytest.mark.scenario("poison neighbours")
-@pytest.mark.xfail(
-    raises=AssertionError,
-    strict=True,
-    reason="RedisStreamsAdapter sends the acks of a batch with the next read, so entries "
-    "handled before a poison entry of the same batch are claimed again with it and, after "
-    "max_deliveries, dead-lettered as poison although they were handled",
-)
 def test_entries_handled_before_a_poison_entry_are_not_quarantined(run: Run) -> None:
     run.workers.env.update(FAULT_MAX_DELIVERIES="2", FAULT_BATCH="10", FAULT_CLAIM_MS="300")
     cases.handled_before_poison(run)
