@@ -86,11 +86,11 @@ class RabbitMQAdapter(Adapter[M]):
 
     **Poison messages.** A message delivered more than ``max_deliveries`` times is
     dead-lettered without being handled, with a reason that says so, then acked.
-    Quorum queues count deliveries (``x-delivery-count``). Classic queues only say
-    "redelivered": their redeliveries are counted in the DLQ
-    (:meth:`~missive.Adapter.count_delivery`) when it is a
-    :class:`~missive.dlq.DeadLetterStore` (SQLite, PostgreSQL) and the publisher set a
-    ``message_id``; otherwise the limit does not apply to them.
+    Redeliveries are counted in the DLQ (:meth:`~missive.Adapter.count_delivery`), as
+    attempts actually made, when it is a :class:`~missive.dlq.DeadLetterStore`
+    (SQLite, PostgreSQL) and the publisher set a ``message_id``; otherwise quorum
+    queues' ``x-delivery-count`` is used, and on classic queues the limit does not
+    apply.
 
     **Shutdown.** :meth:`stop` (thread-safe) or SIGINT/SIGTERM (when :meth:`run` is on
     the main thread): the message in hand is finished and settled, the owed acks are
@@ -347,9 +347,13 @@ class RabbitMQAdapter(Adapter[M]):
                 },
             )
             counted = False
-            if count is None and publisher_id:  # a classic queue's redelivery: count it
-                count = self._count_redelivery(context, message)
-                counted = count is not None
+            if redelivered and publisher_id:
+                # Count the attempts actually made, in the DLQ, where it can: the
+                # broker's count (quorum queues) also rises for messages prefetched
+                # behind one that crashed the worker, which were never attempted.
+                attempts = self._count_redelivery(context, message)
+                if attempts is not None:
+                    count, counted = attempts, True
             try:
                 if max_deliveries is not None and count is not None and count > max_deliveries:
                     outcome = context.dead_letter(
