@@ -40,11 +40,14 @@ class RedisServer:
     :meth:`close`. Its log is ``directory/redis.log``.
 
     :param directory: where its AOF files and log go; created if missing.
+    :param appendonly: ``False`` for a server that keeps nothing on disk, as the
+        shared one: a restart then loses every key.
     :raises FileNotFoundError: from :meth:`start`, if ``redis-server`` is not on PATH.
     """
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, appendonly: bool = True) -> None:
         self.directory = directory
+        self.appendonly = appendonly
         self.directory.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         #: Where clients connect.
@@ -64,7 +67,7 @@ class RedisServer:
             "--bind", "127.0.0.1",
             "--port", str(self.port),
             "--dir", str(self.directory),
-            "--appendonly", "yes",
+            "--appendonly", "yes" if self.appendonly else "no",
             "--appendfsync", "always",
             "--save", "",
             "--daemonize", "no",
