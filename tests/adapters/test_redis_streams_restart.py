@@ -7,7 +7,6 @@ The shared Redis is never restarted: each test starts one on a free loopback por
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,17 +16,13 @@ import redis
 import missive
 from missive.adapters.redis import RedisStreamsAdapter
 from tests.conformance.support import Recorder, running, wait_until
-from tests.faults.redis_server import RedisServer
+from tests.faults.redis_server import RedisServer, require_redis_server
 
 
 @pytest.fixture
 def volatile_redis(tmp_path: Path) -> Iterator[RedisServer]:
     """A redis-server of this test's own that keeps nothing on disk."""
-    if not RedisServer.available():
-        problem = "redis-server is not on PATH: apt-get install redis-server"
-        if os.environ.get("CI") == "true":
-            pytest.fail(problem)
-        pytest.skip(problem)
+    require_redis_server()
     with RedisServer(tmp_path, appendonly=False) as server:
         yield server
 

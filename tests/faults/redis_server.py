@@ -5,12 +5,15 @@ restart of it loses every stream by configuration, and restarting it would distu
 every other test. The broker-restart scenario runs on one of these instead: AOF on,
 fsynced at every write (``appendfsync always``), no RDB snapshots, its files in the
 test's own directory. :meth:`RedisServer.restart` stops it (SIGTERM, as an init
-system does) and starts it again on the same port and directory.
+system does) and starts it again on the same port and directory. With
+``appendonly=False`` it keeps nothing, like the shared one, for the tests of what
+a restart that loses everything does to the adapter.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import socket
 import subprocess
@@ -18,12 +21,23 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+import pytest
 import redis
 
-__all__ = ["RedisServer", "free_port"]
+__all__ = ["RedisServer", "free_port", "require_redis_server"]
 
 #: How long a start may take before the server is given up on, in seconds.
 START_TIMEOUT = 30.0
+
+
+def require_redis_server() -> None:
+    """Skip (locally) or fail (CI=true) the calling test unless ``redis-server`` is on PATH."""
+    if shutil.which("redis-server") is not None:
+        return
+    problem = "redis-server is not on PATH: apt-get install redis-server"
+    if os.environ.get("CI") == "true":
+        pytest.fail(problem)
+    pytest.skip(problem)
 
 
 def free_port() -> int:
@@ -34,7 +48,7 @@ def free_port() -> int:
 
 
 class RedisServer:
-    """One ``redis-server`` process with AOF (``appendfsync always``) in ``directory``.
+    """One ``redis-server`` process, with AOF (``appendfsync always``) by default, in ``directory``.
 
     Use it as a context manager, or call :meth:`start` and, in a ``finally`` block,
     :meth:`close`. Its log is ``directory/redis.log``.
@@ -42,7 +56,8 @@ class RedisServer:
     :param directory: where its AOF files and log go; created if missing.
     :param appendonly: ``False`` for a server that keeps nothing on disk, as the
         shared one: a restart then loses every key.
-    :raises FileNotFoundError: from :meth:`start`, if ``redis-server`` is not on PATH.
+    :raises FileNotFoundError: from :meth:`start`, if ``redis-server`` is not on PATH
+        (call :func:`require_redis_server` first).
     """
 
     def __init__(self, directory: Path, *, appendonly: bool = True) -> None:
@@ -54,11 +69,6 @@ class RedisServer:
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.log = directory / "redis.log"
         self._process: subprocess.Popen[bytes] | None = None
-
-    @staticmethod
-    def available() -> bool:
-        """Whether ``redis-server`` is on PATH."""
-        return shutil.which("redis-server") is not None
 
     def start(self) -> None:
         """Start the server and wait until it answers PING (its AOF loaded)."""

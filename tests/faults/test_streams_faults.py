@@ -14,7 +14,7 @@ import pytest
 
 from tests.faults import cases
 from tests.faults.brokers import StreamsBroker
-from tests.faults.redis_server import RedisServer
+from tests.faults.redis_server import RedisServer, require_redis_server
 from tests.faults.scenario import Run
 from tests.services import require
 
@@ -26,11 +26,7 @@ pytestmark = [pytest.mark.faults, pytest.mark.timeout(cases.TEST_TIMEOUT)]
 @pytest.fixture
 def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
     """A redis-server of this test's own, AOF fsynced at every write, in ``tmp_path``."""
-    if not RedisServer.available():
-        problem = "redis-server is not on PATH: apt-get install redis-server"
-        if os.environ.get("CI") == "true":
-            pytest.fail(problem)
-        pytest.skip(problem)
+    require_redis_server()
     with RedisServer(tmp_path / "redis") as server:
         yield server
 
