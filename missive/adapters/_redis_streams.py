@@ -63,6 +63,9 @@ class RedisStreamsAdapter(RedisAdapterBase[M]):
       towards ``max_deliveries``.
     * **Connection loss**: logged, then the connection is re-established with
       backoff and consumption goes on; acks that could not be sent are sent then.
+    * **Group gone** (the stream deleted, or lost by a Redis restart that kept
+      nothing on disk): the group is made again from ``start_id``, with a WARNING
+      naming it, whether found gone while consuming or when reconnecting.
     * **Stop** (:meth:`stop`, SIGINT, SIGTERM): the entry in hand is finished, the
       entries read but not started are handed back (made claimable at once by any
       consumer of the group, their delivery count unchanged), pending acks are sent
@@ -137,6 +140,9 @@ class RedisStreamsAdapter(RedisAdapterBase[M]):
         self._acks: list[bytes] = []
         # CLIENT ID of the connection that reads, for stop() to unblock its read.
         self._client_id: int | None = None
+        # Whether an earlier connection found or made the group: if a later one has
+        # to make it again, the group went away in between (a restart, say).
+        self._had_group = False
 
     def run(self) -> None:
         """Consume the stream until :meth:`stop`; see the class docstring."""
@@ -155,7 +161,9 @@ class RedisStreamsAdapter(RedisAdapterBase[M]):
     def _consume(self, context: ProcessingContext[M]) -> None:
         client = self._client(socket_timeout=self.block_ms / 1000 + 30)
         try:
-            self._create_group(client)
+            if self._create_group(client) and self._had_group:
+                self._group_gone("when reconnecting")
+            self._had_group = True
             # The client only ever uses one connection at a time, so one connection.
             self._client_id = client.client_id()
             self._consuming = True
@@ -194,12 +202,15 @@ class RedisStreamsAdapter(RedisAdapterBase[M]):
         except redis.RedisError as exc:
             logger.debug("could not wake the stream read up on stop: %s", exc)
 
-    def _create_group(self, client: redis.Redis) -> None:
+    def _create_group(self, client: redis.Redis) -> bool:
+        # Whether the group was missing (and so was made, with the stream if need be).
         try:
             client.xgroup_create(self.stream, self.group, id=self.start_id, mkstream=True)
         except redis.ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
+            return False
+        return True
 
     def _loop(self, client: redis.Redis, context: ProcessingContext[M]) -> None:
         claim_every = min(self.claim_idle_ms / 2000, 5.0)
@@ -239,13 +250,23 @@ class RedisStreamsAdapter(RedisAdapterBase[M]):
         # NOGROUP: no such stream or group; UNBLOCKED: the stream went while we waited.
         if not str(exc).rpartition("caused error: ")[2].startswith(("NOGROUP", "UNBLOCKED")):
             raise exc
+        self._group_gone("while consuming")
+        self._create_group(client)
+
+    def _group_gone(self, when: str) -> None:
+        # Its pending list went with it, so the acks owed to it are moot.
         logger.warning(
-            "stream %r or group %r was deleted while consuming; creating it again",
+            "stream %r group %r was gone %s (deleted, or Redis restarted without keeping "
+            "it on disk); made it again, reading from %r: entries the old group had not "
+            "seen acked are delivered again only if the stream still holds them after "
+            "that id, and are otherwise lost. To keep streams across restarts, run Redis "
+            "with appendonly yes (docs/redis.md, When Redis restarts)",
             self.stream,
             self.group,
+            when,
+            self.start_id,
         )
-        self._acks.clear()  # the pending list went with the group
-        self._create_group(client)
+        self._acks.clear()
 
     def _claim(
         self, client: redis.Redis, cursor: Any

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import subprocess
 import time
+import urllib.parse
 import uuid
 from collections.abc import Sequence
 
@@ -149,14 +150,20 @@ def _wait_for_amqp(timeout: float) -> None:
 
 
 class StreamsBroker(RedisStreamsHarness):
-    """The conformance harness's stream and group, publishing in pipelines that return ids."""
+    """The conformance harness's stream and group, publishing in pipelines that return ids.
+
+    On the shared Redis by default, or on the Redis at ``url`` (a test's own server).
+    """
 
     name = "Redis Streams"
     app = "tests.faults.apps:streams_worker"
 
-    def __init__(self) -> None:
+    def __init__(self, url: str = REDIS_URL) -> None:
         super().__init__()
-        self.url = REDIS_URL
+        self.url = url
+        if url != REDIS_URL:  # the harness's client points at the shared Redis
+            self.client.close()
+            self.client = redis.Redis.from_url(url)
         self.client.xgroup_create(self.stream, self.group, id="0", mkstream=True)
 
     def publish(self, bodies: Sequence[bytes], ids: Sequence[str]) -> list[bytes]:  # type: ignore[override]
@@ -192,4 +199,4 @@ class StreamsBroker(RedisStreamsHarness):
 
     @property
     def port(self) -> int:
-        return 6379
+        return urllib.parse.urlsplit(self.url).port or 6379

@@ -15,6 +15,7 @@ import random
 import signal
 import sqlite3
 import time
+from collections.abc import Callable
 
 from tests.faults.proxy import TCPProxy
 from tests.faults.scenario import Counts, Run, fault_n
@@ -164,6 +165,27 @@ def path_broken(run: Run) -> None:
         # ...and handle everything
         run.wait_done(PATIENCE)
         counts = finish_reconnecting(run, "stalled 3 s at 20%, cut 2 s at 40%, 60%, 80%")
+    assert counts.dead_lettered == 0
+    assert counts.handled == run.n
+
+
+def broker_restart(run: Run, restart: Callable[[], float], how: str = "") -> None:
+    """5. The broker restarts mid-stream: the same workers reconnect, nothing is lost.
+
+    ``restart`` stops the broker and starts it again (always), returning how many
+    seconds it was down; ``how``, if given, says how, in the report's note.
+    """
+    # Given two workers in the middle of N messages the broker keeps on disk
+    run.publish(["ok"] * run.n)
+    run.workers.start(FAULT_SLEEP=SLEEP)
+    run.workers.start(FAULT_SLEEP=SLEEP)
+    _mid_stream(run, 0.3)
+    # When the broker stops and starts again
+    down = restart()
+    # Then the same workers reconnect and handle everything that was not acked
+    run.wait_done(PATIENCE)
+    note = f"broker down {down:.0f} s at 30%"
+    counts = finish_reconnecting(run, f"{note}; {how}" if how else note)
     assert counts.dead_lettered == 0
     assert counts.handled == run.n
 

@@ -63,19 +63,7 @@ def test_workers_go_on_after_the_tcp_path_stalls_and_is_cut(run: Run) -> None:
 
 @pytest.mark.scenario("5. broker restart (stop_app/start_app)")
 def test_durable_persistent_messages_survive_a_broker_restart(run: Run) -> None:
-    # Given two workers in the middle of N persistent messages on a durable queue
-    run.publish(["ok"] * run.n)
-    run.workers.start(FAULT_SLEEP=cases.SLEEP)
-    run.workers.start(FAULT_SLEEP=cases.SLEEP)
-    run.wait_handled(int(run.n * 0.3), cases.PATIENCE)
-    assert run.accounted() < run.n, "the stream was over before the fault"
-    # When the broker application stops and starts again (always started again)
-    down = restart_rabbitmq()
-    # Then the same workers reconnect and handle everything that was not acked
-    run.wait_done(cases.PATIENCE)
-    counts = cases.finish_reconnecting(run, f"broker down {down:.0f} s at 30%")
-    assert counts.dead_lettered == 0
-    assert counts.handled == run.n
+    cases.broker_restart(run, restart_rabbitmq)
 
 
 @pytest.mark.scenario("6. DLQ locked past its timeout")

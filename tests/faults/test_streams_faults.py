@@ -1,4 +1,8 @@
-"""The fault-injection scenarios on Redis Streams (RedisStreamsAdapter), 127.0.0.1:6379."""
+"""The fault-injection scenarios on Redis Streams (RedisStreamsAdapter).
+
+On the shared Redis, 127.0.0.1:6379, except the broker restart: that scenario runs
+on a redis-server of its own (see ``redis_server.py``), the only one it restarts.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ import pytest
 
 from tests.faults import cases
 from tests.faults.brokers import StreamsBroker
+from tests.faults.redis_server import RedisServer, require_redis_server
 from tests.faults.scenario import Run
 from tests.services import require
 
@@ -19,11 +24,22 @@ pytestmark = [pytest.mark.faults, pytest.mark.timeout(cases.TEST_TIMEOUT)]
 
 
 @pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of this test's own, AOF fsynced at every write, in ``tmp_path``."""
+    require_redis_server()
+    with RedisServer(tmp_path / "redis") as server:
+        yield server
+
+
+@pytest.fixture
 def run(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Run]:
-    require("redis")
-    broker = StreamsBroker()
-    scenario = request.node.get_closest_marker("scenario").args[0]
-    run = Run(broker, tmp_path, scenario, cases.N)
+    marker = request.node.get_closest_marker("scenario")
+    if marker.kwargs.get("own_redis"):
+        broker = StreamsBroker(request.getfixturevalue("own_redis").url)
+    else:
+        require("redis")
+        broker = StreamsBroker()
+    run = Run(broker, tmp_path, marker.args[0], cases.N)
     try:
         yield run
     finally:
@@ -61,12 +77,11 @@ def test_workers_go_on_after_the_tcp_path_stalls_and_is_cut(run: Run) -> None:
     cases.path_broken(run)
 
 
-def test_broker_restart_is_not_a_redis_scenario() -> None:
-    pytest.skip(
-        "5. broker restart: the development Redis keeps nothing on disk (--save '' "
-        "--appendonly no), so a restart loses the stream by configuration; run Redis "
-        "with AOF (appendfsync always) for streams that must survive one"
-    )
+@pytest.mark.scenario("5. broker restart (own redis-server, AOF)", own_redis=True)
+def test_entries_survive_a_restart_of_a_redis_with_aof_fsynced_always(
+    run: Run, own_redis: RedisServer
+) -> None:
+    cases.broker_restart(run, own_redis.restart, "redis-server SIGTERMed, appendfsync always")
 
 
 @pytest.mark.scenario("6. DLQ locked past its timeout")
