@@ -26,13 +26,22 @@ class MessageDecodeError(MissiveError, ValueError):
     """A message's bytes cannot be decoded as its message class requires.
 
     Raised, for example, by :meth:`missive.JSONMessage.get_json` for invalid UTF-8 or
-    invalid JSON. The processor turns it into a dead letter whose reason is this text.
+    invalid JSON. The processor turns it into a dead letter whose reason is this text
+    and whose summary holds only ``problem``, so that alike failures group together.
+
+    :param message_id: the message's id.
+    :param problem: what is wrong, the same for every message that fails the same
+        way (``"invalid JSON: Expecting value"``), never quoting the payload.
+    :param detail: what differs from message to message, such as where the problem
+        is (``"at line 1 column 9"``); part of the error's text, not of ``problem``.
     """
 
-    def __init__(self, message_id: bytes, problem: str) -> None:
+    def __init__(self, message_id: bytes, problem: str, detail: str | None = None) -> None:
         self.message_id = message_id
         self.problem = problem
-        super().__init__(f"message {message_id!r}: {problem}")
+        self.detail = detail
+        text = problem if detail is None else f"{problem} {detail}"
+        super().__init__(f"message {message_id!r}: {text}")
 
 
 class RegistrationError(MissiveError, ValueError):
