@@ -17,6 +17,10 @@ A matcher that is not callable is a plain :class:`TypeError`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+from missive._names import describe_matcher
+
 
 class MissiveError(Exception):
     """The root of every error Missive raises."""
@@ -52,16 +56,29 @@ class MatcherError(MissiveError):
     """A matcher raised while a message was being routed.
 
     The processor dead-letters the message with the original error as the reason;
-    the original is ``error`` (and the ``__cause__``).
+    the original is ``error`` (and the ``__cause__``). ``handlers`` names the handlers
+    whose matcher raised: one, or every handler indexed on a field whose reading
+    raised (``matcher`` is then that :class:`~missive.matchers.Field`).
     """
 
-    def __init__(self, message_id: bytes, matcher: object, error: Exception) -> None:
+    def __init__(
+        self,
+        message_id: bytes,
+        matcher: object,
+        error: Exception,
+        handlers: Sequence[str] = (),
+    ) -> None:
         self.message_id = message_id
         self.matcher = matcher
         self.error = error
-        super().__init__(
-            f"matcher {matcher!r} raised {type(error).__qualname__} for message {message_id!r}"
+        self.handlers = tuple(handlers)
+        text = (
+            f"{describe_matcher(matcher, self.handlers)} raised {type(error).__qualname__} "
+            f"for message {message_id!r}"
         )
+        if not isinstance(error, MessageDecodeError):  # else the message is at fault
+            text += "; a matcher should return False for a message it does not accept"
+        super().__init__(text)
 
 
 class AlreadySettledError(MissiveError, RuntimeError):
