@@ -176,8 +176,9 @@ class ProcessingContext(Generic[M]):
             current: object = None
             try:
                 for current, table in router.indexes:
+                    value = current.extract(message)
                     try:
-                        entries = table.get(current.extract(message))
+                        entries = table.get(value)
                     except TypeError:  # an unhashable value (a list, a dict) is no key
                         entries = None
                     if entries:

@@ -215,3 +215,18 @@ def test_a_matcher_that_raises_when_asked_again_is_named_with_its_handler() -> N
     # Then the matcher that raised the second time is named with its handler
     assert reason.summary == "matcher flaky of handler 'orders' raised RuntimeError"
 
+
+def test_a_field_that_raises_type_error_is_a_matcher_failure_not_no_match() -> None:
+    # Given a field whose reading raises TypeError (not an unhashable value)
+    class Mistyped(Field):
+        def extract(self, message: Any) -> Any:
+            raise TypeError("not a mapping")
+
+    processor: missive.Processor[missive.Message] = missive.Processor()
+    processor.handle_for(Mistyped("kind").equals("order"))(orders)
+
+    # When a message is routed
+    reason = dead_letter(processor, missive.RawMessage(b"x"))
+
+    # Then the field is blamed, as Router.candidates blames it
+    assert reason.summary == "matcher Mistyped('kind') of handler 'orders' raised TypeError"
