@@ -6,8 +6,9 @@ import enum
 import logging
 from collections.abc import Callable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Generic
+from typing import TYPE_CHECKING, Generic
 
+from missive._names import callable_name, describe_matcher
 from missive._typing import M
 from missive.errors import (
     AlreadySettledError,
@@ -171,12 +172,13 @@ class ProcessingContext(Generic[M]):
             router = processor.router
             matched = 0
             handler: Handler[M] | None = None
-            name = ""
+            name = candidate_name = ""
             current: object = None
             try:
                 for current, table in router.indexes:
+                    value = current.extract(message)
                     try:
-                        entries = table.get(current.extract(message))
+                        entries = table.get(value)
                     except TypeError:  # an unhashable value (a list, a dict) is no key
                         entries = None
                     if entries:
@@ -189,7 +191,10 @@ class ProcessingContext(Generic[M]):
                         matched += 1
                         handler, name = candidate, candidate_name
             except Exception as exc:
-                failure = _raised(f"matcher {current!r}", exc, None)
+                # ``current`` is the field or the matcher that raised; a matcher's
+                # handler is ``candidate_name``, a field's every handler indexed on it.
+                what = describe_matcher(current, router.readers(current) or (candidate_name,))
+                failure = _raised(what, exc, None)
             else:
                 if matched == 1:
                     assert handler is not None
@@ -274,16 +279,16 @@ class ProcessingContext(Generic[M]):
                     )
         return failure
 
-
     def _several(self, message: M) -> DeadLetterReason:
         try:
             found = self.processor.router.candidates(message)
         except MatcherError as exc:  # it matched a moment ago: a matcher with state
-            return _raised(f"matcher {exc.matcher!r}", exc.error, None)
+            return _raised(describe_matcher(exc.matcher, exc.handlers), exc.error, None)
         names = ", ".join(name for _, name in found)
         return DeadLetterReason(
             f"{len(found)} handlers matched the message, exactly one must: {names}"
         )
+
 
 def _raised(what: str, exc: Exception, handler: str | None) -> DeadLetterReason:
     if isinstance(exc, MessageDecodeError):
@@ -295,12 +300,3 @@ def _raised(what: str, exc: Exception, handler: str | None) -> DeadLetterReason:
             exception=exc,
         )
     return DeadLetterReason.from_exception(what, exc, handler=handler)
-
-
-def callable_name(func: Any) -> str:
-    """A short, readable name for a handler or hook: its qualified name, else its repr."""
-    name = getattr(func, "__qualname__", None)
-    if not isinstance(name, str):
-        return repr(func)
-    # A function defined inside another reads better without the "<locals>" path.
-    return name.rpartition("<locals>.")[2]

@@ -17,6 +17,10 @@ A matcher that is not callable is a plain :class:`TypeError`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+from missive._names import describe_matcher
+
 
 class MissiveError(Exception):
     """The root of every error Missive raises."""
@@ -26,13 +30,22 @@ class MessageDecodeError(MissiveError, ValueError):
     """A message's bytes cannot be decoded as its message class requires.
 
     Raised, for example, by :meth:`missive.JSONMessage.get_json` for invalid UTF-8 or
-    invalid JSON. The processor turns it into a dead letter whose reason is this text.
+    invalid JSON. The processor turns it into a dead letter whose reason is this text
+    and whose summary holds only ``problem``, so that alike failures group together.
+
+    :param message_id: the message's id.
+    :param problem: what is wrong, the same for every message that fails the same
+        way (``"invalid JSON: Expecting value"``), never quoting the payload.
+    :param detail: what differs from message to message, such as where the problem
+        is (``"at line 1 column 9"``); part of the error's text, not of ``problem``.
     """
 
-    def __init__(self, message_id: bytes, problem: str) -> None:
+    def __init__(self, message_id: bytes, problem: str, detail: str | None = None) -> None:
         self.message_id = message_id
         self.problem = problem
-        super().__init__(f"message {message_id!r}: {problem}")
+        self.detail = detail
+        text = problem if detail is None else f"{problem} {detail}"
+        super().__init__(f"message {message_id!r}: {text}")
 
 
 class RegistrationError(MissiveError, ValueError):
@@ -43,16 +56,29 @@ class MatcherError(MissiveError):
     """A matcher raised while a message was being routed.
 
     The processor dead-letters the message with the original error as the reason;
-    the original is ``error`` (and the ``__cause__``).
+    the original is ``error`` (and the ``__cause__``). ``handlers`` names the handlers
+    whose matcher raised: one, or every handler indexed on a field whose reading
+    raised (``matcher`` is then that :class:`~missive.matchers.Field`).
     """
 
-    def __init__(self, message_id: bytes, matcher: object, error: Exception) -> None:
+    def __init__(
+        self,
+        message_id: bytes,
+        matcher: object,
+        error: Exception,
+        handlers: Sequence[str] = (),
+    ) -> None:
         self.message_id = message_id
         self.matcher = matcher
         self.error = error
-        super().__init__(
-            f"matcher {matcher!r} raised {type(error).__qualname__} for message {message_id!r}"
+        self.handlers = tuple(handlers)
+        text = (
+            f"{describe_matcher(matcher, self.handlers)} raised {type(error).__qualname__} "
+            f"for message {message_id!r}"
         )
+        if not isinstance(error, MessageDecodeError):  # else the message is at fault
+            text += "; a matcher should return False for a message it does not accept"
+        super().__init__(text)
 
 
 class AlreadySettledError(MissiveError, RuntimeError):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import sys
 import weakref
 from collections.abc import Mapping
 from types import MappingProxyType
@@ -18,15 +19,34 @@ _EMPTY: Mapping[str, Any] = MappingProxyType({})
 
 
 class _Undecoded:
-    """The value of ``Message._decoded`` before decoding, or after decoding failed."""
+    """The value of ``Message._decoded`` before decoding, or after decoding failed.
 
-    __slots__ = ("problem",)
+    ``problem`` is empty until a decode failed, then the failure's stable text;
+    ``detail`` is where it failed, when known.
+    """
 
-    def __init__(self, problem: str | None = None) -> None:
+    __slots__ = ("detail", "problem")
+
+    def __init__(self, problem: str = "", detail: str | None = None) -> None:
         self.problem = problem
+        self.detail = detail
 
 
 _UNDECODED = _Undecoded()
+
+
+class _NonJSONConstantError(Exception):
+    """Raised while decoding for ``NaN``, ``Infinity`` or ``-Infinity``."""
+
+
+def _reject_constant(name: str) -> None:
+    raise _NonJSONConstantError(name)
+
+
+# Python's json accepts NaN and Infinity, which JSON does not; a decoder made once
+# costs nothing per message (json.loads with an option builds one per call).
+_decode_json = json.JSONDecoder(parse_constant=_reject_constant).decode
+
 _counter = itertools.count(1)
 _prefix = b""
 
@@ -144,23 +164,40 @@ class JSONMessage(Message):
     def get_json(self) -> Any:
         """Return the decoded JSON document, decoding it on first use only.
 
+        Strict JSON only: ``NaN``, ``Infinity`` and ``-Infinity`` are not JSON, and
+        an integer longer than Python converts (``sys.get_int_max_str_digits()``)
+        cannot be decoded; both are decode errors.
+
         :raises MessageDecodeError: (a ``ValueError``) if the bytes are not UTF-8 or
-            not JSON; the message names the id and the problem, never the payload.
+            not JSON; it names the id and the problem, never the payload. The
+            problem is the same for every message that fails the same way; where in
+            the bytes it failed is the error's ``detail``.
         """
         value = self._decoded
         if value.__class__ is _Undecoded:
-            problem = value.problem
-            if problem is None:
+            if not value.problem:
                 try:
-                    value = self._decoded = json.loads(self.raw_data.decode("utf-8"))
+                    value = self._decoded = _decode_json(self.raw_data.decode("utf-8"))
                 except UnicodeDecodeError as exc:
-                    problem = f"invalid UTF-8: {exc.reason} at byte {exc.start}"
+                    value = _Undecoded(f"invalid UTF-8: {exc.reason}", f"at byte {exc.start}")
                 except json.JSONDecodeError as exc:
-                    problem = f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+                    # Some of json's texts end in "at", for the position it appended.
+                    value = _Undecoded(
+                        f"invalid JSON: {exc.msg.removesuffix(' at')}",
+                        f"at line {exc.lineno} column {exc.colno}",
+                    )
+                except _NonJSONConstantError as exc:
+                    value = _Undecoded(f"invalid JSON: {exc} is not a JSON number")
                 except RecursionError:
-                    problem = "invalid JSON: nested too deeply to decode"
+                    value = _Undecoded("invalid JSON: nested too deeply to decode")
+                except ValueError:  # the one other: int() refusing too many digits
+                    value = _Undecoded(
+                        "invalid JSON: an integer has more digits than Python converts",
+                        f"(more than {sys.get_int_max_str_digits()}, the limit that "
+                        "sys.set_int_max_str_digits() sets)",
+                    )
                 else:
                     return value
-                self._decoded = _Undecoded(problem)
-            raise MessageDecodeError(self.message_id, problem)
+                self._decoded = value
+            raise MessageDecodeError(self.message_id, value.problem, value.detail)
         return value

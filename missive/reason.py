@@ -12,10 +12,14 @@ class DeadLetterReason(str):
 
     A plain mapping DLQ stores it as the string it is; a database DLQ also stores
     the details. ``summary`` is the reason without exception text, which is what
-    Missive logs (exception text can quote the payload).
+    Missive logs (exception text can quote the payload) and what ``missive dlq
+    stats`` counts by; it is the same for every message that fails the same way,
+    in every process: positions in the message and memory addresses stay in the
+    full reason or out of both.
 
     :param reason: the full reason, for the DLQ.
-    :param summary: the reason without exception text; defaults to ``reason``.
+    :param summary: the reason without exception text, positions or addresses;
+        defaults to ``reason``.
     :param handler: the handler's name, when one was chosen.
     :param exc_type: the exception's type name, when one was raised.
     :param traceback: the formatted traceback, when one was raised.

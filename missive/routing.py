@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable
 from typing import Any, Generic
 
+from missive._names import callable_name, matcher_name
 from missive._typing import M
-from missive.context import HandlingContext, callable_name
+from missive.context import HandlingContext
 from missive.errors import MatcherError, RegistrationError
 from missive.matchers import Field, IndexEntry, Matcher
 
@@ -52,8 +53,8 @@ class Router(Generic[M]):
         for registered, _, other in self.routes:
             if registered is matcher:
                 raise RegistrationError(
-                    f"matcher {matcher!r} of handler {name!r} is already registered for "
-                    f"handler {other!r}; every message goes to exactly one handler, so give "
+                    f"matcher {matcher_name(matcher)} of handler {name!r} is already registered "
+                    f"for handler {other!r}; every message goes to exactly one handler, so give "
                     "each handler its own matcher"
                 )
         entry = matcher.index_entry() if isinstance(matcher, Matcher) else None
@@ -90,7 +91,7 @@ class Router(Generic[M]):
             try:
                 value = field.extract(message)
             except Exception as exc:
-                raise MatcherError(message.message_id, field, exc) from exc
+                raise MatcherError(message.message_id, field, exc, self.readers(field)) from exc
             try:
                 entries = table.get(value)
             except TypeError:  # an unhashable value (a list, a dict) is no key
@@ -104,11 +105,24 @@ class Router(Generic[M]):
                         if residual(message):
                             found.append((handler, name))
                     except Exception as exc:
-                        raise MatcherError(message.message_id, residual, exc) from exc
+                        raise MatcherError(message.message_id, residual, exc, (name,)) from exc
         for matcher, handler, name in self.plain:
             try:
                 if matcher(message):
                     found.append((handler, name))
             except Exception as exc:
-                raise MatcherError(message.message_id, matcher, exc) from exc
+                raise MatcherError(message.message_id, matcher, exc, (name,)) from exc
         return found
+
+    def readers(self, field: object) -> tuple[str, ...]:
+        """The names of the handlers indexed on ``field``, in registration order.
+
+        Their routing reads the field, so a field that raises is theirs. ``()`` when
+        ``field`` is not one of the fields in :attr:`indexes` (compared by identity:
+        it may be any matcher, even an unhashable one).
+        """
+        for indexed, table in self.indexes:
+            if indexed is field:
+                names = {name for entries in table.values() for _, _, name in entries}
+                return tuple(dict.fromkeys(name for _, _, name in self.routes if name in names))
+        return ()

@@ -1,4 +1,5 @@
 import json
+import sys
 
 import pytest
 
@@ -122,3 +123,76 @@ def test_class_lookup_never_imports() -> None:
     assert message_class_named("os.system") is None
     assert message_class_named("missive.message.JSONMessage") is missive.JSONMessage
 
+
+
+def decode_error(raw: bytes, message_id: bytes = b"id-1") -> missive.MessageDecodeError:
+    with pytest.raises(missive.MessageDecodeError) as info:
+        missive.JSONMessage(raw, message_id).get_json()
+    return info.value
+
+
+@pytest.mark.parametrize(
+    ("early", "late"),
+    [
+        (b"[,]", b'{"a": [1, 2, 3], \n "b": ,}'),
+        (b'{"a" 1}', b'[{"a": 1}, {"b" 2}]'),
+        (b'"open', b'{"note": "open'),
+        (b"\xff{}", b'{"a": "\xff"}'),
+    ],
+    ids=["expecting-value", "expecting-colon", "unterminated-string", "bad-utf8"],
+)
+def test_a_decode_problem_is_the_same_wherever_in_the_bytes_it_is(
+    early: bytes, late: bytes
+) -> None:
+    # Given two messages broken the same way at different places
+    # When each is decoded
+    first, second = decode_error(early), decode_error(late)
+
+    # Then the problem is the same text, and where it is stays in the detail
+    assert first.problem == second.problem
+    assert first.detail != second.detail
+    assert first.detail is not None
+    assert first.detail in str(first)
+    assert " at " not in first.problem
+
+
+def test_a_decode_problem_does_not_end_in_a_dangling_at() -> None:
+    error = decode_error(b'{"note": "open')
+
+    assert error.problem == "invalid JSON: Unterminated string starting"
+    assert str(error) == (
+        "message b'id-1': invalid JSON: Unterminated string starting at line 1 column 10"
+    )
+
+
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+@pytest.mark.parametrize("template", ["{}", '{{"amount": {}}}', "[1, {}]"])
+def test_nan_and_infinity_are_not_json(constant: str, template: str) -> None:
+    # Given a document that Python's json accepts but JSON does not
+    raw = template.format(constant).encode()
+
+    # When it is decoded, then it is a decode error naming the constant
+    error = decode_error(raw)
+    assert error.problem == f"invalid JSON: {constant} is not a JSON number"
+    assert str(error) == f"message b'id-1': invalid JSON: {constant} is not a JSON number"
+
+
+def test_an_integer_beyond_the_digit_limit_is_a_decode_error() -> None:
+    # Given an integer one digit longer than Python converts from text
+    digits = sys.get_int_max_str_digits() + 1
+    raw = b'{"n": ' + b"7" * digits + b"}"
+
+    # When it is decoded
+    error = decode_error(raw)
+
+    # Then it is a decode error, stable in its problem, with the limit in the detail
+    assert error.problem == "invalid JSON: an integer has more digits than Python converts"
+    assert error.detail is not None
+    assert str(sys.get_int_max_str_digits()) in error.detail
+    assert "777" not in str(error)
+
+
+def test_nan_in_a_string_or_a_key_is_ordinary_json() -> None:
+    message = missive.JSONMessage(b'{"NaN": "Infinity", "n": 1.5e3}')
+
+    assert message.get_json() == {"NaN": "Infinity", "n": 1500.0}

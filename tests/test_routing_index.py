@@ -152,3 +152,42 @@ def test_candidates_wraps_a_raising_matcher_naming_it() -> None:
     assert info.value.matcher is broken
     assert isinstance(info.value.error, LookupError)
     assert "id-2" in str(info.value)
+
+
+def test_candidates_names_the_handler_of_a_raising_matcher_without_an_address() -> None:
+    # Given a plain matcher that raises, registered for the handler "ack"
+    processor: missive.Processor[missive.Message] = missive.Processor()
+
+    def broken(message: missive.Message) -> bool:
+        raise LookupError("nope")
+
+    processor.handle_for(broken)(ack)
+
+    # When a tool asks for the candidates
+    with pytest.raises(missive.MatcherError) as info:
+        processor.router.candidates(missive.RawMessage(b"", b"id-2"))
+
+    # Then the error names the handler, and its text says what to do, with no address
+    assert info.value.handlers == ("ack",)
+    assert str(info.value) == (
+        "matcher broken of handler 'ack' raised LookupError for message b'id-2'; a matcher "
+        "should return False for a message it does not accept"
+    )
+
+
+def test_candidates_names_every_handler_indexed_on_a_field_that_raises() -> None:
+    class Broken(Attribute):
+        def extract(self, message: Any) -> Any:
+            raise LookupError("nope")
+
+    processor: missive.Processor[missive.Message] = missive.Processor()
+    processor.handle_for(Broken("queue").equals("a"))(ack)
+
+    @processor.handle_for(Broken("queue").is_in({"b", "c"}))
+    def other(message: missive.Message, ctx: Ctx) -> None: ...
+
+    with pytest.raises(missive.MatcherError) as info:
+        processor.router.candidates(missive.RawMessage(b""))
+
+    assert info.value.matcher == Broken("queue")
+    assert info.value.handlers == ("ack", "other")

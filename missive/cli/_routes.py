@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import IO, Any
 
+from missive._names import describe_matcher
 from missive.cli._common import CLIError, format_id, import_object, load_processor, open_store
 from missive.cli._dlq import add_table_option
 from missive.cli._output import Output, safe_text
@@ -37,14 +38,20 @@ class Route(enum.Enum):
 
 
 def route(router: Router[Any], message: Message) -> tuple[Route, str]:
-    """Where ``router`` would send ``message``, and a line saying so (no payload)."""
+    """Where ``router`` would send ``message``, and a line saying so (no payload).
+
+    A matcher that raised is named as in dead-letter reasons, with its handler; a
+    message that cannot be decoded says where, to help fix the sample.
+    """
     try:
         found = router.candidates(message)
     except MatcherError as exc:
         error = exc.error
         if isinstance(error, MessageDecodeError):
-            return Route.ERROR, f"could not decode the message: {error.problem}"
-        return Route.ERROR, f"matcher {exc.matcher!r} raised {type(error).__name__}"
+            where = "" if error.detail is None else f" {error.detail}"
+            return Route.ERROR, f"could not decode the message: {error.problem}{where}"
+        what = describe_matcher(exc.matcher, exc.handlers)
+        return Route.ERROR, f"{what} raised {type(error).__qualname__}"
     if len(found) == 1:
         return Route.ONE, found[0][1]
     if not found:

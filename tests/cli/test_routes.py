@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import missive
+from missive.cli._routes import Route, route
 from tests.cli._apps import HELLO, SHOP, write_app
 from tests.cli.conftest import CLI, assert_one_line_error
 from tests.cli.test_dlq_inspect import fill, order
@@ -111,3 +113,47 @@ def test_samples_and_dlq_cannot_both_be_given(cli: CLI, tmp_path: Path) -> None:
 
     assert result.returncode == 2
     assert "not allowed with" in result.stderr
+
+
+def orders_router() -> Any:
+    """The router of a processor whose one matcher, a lambda, reads the JSON "kind"."""
+    processor: missive.Processor[Any] = missive.Processor()
+
+    @processor.handle_for(lambda m: m.get_json()["kind"] == "order")
+    def orders(message: Any, ctx: missive.HandlingContext[Any]) -> None:
+        ctx.ack()
+
+    return processor.router
+
+
+def test_a_raising_matcher_is_reported_with_its_handler_and_no_address() -> None:
+    # Given a sample that the matcher cannot read (a RawMessage has no get_json)
+    # When it is routed
+    result = route(orders_router(), missive.RawMessage(b'{"kind": "order"}'))
+
+    # Then the line names the matcher as it was written, and its handler
+    assert result == (
+        Route.ERROR,
+        "matcher <lambda> in tests.cli.test_routes.orders_router of handler 'orders' raised "
+        "AttributeError",
+    )
+
+
+def test_an_undecodable_sample_is_reported_with_where_it_breaks() -> None:
+    result = route(orders_router(), missive.JSONMessage(b'{"kind": }'))
+
+    assert result == (
+        Route.ERROR,
+        "could not decode the message: invalid JSON: Expecting value at line 1 column 10",
+    )
+
+
+def test_a_sample_with_nan_is_reported_undecodable() -> None:
+    # Given a sample that Python's json accepts but JSON does not
+    result = route(orders_router(), missive.JSONMessage(b'{"kind": "order", "total": NaN}'))
+
+    # Then it is not routed: the processor would dead-letter it
+    assert result == (
+        Route.ERROR,
+        "could not decode the message: invalid JSON: NaN is not a JSON number",
+    )
