@@ -17,6 +17,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from missive.cli import _dlq, _replay, _routes, _run
 from missive.cli._common import CLIError
@@ -26,11 +27,24 @@ from missive.errors import MissiveError
 __all__ = ["main", "parser"]
 
 
+#: The exit status for a command line that cannot be read.
+USAGE_ERROR = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser, and so each of its subcommands', that reports a bad
+    command line on one line, ``missive: error: ...``, with exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        Output().error(f"{message} (see {self.prog} --help)")
+        raise SystemExit(USAGE_ERROR)
+
+
 def parser() -> argparse.ArgumentParser:
     """The command line's parser."""
     from missive import __version__
 
-    top = argparse.ArgumentParser(
+    top = _Parser(
         prog="missive",
         description="Run Missive adapters, inspect and replay dead letters, check routing.",
     )

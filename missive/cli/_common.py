@@ -210,26 +210,31 @@ def parse_id(text: str) -> bytes:
     return text.encode("utf-8")
 
 
-_RELATIVE = re.compile(r"(\d+)\s*([smhdw])")
+_RELATIVE = re.compile(r"([0-9]+)\s*([smhdw])", re.ASCII)
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+_FORMS = "give ISO-8601 (2026-11-28T10:00:00Z) or a duration ago (30m, 1h, 2d)"
 
 
 def parse_time(text: str, now: datetime | None = None) -> datetime:
     """An aware datetime from ISO-8601 (UTC if no zone) or a duration ago (``90m``, ``2d``).
 
-    Durations are a number and a unit: ``s``, ``m`` (minutes), ``h``, ``d`` or ``w``.
+    Durations are a number in ASCII digits and a unit: ``s``, ``m`` (minutes), ``h``,
+    ``d`` or ``w``. The time must fall between the years 1 and 9999 in UTC.
 
-    :raises CLIError: if ``text`` is neither.
+    :raises CLIError: if ``text`` is neither, or names a time outside that range.
     """
     match = _RELATIVE.fullmatch(text.strip())
-    if match:
-        delta = timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
-        return (now or datetime.now(UTC)) - delta
     try:
+        if match:
+            delta = timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+            return (now or datetime.now(UTC)) - delta
         moment = datetime.fromisoformat(text.strip())
-    except ValueError:
+        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    except OverflowError:
         raise CLIError(
-            f"cannot read the time {text!r}: give ISO-8601 (2026-11-28T10:00:00Z) "
-            "or a duration ago (30m, 1h, 2d)"
+            f"cannot read the time {safe_repr(text)}: it is outside the years 1 to 9999 "
+            "in UTC; give a time within them"
         ) from None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    except ValueError:
+        # Also a number too long to convert (over 4300 digits).
+        raise CLIError(f"cannot read the time {safe_repr(text)}: {_FORMS}") from None

@@ -52,3 +52,19 @@ def test_a_password_in_a_url_is_hidden() -> None:
     assert redact("postgresql://me:s3cret@db:5432/app") == "postgresql://me:***@db:5432/app"
     assert redact("postgresql://me@db/app") == "postgresql://me@db/app"
     assert redact("dlq.db") == "dlq.db"
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["99999999999d", "3000000w", "9" * 5000 + "s", "9999-12-31T23:59:59-23:59",
+     "0001-01-01T00:00:00+23:59"],
+)  # fmt: skip
+def test_a_time_beyond_the_calendar_is_refused(text: str) -> None:
+    with pytest.raises(CLIError, match="cannot read the time"):
+        parse_time(text, now=NOW)
+
+
+@pytest.mark.parametrize("text", ["\u00b2d", "\u0663d", "\uff13h"])
+def test_a_duration_is_written_in_ascii_digits(text: str) -> None:
+    with pytest.raises(CLIError, match="cannot read the time"):
+        parse_time(text, now=NOW)

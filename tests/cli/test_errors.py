@@ -176,3 +176,29 @@ def test_help_and_version_exit_zero(cli: CLI) -> None:
     assert help_.returncode == version.returncode == 0
     assert "dlq" in help_.stdout
     assert version.stdout.startswith("missive ")
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (("dlq", "ls", "--limit", "-1"), "argument --limit"),
+        (("dlq", "ls", "--limit", "²"), "argument --limit"),
+        (("dlq", "ls", "--since", "99999999999d"), "argument --since"),
+        (("dlq", "ls", "--since", "9999-12-31T23:59:59-23:59"), "argument --since"),
+        (("dlq", "export", "--before", "0001-01-01T00:00:00+23:59"), "argument --before"),
+        (("dlq", "frobnicate"), "invalid choice"),
+        (("dlq", "ls", "--no-such-option"), "unrecognized arguments"),
+    ],
+    ids=["negative-limit", "superscript-limit", "huge-duration", "after-9999", "before-1",
+         "unknown-command", "unknown-option"],
+)  # fmt: skip
+def test_a_bad_argument_is_one_error_line_and_status_2(
+    cli: CLI, dlq_path: Path, args: tuple[str, ...], fragment: str
+) -> None:
+    # Given an argument the command cannot use
+    # When the command runs
+    result = cli(*args, "--dlq", str(dlq_path))
+
+    # Then it says so on one line, and how to get help, with status 2
+    assert_one_line_error(result, fragment, "--help")
+    assert result.returncode == 2
