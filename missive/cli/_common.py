@@ -9,10 +9,10 @@ import sys
 import traceback
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 from missive.adapters.base import Adapter
 from missive.dlq import DeadLetterStore, open_dlq
+from missive.dlq._location import passwords, redacted, sqlite_path
 from missive.message import Message
 from missive.processor import Processor
 
@@ -123,24 +123,8 @@ def safe_repr(value: object, limit: int = 60) -> str:
 
 
 def redact(location: str) -> str:
-    """``location`` with any password in its URL replaced by ``***``."""
-    if "://" not in location:
-        return location
-    parts = urlsplit(location)
-    if parts.password is None:
-        return location
-    host = parts.netloc.rpartition("@")[2]
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
-
-
-def sqlite_path(location: str) -> str | None:
-    """The file path of an SQLite location, or ``None`` for another kind of DLQ."""
-    if "://" not in location:
-        return location
-    if location.lower().startswith("sqlite:///"):
-        return location[len("sqlite:///") :]
-    return None
+    """``location`` as the command shows it: any password replaced by ``***``."""
+    return redacted(location)
 
 
 def open_store(location: str | None, table: str | None = None) -> DeadLetterStore:
@@ -157,7 +141,7 @@ def open_store(location: str | None, table: str | None = None) -> DeadLetterStor
         raise CLIError(f"no DLQ given: pass --dlq PATH_OR_URL or set {DLQ_VARIABLE}")
     shown = redact(location)
     path = sqlite_path(location)
-    if path is not None and not Path(path).is_file():
+    if path and not Path(path).is_file():
         problem = "is a directory" if Path(path).is_dir() else "does not exist"
         raise CLIError(f"cannot open the DLQ {shown!r}: {path!r} {problem}")
     options: dict[str, str] = {}
@@ -172,14 +156,22 @@ def open_store(location: str | None, table: str | None = None) -> DeadLetterStor
         # Driver errors may quote the URL: never show its password.
         text = str(exc).strip().splitlines()
         detail = redact_text(text[0] if text else type(exc).__name__, location)
+        # open_dlq's own errors name the location too.
+        detail = detail.removeprefix(f"cannot open DLQ {shown!r}: ")
         raise CLIError(f"cannot open the DLQ {shown!r}: {detail}") from None
 
 
 def redact_text(text: str, location: str) -> str:
-    """``text`` with the password of ``location``'s URL, if it has one, replaced."""
-    password = urlsplit(location).password if "://" in location else None
-    text = text.replace(location, redact(location))
-    return text.replace(password, "***") if password else text
+    """``text`` with ``location``, and each password written in it, hidden.
+
+    A password is hidden where it stands as a word of its own, so that a short
+    one does not mangle the words around it.
+    """
+    text = text.replace(location, redacted(location))
+    for password in passwords(location):
+        word = rf"(?<![^\W_]){re.escape(password)}(?![^\W_])"
+        text = re.sub(word, "***", text)
+    return text
 
 
 def format_id(message_id: bytes) -> str:

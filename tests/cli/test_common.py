@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from missive.cli._common import CLIError, format_id, parse_id, parse_time, redact
+from missive.cli._common import CLIError, format_id, parse_id, parse_time, redact, redact_text
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 
@@ -68,3 +68,26 @@ def test_a_time_beyond_the_calendar_is_refused(text: str) -> None:
 def test_a_duration_is_written_in_ascii_digits(text: str) -> None:
     with pytest.raises(CLIError, match="cannot read the time"):
         parse_time(text, now=NOW)
+
+
+@pytest.mark.parametrize(
+    ("location", "expected"),
+    [
+        ("host=db dbname=app password=s3cret", "host=db dbname=app password=***"),
+        ("password = 's3 cr\\'et' host=db", "password = *** host=db"),
+        ("postgresql://me:s3cret@[::1/app", "postgresql://me:***@[::1/app"),
+        ("postgresql://me@db/app?password=s3cret&sslmode=require",
+         "postgresql://me@db/app?password=***&sslmode=require"),
+        ("postgresql://me:s3/cret@db/app", "postgresql://me:***@db/app"),
+    ],
+)  # fmt: skip
+def test_a_password_in_a_key_value_string_or_a_malformed_url_is_hidden(
+    location: str, expected: str
+) -> None:
+    assert redact(location) == expected
+
+
+def test_a_short_password_is_hidden_in_an_error_text_without_mangling_its_words() -> None:
+    text = 'cannot open u:p@h: password "p" refused'
+
+    assert redact_text(text, "mysql://u:p@h") == 'cannot open u:***@h: password "***" refused'

@@ -202,3 +202,32 @@ def test_a_bad_argument_is_one_error_line_and_status_2(
     # Then it says so on one line, and how to get help, with status 2
     assert_one_line_error(result, fragment, "--help")
     assert result.returncode == 2
+
+
+def test_a_libpq_key_value_string_is_a_postgresql_dlq_and_its_password_is_hidden(
+    cli: CLI,
+) -> None:
+    # Given a libpq connection string to a port where nothing listens
+    conninfo = "host=127.0.0.1 port=1 dbname=test user=root password=hunter2-secret"
+
+    # When a command opens it
+    result = cli("dlq", "ls", "--dlq", conninfo)
+
+    # Then it was tried as PostgreSQL, not as a file, and the password is not shown
+    assert_one_line_error(result, "password=***", "postgresql://root@127.0.0.1:1/test")
+    assert "does not exist" not in result.stderr
+    assert "hunter2" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["postgresql://root:hunter2@[::1/test", "postgresql://root:hunter2@[zz]:1/test",
+     "sqlite://[::1/dlq.db"],
+)  # fmt: skip
+def test_a_url_with_a_malformed_ipv6_host_is_an_error_without_the_password(
+    cli: CLI, url: str
+) -> None:
+    result = cli("dlq", "ls", "--dlq", url)
+
+    assert_one_line_error(result, "cannot open the DLQ")
+    assert "hunter2" not in result.stderr
