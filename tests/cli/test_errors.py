@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
 
+import missive
+from missive.dlq.sqlite import SQLiteDLQ
 from tests.cli._apps import SHOP, write_app
-from tests.cli.conftest import CLI, assert_one_line_error
+from tests.cli.conftest import CLI, Result, assert_one_line_error, clean_env
 
 DLQ_COMMANDS = [
     ("ls",),
@@ -231,3 +234,21 @@ def test_a_url_with_a_malformed_ipv6_host_is_an_error_without_the_password(
 
     assert_one_line_error(result, "cannot open the DLQ")
     assert "hunter2" not in result.stderr
+
+
+def test_purge_with_stdin_closed_asks_for_yes_on_one_line(cli: CLI, dlq_path: Path) -> None:
+    # Given a DLQ with a dead letter
+    with SQLiteDLQ(dlq_path) as dlq:
+        dlq[b"one"] = (missive.RawMessage(b"x", b"one"), "x")
+
+    # When purge runs without --yes and with stdin closed (<&-)
+    done = subprocess.run(
+        ["sh", "-c", 'exec "$@" <&-', "sh", *cli.command("dlq", "purge", "--dlq", "dlq.db")],
+        cwd=cli.cwd, env=clean_env(), capture_output=True, timeout=30, check=False,
+    )  # fmt: skip
+
+    # Then it refuses on one line, and the dead letter is kept
+    result = Result(done.returncode, done.stdout, done.stderr.decode())
+    assert_one_line_error(result, "pass --yes")
+    with SQLiteDLQ(dlq_path) as dlq:
+        assert b"one" in dlq
