@@ -33,6 +33,9 @@ _PAIR = re.compile(
     r"\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*('(?:[^'\\]|\\.)*'|(?!')(?:[^\s\\]|\\.)+)\s*",
     re.ASCII | re.DOTALL,
 )
+_KEYWORD = re.compile(r"\s*[A-Za-z_][A-Za-z0-9_]*\s*=", re.ASCII)
+# In a libpq string that does not parse, everything after the first password=.
+_UNPARSED_PASSWORD = re.compile(r"password\s*=\s*", re.IGNORECASE)
 _QUERY_PASSWORD = re.compile(r"([?&]password=)([^&#]*)", re.IGNORECASE)
 _HIDDEN = "***"
 
@@ -51,11 +54,15 @@ def _pairs(location: str) -> list[re.Match[str]] | None:
 
 
 def _scheme(location: str) -> str:
-    """``sqlite``, ``postgresql`` (for a libpq string too), another scheme, or ``""`` for a path."""
+    """``sqlite``, ``postgresql`` (for a libpq string too), another scheme, or ``""`` for a path.
+
+    A string that starts as a libpq pair but does not parse (an unclosed quote) is
+    still one: the driver says what is wrong with it, and it is never echoed as a path.
+    """
     match = _SCHEME.match(location)
     if match:
         return match.group(1).lower()
-    return "postgresql" if _pairs(location) else ""
+    return "postgresql" if _KEYWORD.match(location) else ""
 
 
 def sqlite_path(location: str) -> str | None:
@@ -96,10 +103,13 @@ def passwords(location: str) -> list[str]:
             found.append(location[span[0] : span[1]])
         found += [match.group(2) for match in _QUERY_PASSWORD.finditer(location)]
         found += [unquote(text) for text in found]
-    else:
-        for pair in _pairs(location) or []:
+    elif (pairs := _pairs(location)) is not None:
+        for pair in pairs:
             if pair.group(1).lower() == "password":
                 found += [pair.group(2), _unescape(pair.group(2))]
+    elif unparsed := _UNPARSED_PASSWORD.search(location):
+        rest = location[unparsed.end() :]
+        found += [rest, rest.lstrip("'"), *rest.lstrip("'").split()]
     return [text for text in dict.fromkeys(found) if text]
 
 
@@ -111,7 +121,10 @@ def redacted(location: str) -> str:
             location = location[: span[0]] + _HIDDEN + location[span[1] :]
         return _QUERY_PASSWORD.sub(lambda m: m.group(1) + _HIDDEN, location)
     pairs = _pairs(location)
-    for pair in reversed(pairs or []):
+    if pairs is None:
+        unparsed = _UNPARSED_PASSWORD.search(location) if _KEYWORD.match(location) else None
+        return location[: unparsed.end()] + _HIDDEN if unparsed else location
+    for pair in reversed(pairs):
         if pair.group(1).lower() == "password":
             location = location[: pair.start(2)] + _HIDDEN + location[pair.end(2) :]
     return location

@@ -91,3 +91,7 @@ def test_a_short_password_is_hidden_in_an_error_text_without_mangling_its_words(
     text = 'cannot open u:p@h: password "p" refused'
 
     assert redact_text(text, "mysql://u:p@h") == 'cannot open u:***@h: password "***" refused'
+
+
+def test_a_password_in_a_key_value_string_that_does_not_parse_is_hidden() -> None:
+    assert redact("host=db password='s3 cret") == "host=db password=***"
