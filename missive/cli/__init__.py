@@ -8,7 +8,8 @@
     missive routes check myapp:processor samples.jsonl
 
 Also ``python -m missive``. See ``docs/cli.md``. Exit status: 0 on success, 1 on
-failure, 2 for a command line that cannot be read; errors go to stderr as one line.
+failure, 2 for a command line that cannot be read, 130 when interrupted; errors go
+to stderr as one line, ``missive: error: ...``, never as a traceback.
 """
 
 from __future__ import annotations
