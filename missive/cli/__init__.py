@@ -8,29 +8,42 @@
     missive routes check myapp:processor samples.jsonl
 
 Also ``python -m missive``. See ``docs/cli.md``. Exit status: 0 on success, 1 on
-failure, 2 for a command line that cannot be read; errors go to stderr as one line.
+failure, 2 for a command line that cannot be read, 130 when interrupted; errors go
+to stderr as one line, ``missive: error: ...``, never as a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from missive.cli import _dlq, _replay, _routes, _run
 from missive.cli._common import CLIError
-from missive.cli._output import Output
+from missive.cli._output import Output, open_standard_streams
 from missive.errors import MissiveError
 
 __all__ = ["main", "parser"]
+
+
+#: The exit status for a command line that cannot be read.
+USAGE_ERROR = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser, and so each of its subcommands', that reports a bad
+    command line on one line, ``missive: error: ...``, with exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        Output().error(f"{message} (see {self.prog} --help)")
+        raise SystemExit(USAGE_ERROR)
 
 
 def parser() -> argparse.ArgumentParser:
     """The command line's parser."""
     from missive import __version__
 
-    top = argparse.ArgumentParser(
+    top = _Parser(
         prog="missive",
         description="Run Missive adapters, inspect and replay dead letters, check routing.",
     )
@@ -48,13 +61,16 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``missive`` command with ``argv`` (``sys.argv[1:]`` by default).
 
+    A closed stdout, or one whose reader goes away, does not stop the work: what
+    would go there is dropped.
+
     :returns: the exit status.
     """
-    args = parser().parse_args(argv)
+    open_standard_streams()
     out = Output()
     try:
+        args = parser().parse_args(argv)
         status: int = args.func(args, out)
-        out.stdout.flush()
     except CLIError as exc:
         out.error(str(exc))
         return 1
@@ -65,9 +81,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         out.note("interrupted")
         return 130
     except BrokenPipeError:
-        # The reader went away (| head): not an error. Keep Python from complaining
-        # when it flushes stdout at exit.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        # A command's own write to stdout (show --raw) found the reader gone.
+        out.reader_gone()
         return 0
+    finally:
+        out.flush()
     return status

@@ -9,10 +9,10 @@ import sys
 import traceback
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 from missive.adapters.base import Adapter
 from missive.dlq import DeadLetterStore, open_dlq
+from missive.dlq._location import passwords, redacted, sqlite_path
 from missive.message import Message
 from missive.processor import Processor
 
@@ -123,24 +123,8 @@ def safe_repr(value: object, limit: int = 60) -> str:
 
 
 def redact(location: str) -> str:
-    """``location`` with any password in its URL replaced by ``***``."""
-    if "://" not in location:
-        return location
-    parts = urlsplit(location)
-    if parts.password is None:
-        return location
-    host = parts.netloc.rpartition("@")[2]
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
-
-
-def sqlite_path(location: str) -> str | None:
-    """The file path of an SQLite location, or ``None`` for another kind of DLQ."""
-    if "://" not in location:
-        return location
-    if location.lower().startswith("sqlite:///"):
-        return location[len("sqlite:///") :]
-    return None
+    """``location`` as the command shows it: any password replaced by ``***``."""
+    return redacted(location)
 
 
 def open_store(location: str | None, table: str | None = None) -> DeadLetterStore:
@@ -157,7 +141,7 @@ def open_store(location: str | None, table: str | None = None) -> DeadLetterStor
         raise CLIError(f"no DLQ given: pass --dlq PATH_OR_URL or set {DLQ_VARIABLE}")
     shown = redact(location)
     path = sqlite_path(location)
-    if path is not None and not Path(path).is_file():
+    if path and not Path(path).is_file():
         problem = "is a directory" if Path(path).is_dir() else "does not exist"
         raise CLIError(f"cannot open the DLQ {shown!r}: {path!r} {problem}")
     options: dict[str, str] = {}
@@ -172,14 +156,22 @@ def open_store(location: str | None, table: str | None = None) -> DeadLetterStor
         # Driver errors may quote the URL: never show its password.
         text = str(exc).strip().splitlines()
         detail = redact_text(text[0] if text else type(exc).__name__, location)
+        # open_dlq's own errors name the location too.
+        detail = detail.removeprefix(f"cannot open DLQ {shown!r}: ")
         raise CLIError(f"cannot open the DLQ {shown!r}: {detail}") from None
 
 
 def redact_text(text: str, location: str) -> str:
-    """``text`` with the password of ``location``'s URL, if it has one, replaced."""
-    password = urlsplit(location).password if "://" in location else None
-    text = text.replace(location, redact(location))
-    return text.replace(password, "***") if password else text
+    """``text`` with ``location``, and each password written in it, hidden.
+
+    A password is hidden where it stands as a word of its own, so that a short
+    one does not mangle the words around it.
+    """
+    text = text.replace(location, redacted(location))
+    for password in passwords(location):
+        word = rf"(?<![^\W_]){re.escape(password)}(?![^\W_])"
+        text = re.sub(word, "***", text)
+    return text
 
 
 def format_id(message_id: bytes) -> str:
@@ -210,26 +202,31 @@ def parse_id(text: str) -> bytes:
     return text.encode("utf-8")
 
 
-_RELATIVE = re.compile(r"(\d+)\s*([smhdw])")
+_RELATIVE = re.compile(r"([0-9]+)\s*([smhdw])", re.ASCII)
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+_FORMS = "give ISO-8601 (2026-11-28T10:00:00Z) or a duration ago (30m, 1h, 2d)"
 
 
 def parse_time(text: str, now: datetime | None = None) -> datetime:
     """An aware datetime from ISO-8601 (UTC if no zone) or a duration ago (``90m``, ``2d``).
 
-    Durations are a number and a unit: ``s``, ``m`` (minutes), ``h``, ``d`` or ``w``.
+    Durations are a number in ASCII digits and a unit: ``s``, ``m`` (minutes), ``h``,
+    ``d`` or ``w``. The time must fall between the years 1 and 9999 in UTC.
 
-    :raises CLIError: if ``text`` is neither.
+    :raises CLIError: if ``text`` is neither, or names a time outside that range.
     """
     match = _RELATIVE.fullmatch(text.strip())
-    if match:
-        delta = timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
-        return (now or datetime.now(UTC)) - delta
     try:
+        if match:
+            delta = timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+            return (now or datetime.now(UTC)) - delta
         moment = datetime.fromisoformat(text.strip())
-    except ValueError:
+        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    except OverflowError:
         raise CLIError(
-            f"cannot read the time {text!r}: give ISO-8601 (2026-11-28T10:00:00Z) "
-            "or a duration ago (30m, 1h, 2d)"
+            f"cannot read the time {safe_repr(text)}: it is outside the years 1 to 9999 "
+            "in UTC; give a time within them"
         ) from None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    except ValueError:
+        # Also a number too long to convert (over 4300 digits).
+        raise CLIError(f"cannot read the time {safe_repr(text)}: {_FORMS}") from None

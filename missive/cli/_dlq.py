@@ -20,6 +20,7 @@ from missive.cli._common import (
     parse_id,
     parse_time,
     redact,
+    safe_repr,
 )
 from missive.cli._output import Output, hex_preview, safe_text, size_text
 from missive.dlq import DeadLetter, DeadLetterStore
@@ -75,6 +76,18 @@ def _time(text: str) -> datetime:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _count(text: str) -> int:
+    # int() would also take "٣", " 3", "1_0" and "-1".
+    digits = text.strip()
+    if not (digits.isascii() and digits.isdigit()):
+        raise argparse.ArgumentTypeError(
+            f"must be a whole number of 0 or more, not {safe_repr(text)}"
+        )
+    digits = digits.lstrip("0") or "0"
+    # Beyond int()'s 4300 digits, but no store holds that many anyway.
+    return int(digits) if len(digits) < 4000 else sys.maxsize
+
+
 def selected(
     store: DeadLetterStore, args: argparse.Namespace, limit: int | None = None
 ) -> Iterator[DeadLetter]:
@@ -91,7 +104,7 @@ def add_parsers(dlq: argparse.ArgumentParser) -> argparse._SubParsersAction[Any]
     ls = sub.add_parser("ls", help="list dead letters, one a row", description=_ls.__doc__)
     add_dlq_option(ls)
     add_filters(ls)
-    ls.add_argument("--limit", type=int, metavar="N", help="at most N rows")
+    ls.add_argument("--limit", type=_count, metavar="N", help="at most N rows")
     ls.add_argument("--json", action="store_true", help="one JSON object a line, for scripts")
     ls.set_defaults(func=_ls)
 

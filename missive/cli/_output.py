@@ -4,10 +4,14 @@ On a terminal, tables are aligned and fitted to its width, headers are bold and
 statuses coloured; when the output is piped or redirected, tables are plain
 tab-separated text and nothing is coloured. ``NO_COLOR`` (any non-empty value, see
 https://no-color.org) and ``TERM=dumb`` turn colour off on a terminal too.
+
+A closed stdout (``>&-``) or one whose reader went away (``| head``) is not an
+error: what would go there is dropped and the command finishes its work.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import shutil
@@ -15,7 +19,14 @@ import sys
 from collections.abc import Sequence
 from typing import TextIO
 
-__all__ = ["Output", "ProgressBar", "hex_preview", "safe_text", "size_text"]
+__all__ = [
+    "Output",
+    "ProgressBar",
+    "hex_preview",
+    "open_standard_streams",
+    "safe_text",
+    "size_text",
+]
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]")
 _STYLED = re.compile(r"\x1b\[[0-9;]*m")
@@ -56,6 +67,61 @@ def hex_preview(data: bytes, limit: int = 256) -> str:
     return "\n".join(lines)
 
 
+def open_standard_streams() -> None:
+    """Put ``/dev/null`` in place of each of stdin, stdout and stderr that is closed.
+
+    A program started with ``>&-`` has no file descriptor 1 and ``sys.stdout`` is
+    ``None``; the next file it opened (a DLQ's database) would take descriptor 1, and
+    a stray write, or a worker process inheriting it as its stdout, would write into
+    that file.
+    """
+    for fd, name, mode in ((0, "stdin", "r"), (1, "stdout", "w"), (2, "stderr", "w")):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)  # the lowest free descriptor
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+        if getattr(sys, name) is None:
+            stream = open(fd, mode, encoding="utf-8", errors="backslashreplace", closefd=False)  # noqa: SIM115
+            setattr(sys, name, stream)
+
+
+class _Nowhere(io.RawIOBase):
+    """A binary stream that drops every byte written to it."""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: object) -> int:
+        return len(memoryview(data))  # type: ignore[arg-type]
+
+
+def _nowhere() -> TextIO:
+    return io.TextIOWrapper(io.BufferedWriter(_Nowhere()), encoding="utf-8")
+
+
+def _dropped(stream: TextIO) -> TextIO:
+    """``stream``, or a stand-in, that drops what is written from now on: its reader went."""
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        return _nowhere()
+    # The same stream on /dev/null: what it still buffers is flushed there at exit
+    # instead of making the interpreter print "Exception ignored ... BrokenPipeError".
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, fd)
+    os.close(null)
+    return stream
+
+
+def _given(stream: TextIO | None, standard: TextIO | None) -> TextIO:
+    if stream is not None:
+        return stream
+    return standard if standard is not None else _nowhere()
+
+
 def _wants_colour(stream: TextIO) -> bool:
     if os.environ.get("NO_COLOR") or os.environ.get("TERM") == "dumb":
         return False
@@ -81,8 +147,8 @@ class Output:
     """
 
     def __init__(self, stdout: TextIO | None = None, stderr: TextIO | None = None) -> None:
-        self.stdout = stdout if stdout is not None else sys.stdout
-        self.stderr = stderr if stderr is not None else sys.stderr
+        self.stdout = _given(stdout, sys.stdout)
+        self.stderr = _given(stderr, sys.stderr)
         #: Whether stdout is a terminal (aligned tables) rather than a pipe or file.
         self.tty = _isatty(self.stdout)
         #: Whether to colour stdout.
@@ -100,13 +166,30 @@ class Output:
     def line(self, text: str = "") -> None:
         """Write a line of results to stdout."""
         self._clear_progress()
-        self.stdout.write(text + "\n")
+        try:
+            self.stdout.write(text + "\n")
+        except BrokenPipeError:
+            self.stdout = _dropped(self.stdout)
+
+    def flush(self) -> None:
+        """Flush stdout; if its reader has gone, drop what is left."""
+        try:
+            self.stdout.flush()
+        except BrokenPipeError:
+            self.stdout = _dropped(self.stdout)
+
+    def reader_gone(self) -> None:
+        """Drop what is written to stdout from now on: a write found its reader gone."""
+        self.stdout = _dropped(self.stdout)
 
     def note(self, text: str) -> None:
         """Write a line for people (progress, summaries of side effects) to stderr."""
         self._clear_progress()
-        self.stderr.write(text + "\n")
-        self.stderr.flush()
+        try:
+            self.stderr.write(text + "\n")
+            self.stderr.flush()
+        except BrokenPipeError:
+            self.stderr = _dropped(self.stderr)
 
     def warn(self, text: str) -> None:
         """Write ``missive: warning: text`` to stderr."""

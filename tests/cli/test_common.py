@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from missive.cli._common import CLIError, format_id, parse_id, parse_time, redact
+from missive.cli._common import CLIError, format_id, parse_id, parse_time, redact, redact_text
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 
@@ -52,3 +52,46 @@ def test_a_password_in_a_url_is_hidden() -> None:
     assert redact("postgresql://me:s3cret@db:5432/app") == "postgresql://me:***@db:5432/app"
     assert redact("postgresql://me@db/app") == "postgresql://me@db/app"
     assert redact("dlq.db") == "dlq.db"
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["99999999999d", "3000000w", "9" * 5000 + "s", "9999-12-31T23:59:59-23:59",
+     "0001-01-01T00:00:00+23:59"],
+)  # fmt: skip
+def test_a_time_beyond_the_calendar_is_refused(text: str) -> None:
+    with pytest.raises(CLIError, match="cannot read the time"):
+        parse_time(text, now=NOW)
+
+
+@pytest.mark.parametrize("text", ["\u00b2d", "\u0663d", "\uff13h"])
+def test_a_duration_is_written_in_ascii_digits(text: str) -> None:
+    with pytest.raises(CLIError, match="cannot read the time"):
+        parse_time(text, now=NOW)
+
+
+@pytest.mark.parametrize(
+    ("location", "expected"),
+    [
+        ("host=db dbname=app password=s3cret", "host=db dbname=app password=***"),
+        ("password = 's3 cr\\'et' host=db", "password = *** host=db"),
+        ("postgresql://me:s3cret@[::1/app", "postgresql://me:***@[::1/app"),
+        ("postgresql://me@db/app?password=s3cret&sslmode=require",
+         "postgresql://me@db/app?password=***&sslmode=require"),
+        ("postgresql://me:s3/cret@db/app", "postgresql://me:***@db/app"),
+    ],
+)  # fmt: skip
+def test_a_password_in_a_key_value_string_or_a_malformed_url_is_hidden(
+    location: str, expected: str
+) -> None:
+    assert redact(location) == expected
+
+
+def test_a_short_password_is_hidden_in_an_error_text_without_mangling_its_words() -> None:
+    text = 'cannot open u:p@h: password "p" refused'
+
+    assert redact_text(text, "mysql://u:p@h") == 'cannot open u:***@h: password "***" refused'
+
+
+def test_a_password_in_a_key_value_string_that_does_not_parse_is_hidden() -> None:
+    assert redact("host=db password='s3 cret") == "host=db password=***"

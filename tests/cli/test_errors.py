@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
 
+import missive
+from missive.dlq.sqlite import SQLiteDLQ
 from tests.cli._apps import SHOP, write_app
-from tests.cli.conftest import CLI, assert_one_line_error
+from tests.cli.conftest import CLI, Result, assert_one_line_error, clean_env
 
 DLQ_COMMANDS = [
     ("ls",),
@@ -176,3 +179,76 @@ def test_help_and_version_exit_zero(cli: CLI) -> None:
     assert help_.returncode == version.returncode == 0
     assert "dlq" in help_.stdout
     assert version.stdout.startswith("missive ")
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (("dlq", "ls", "--limit", "-1"), "argument --limit"),
+        (("dlq", "ls", "--limit", "²"), "argument --limit"),
+        (("dlq", "ls", "--since", "99999999999d"), "argument --since"),
+        (("dlq", "ls", "--since", "9999-12-31T23:59:59-23:59"), "argument --since"),
+        (("dlq", "export", "--before", "0001-01-01T00:00:00+23:59"), "argument --before"),
+        (("dlq", "frobnicate"), "invalid choice"),
+        (("dlq", "ls", "--no-such-option"), "unrecognized arguments"),
+    ],
+    ids=["negative-limit", "superscript-limit", "huge-duration", "after-9999", "before-1",
+         "unknown-command", "unknown-option"],
+)  # fmt: skip
+def test_a_bad_argument_is_one_error_line_and_status_2(
+    cli: CLI, dlq_path: Path, args: tuple[str, ...], fragment: str
+) -> None:
+    # Given an argument the command cannot use
+    # When the command runs
+    result = cli(*args, "--dlq", str(dlq_path))
+
+    # Then it says so on one line, and how to get help, with status 2
+    assert_one_line_error(result, fragment, "--help")
+    assert result.returncode == 2
+
+
+def test_a_libpq_key_value_string_is_a_postgresql_dlq_and_its_password_is_hidden(
+    cli: CLI,
+) -> None:
+    # Given a libpq connection string to a port where nothing listens
+    conninfo = "host=127.0.0.1 port=1 dbname=test user=root password=hunter2-secret"
+
+    # When a command opens it
+    result = cli("dlq", "ls", "--dlq", conninfo)
+
+    # Then it was tried as PostgreSQL, not as a file, and the password is not shown
+    assert_one_line_error(result, "password=***", "postgresql://root@127.0.0.1:1/test")
+    assert "does not exist" not in result.stderr
+    assert "hunter2" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["postgresql://root:hunter2@[::1/test", "postgresql://root:hunter2@[zz]:1/test",
+     "sqlite://[::1/dlq.db"],
+)  # fmt: skip
+def test_a_url_with_a_malformed_ipv6_host_is_an_error_without_the_password(
+    cli: CLI, url: str
+) -> None:
+    result = cli("dlq", "ls", "--dlq", url)
+
+    assert_one_line_error(result, "cannot open the DLQ")
+    assert "hunter2" not in result.stderr
+
+
+def test_purge_with_stdin_closed_asks_for_yes_on_one_line(cli: CLI, dlq_path: Path) -> None:
+    # Given a DLQ with a dead letter
+    with SQLiteDLQ(dlq_path) as dlq:
+        dlq[b"one"] = (missive.RawMessage(b"x", b"one"), "x")
+
+    # When purge runs without --yes and with stdin closed (<&-)
+    done = subprocess.run(
+        ["sh", "-c", 'exec "$@" <&-', "sh", *cli.command("dlq", "purge", "--dlq", "dlq.db")],
+        cwd=cli.cwd, env=clean_env(), capture_output=True, timeout=30, check=False,
+    )  # fmt: skip
+
+    # Then it refuses on one line, and the dead letter is kept
+    result = Result(done.returncode, done.stdout, done.stderr.decode())
+    assert_one_line_error(result, "pass --yes")
+    with SQLiteDLQ(dlq_path) as dlq:
+        assert b"one" in dlq

@@ -1,10 +1,14 @@
-"""Terminal conventions: aligned tables and colour on a terminal, NO_COLOR, a progress bar.
+"""Where output goes: aligned tables and colour on a terminal, NO_COLOR, a progress bar;
+and nowhere, quietly, when stdout is closed or its reader goes away.
 
-These run the command with its stdout and stderr on a pseudo-terminal, as in a shell.
+The terminal tests run the command with its stdout and stderr on a pseudo-terminal,
+as in a shell; those of a closed stdout run it under ``sh`` with ``>&-`` or with a
+pipe its reader closes.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import pty
@@ -14,9 +18,10 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import missive
+from missive.cli._output import Output
 from missive.dlq.sqlite import SQLiteDLQ
 from tests.cli._apps import SHOP, write_app
-from tests.cli.conftest import CLI, clean_env
+from tests.cli.conftest import CLI, Result, clean_env
 from tests.cli.test_dlq_inspect import fill, order
 from tests.conformance.dlq_suite import failure
 
@@ -131,3 +136,101 @@ def test_show_raw_does_not_write_binary_to_a_terminal(tmp_path: Path, dlq_path: 
 
     assert "pwned" not in output
     assert "redirect it (> message.bin) or pipe it (| xxd)" in output
+
+
+def with_stdout_closed(cwd: Path, *args: str, input: bytes = b"") -> Result:
+    """Run the command as ``missive ARGS >&-`` in a shell."""
+    done = subprocess.run(
+        ["sh", "-c", 'exec "$@" >&-', "sh", *CLI(cwd).command(*args)],
+        cwd=cwd, env=clean_env(), input=input, stderr=subprocess.PIPE, timeout=60, check=False,
+    )  # fmt: skip
+    return Result(done.returncode, b"", done.stderr.decode("utf-8", "replace"))
+
+
+def into_a_closed_pipe(cwd: Path, *args: str) -> Result:
+    """Run the command with stdout a pipe whose reader has already gone."""
+    with open(cwd / "stderr.txt", "w+b") as stderr:
+        process = subprocess.Popen(
+            CLI(cwd).command(*args), cwd=cwd, env=clean_env(),
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr,
+        )  # fmt: skip
+        assert process.stdout is not None
+        process.stdout.close()
+        status = process.wait(60)
+        stderr.seek(0)
+        return Result(status, b"", stderr.read().decode("utf-8", "replace"))
+
+
+class _ReaderGone(io.StringIO):
+    """A stdout whose reader has gone: every write and flush raises BrokenPipeError."""
+
+    def write(self, text: str) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    def flush(self) -> None:
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+def test_once_the_reader_has_gone_lines_are_dropped_without_an_error() -> None:
+    # Given an output whose stdout's reader has gone
+    out = Output(stdout=_ReaderGone(), stderr=io.StringIO())
+
+    # When lines, a table and a flush are written, then nothing raises
+    out.line("first")
+    out.table(["ID"], [["one"]], wide=0)
+    out.flush()
+
+
+def test_ls_with_stdout_closed_succeeds_quietly(tmp_path: Path, dlq_path: Path) -> None:
+    # Given a DLQ with a dead letter
+    fill(dlq_path, (order(1), "x"))
+
+    # When ls runs with stdout closed (>&-)
+    result = with_stdout_closed(tmp_path, "dlq", "ls", "--dlq", "dlq.db")
+
+    # Then it succeeds and says nothing
+    assert (result.returncode, result.stderr) == (0, "")
+
+
+def test_run_with_stdout_closed_handles_every_line_and_succeeds_quietly(tmp_path: Path) -> None:
+    # Given the shop application, fixed
+    write_app(tmp_path, "shop", SHOP)
+    (tmp_path / "fixed").touch()
+    lines = b"".join(b'{"kind":"order","n":%d}\n' % n for n in range(3))
+
+    # When it runs with stdout closed
+    result = with_stdout_closed(tmp_path, "run", "shop:adapter", "--log-level", "WARNING",
+                                input=lines)  # fmt: skip
+
+    # Then every line was handled, and the run ended with status 0 and no complaint
+    assert (tmp_path / "handled.log").read_text().split() == ["0", "1", "2"]
+    assert (result.returncode, result.stderr) == (0, "")
+
+
+def test_a_replay_whose_reader_goes_away_still_replays_every_dead_letter(
+    tmp_path: Path, dlq_path: Path
+) -> None:
+    # Given more dead letters than stdout buffers lines about them
+    write_app(tmp_path, "shop", SHOP)
+    fill(dlq_path, *((order(n), "x") for n in range(300)))
+    (tmp_path / "fixed").touch()
+
+    # When a verbose replay writes into a pipe whose reader has gone
+    result = into_a_closed_pipe(tmp_path, "dlq", "replay", "-v", "--processor", "shop:processor",
+                                "--all", "--dlq", "dlq.db")  # fmt: skip
+
+    # Then each was replayed and removed, and the command ended quietly with status 0
+    assert (result.returncode, result.stderr) == (0, "")
+    with SQLiteDLQ(dlq_path) as dlq:
+        assert len(dlq) == 0
+    assert len((tmp_path / "handled.log").read_text().split()) == 300
+
+
+def test_export_into_a_pipe_whose_reader_has_gone_succeeds_quietly(
+    tmp_path: Path, dlq_path: Path
+) -> None:
+    fill(dlq_path, *((order(n), "x") for n in range(300)))
+
+    result = into_a_closed_pipe(tmp_path, "dlq", "export", "--dlq", "dlq.db")
+
+    assert (result.returncode, result.stderr) == (0, "")

@@ -52,3 +52,17 @@ def test_without_create_an_existing_file_opens(tmp_path: Path) -> None:
     open_dlq(path).close()
     with open_dlq(path, create=False) as dlq:
         assert len(dlq) == 0
+
+
+def test_a_libpq_key_value_string_is_a_postgresql_dlq_not_a_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a libpq connection string to a port where nothing listens
+    monkeypatch.chdir(tmp_path)
+    conninfo = "host=127.0.0.1 port=1 dbname=test password=hunter2"
+
+    # When open_dlq opens it, then it connects to PostgreSQL and creates no file
+    with pytest.raises(missive.DLQError, match=r"127\.0\.0\.1:1/test") as raised:
+        open_dlq(conninfo)
+    assert "hunter2" not in str(raised.value)
+    assert list(tmp_path.iterdir()) == []
