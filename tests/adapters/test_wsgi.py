@@ -283,6 +283,34 @@ def test_invalid_content_length_gets_400(adapter: WSGIAdapter[Any], recorder: Re
     assert recorder.messages == []
 
 
+def test_content_length_of_a_non_ascii_digit_gets_400(
+    adapter: WSGIAdapter[Any], recorder: Recorder
+) -> None:
+    response = call(adapter, headers={"Content-Length": "\u00b2"}, validate=False)
+    assert response.status == 400
+    assert recorder.messages == []
+
+
+def test_content_length_of_5000_digits_gets_400(
+    adapter: WSGIAdapter[Any], recorder: Recorder
+) -> None:
+    response = call(adapter, headers={"Content-Length": "9" * 5000}, validate=False)
+    assert response.status == 400
+    assert recorder.messages == []
+
+
+def test_body_without_content_length_or_chunking_gets_411_unprocessed(
+    adapter: WSGIAdapter[Any], recorder: Recorder
+) -> None:
+    # Given an HTTP/1.0 POST whose body runs to the end of the connection
+    stream = io.BytesIO(b"a body the server does not delimit")
+    # When it arrives without Content-Length (the server passes an empty one)
+    response = call(adapter, headers={"Content-Length": ""}, stream=stream, validate=False)
+    # Then it is refused as of unknown length, and no empty message is made
+    assert response.status == 411
+    assert recorder.messages == []
+
+
 def test_body_shorter_than_its_content_length_gets_400(
     adapter: WSGIAdapter[Any], recorder: Recorder
 ) -> None:
