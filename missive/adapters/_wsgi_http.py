@@ -143,7 +143,7 @@ def _too_large(size: str, limit: int) -> RejectedError:
     )
 
 
-def read_body(environ: Mapping[str, Any], limit: int) -> bytes:
+def read_body(environ: Mapping[str, Any], limit: int, timeout: float | None = None) -> bytes:
     """Read the request body, at most ``limit`` bytes, without reading a larger one whole.
 
     With a ``Content-Length`` the length is checked first. Without one, a chunked
@@ -152,9 +152,25 @@ def read_body(environ: Mapping[str, Any], limit: int) -> bytes:
     runs to the end of the connection, which servers do not pass on): it is refused
     with 411 rather than taken as empty.
 
+    ``timeout`` bounds each read from the client's socket where the server exposes
+    it (gunicorn's ``gunicorn.socket``); a read that times out there, or raises
+    :class:`TimeoutError` under any server, is answered 408.
+
     :raises RejectedError: 413 for a body over ``limit``, 400 for a bad or short
-        length, 411 for a body of unknown length.
+        length, 411 for a body of unknown length, 408 for a client too slow.
     """
+    sock = environ.get("gunicorn.socket")
+    if timeout is None or sock is None:
+        return _read_body(environ, limit)
+    previous = sock.gettimeout()
+    sock.settimeout(timeout)
+    try:
+        return _read_body(environ, limit)
+    finally:
+        sock.settimeout(previous)
+
+
+def _read_body(environ: Mapping[str, Any], limit: int) -> bytes:
     stream = environ["wsgi.input"]
     length_text = environ.get("CONTENT_LENGTH")
     if length_text:
@@ -205,6 +221,12 @@ def _read(stream: Any, size: int) -> bytes:
             parts.append(data)
             got += len(data)
         return b"".join(parts)
+    except TimeoutError as exc:
+        raise RejectedError(
+            408,
+            {"status": "rejected", "error": "the body arrived too slowly; send it again"},
+            "reading the body timed out: the client sent too slowly or stopped",
+        ) from exc
     except Exception as exc:  # servers raise their own types for a broken body
         raise RejectedError(
             400,
