@@ -9,6 +9,7 @@ from typing import Any
 __all__ = [
     "RejectedError",
     "StartResponse",
+    "decimal",
     "read_body",
     "request_headers",
     "respond",
@@ -24,14 +25,28 @@ STATUS = {
     401: "401 Unauthorized",
     404: "404 Not Found",
     405: "405 Method Not Allowed",
+    408: "408 Request Timeout",
+    411: "411 Length Required",
     413: "413 Content Too Large",
     500: "500 Internal Server Error",
     503: "503 Service Unavailable",
 }
 
 _CHUNK = 64 * 1024
+_MAX_LENGTH_DIGITS = 18  # far above any limit, far below int()'s bound
 _encode = json.JSONEncoder(separators=(",", ":")).encode
 _quote: Callable[[str], str] = json.encoder.encode_basestring_ascii
+
+
+def decimal(text: str, max_digits: int) -> int | None:
+    """``text`` as a non-negative integer of at most ``max_digits`` ASCII digits, else ``None``.
+
+    ``str.isdigit`` also accepts digits ``int`` refuses (``"\u00b2"``), and ``int``
+    refuses more than 4,300 digits: header values are checked here, never by those.
+    """
+    if 0 < len(text) <= max_digits and text.isascii() and text.isdigit():
+        return int(text)
+    return None
 
 
 class RejectedError(Exception):
@@ -128,25 +143,44 @@ def _too_large(size: str, limit: int) -> RejectedError:
     )
 
 
-def read_body(environ: Mapping[str, Any], limit: int) -> bytes:
+def read_body(environ: Mapping[str, Any], limit: int, timeout: float | None = None) -> bytes:
     """Read the request body, at most ``limit`` bytes, without reading a larger one whole.
 
     With a ``Content-Length`` the length is checked first. Without one, a chunked
     body (or one the server says ends, ``wsgi.input_terminated``) is read up to
-    ``limit + 1`` bytes; any other request has no body.
+    ``limit + 1`` bytes. Any other request has no defined length (an HTTP/1.0 body
+    runs to the end of the connection, which servers do not pass on): it is refused
+    with 411 rather than taken as empty.
 
-    :raises RejectedError: 413 for a body over ``limit``, 400 for a bad or short length.
+    ``timeout`` bounds each read from the client's socket where the server exposes
+    it (gunicorn's ``gunicorn.socket``); a read that times out there, or raises
+    :class:`TimeoutError` under any server, is answered 408.
+
+    :raises RejectedError: 413 for a body over ``limit``, 400 for a bad or short
+        length, 411 for a body of unknown length, 408 for a client too slow.
     """
+    sock = environ.get("gunicorn.socket")
+    if timeout is None or sock is None:
+        return _read_body(environ, limit)
+    previous = sock.gettimeout()
+    sock.settimeout(timeout)
+    try:
+        return _read_body(environ, limit)
+    finally:
+        sock.settimeout(previous)
+
+
+def _read_body(environ: Mapping[str, Any], limit: int) -> bytes:
     stream = environ["wsgi.input"]
     length_text = environ.get("CONTENT_LENGTH")
     if length_text:
-        if not length_text.isdigit():
+        length = decimal(length_text, _MAX_LENGTH_DIGITS)
+        if length is None:
             raise RejectedError(
                 400,
                 {"status": "rejected", "error": "invalid Content-Length"},
                 "invalid Content-Length header",
             )
-        length = int(length_text)
         if length > limit:
             raise _too_large(length_text, limit)
         body = _read(stream, length)
@@ -159,7 +193,11 @@ def read_body(environ: Mapping[str, Any], limit: int) -> bytes:
         return body
     chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
     if not (chunked or environ.get("wsgi.input_terminated")):
-        return b""
+        raise RejectedError(
+            411,
+            {"status": "rejected", "error": "Content-Length or chunked encoding required"},
+            "no Content-Length and not chunked: the body's length is unknown",
+        )
     body = _read(stream, limit + 1)
     if len(body) > limit:
         raise _too_large(f"more than {limit}", limit)
@@ -183,6 +221,12 @@ def _read(stream: Any, size: int) -> bytes:
             parts.append(data)
             got += len(data)
         return b"".join(parts)
+    except TimeoutError as exc:
+        raise RejectedError(
+            408,
+            {"status": "rejected", "error": "the body arrived too slowly; send it again"},
+            "reading the body timed out: the client sent too slowly or stopped",
+        ) from exc
     except Exception as exc:  # servers raise their own types for a broken body
         raise RejectedError(
             400,

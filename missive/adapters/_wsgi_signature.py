@@ -9,6 +9,8 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Protocol
 
+from missive.adapters._wsgi_http import decimal
+
 __all__ = ["HMACSignature", "SignatureVerifier", "StripeSignature"]
 
 
@@ -94,6 +96,10 @@ class HMACSignature:
         return f"HMACSignature(header={self.header!r}, digest={self.digest!r})"
 
 
+# Unix time has 10 digits until the year 2286; a longer t= is not a timestamp.
+_MAX_TIMESTAMP_DIGITS = 12
+
+
 class StripeSignature:
     """Stripe's timestamped scheme: ``Stripe-Signature: t=<unix time>,v1=<hex>[,v1=...]``.
 
@@ -137,8 +143,8 @@ class StripeSignature:
         signatures: list[bytes] = []
         for item in value.split(","):
             key, _, text = item.strip().partition("=")
-            if key == "t" and text.isdigit():
-                timestamp = int(text)
+            if key == "t":
+                timestamp = decimal(text, _MAX_TIMESTAMP_DIGITS)
             elif key == "v1":
                 signatures.append(text.strip().lower().encode("latin-1", "replace"))
         if timestamp is None or not signatures:

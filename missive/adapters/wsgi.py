@@ -85,6 +85,9 @@ class WSGIAdapter(Adapter[M]):
         :class:`StripeSignature`) every request must pass, else 401.
     :param message_id_header: a header holding the sender's message id
         (``"X-Message-Id"``, ``"Idempotency-Key"``); without it ids are generated.
+    :param body_timeout: seconds each read of the body may wait for the client
+        (10 by default), else 408; enforced where the server exposes the socket
+        (gunicorn) and in :meth:`run`; ``None`` for no limit. See ``docs/wsgi.md``.
     :param retry_after: seconds sent in ``Retry-After`` with a 503.
     :param drop_headers: header names (any case) left out of the message attributes.
     :raises ValueError: for a path not starting with ``/``, equal paths, or negative sizes.
@@ -101,6 +104,7 @@ class WSGIAdapter(Adapter[M]):
         signature: SignatureVerifier | None = None,
         message_id_header: str | None = None,
         retry_after: int = 30,
+        body_timeout: float | None = 10,
         drop_headers: Iterable[str] = DEFAULT_DROP_HEADERS,
     ) -> None:
         super().__init__(message_cls, processor)
@@ -117,6 +121,7 @@ class WSGIAdapter(Adapter[M]):
         self.signature = signature
         self.message_id_header = message_id_header.lower() if message_id_header else None
         self.retry_after = retry_after
+        self.body_timeout = body_timeout
         self.drop_headers = frozenset(name.lower() for name in drop_headers)
         self._retry_headers = [("Retry-After", str(retry_after))]
         self._reset()
@@ -227,7 +232,7 @@ class WSGIAdapter(Adapter[M]):
                 start_response, 405, {"status": "method not allowed"}, [("Allow", "POST")]
             )
         try:
-            body = read_body(environ, self.max_body_size)
+            body = read_body(environ, self.max_body_size, self.body_timeout)
             headers = request_headers(environ)
             if self.signature is not None:
                 problem = self.signature.verify(body, headers)
@@ -333,7 +338,7 @@ class WSGIAdapter(Adapter[M]):
         after :meth:`stop`, SIGINT or SIGTERM, having run the ``after_processing``
         hooks. :attr:`server_address` holds the bound address (for ``port=0``).
         """
-        server = _make_server(host, port, self)
+        server = _make_server(host, port, self, self.body_timeout)
         self.server_address: tuple[str, int] = tuple(server.server_address[:2])
         server.timeout = 0.2
         with server, self.stop_on_signals():
@@ -346,15 +351,21 @@ class WSGIAdapter(Adapter[M]):
                 self.close()
 
 
-def _make_server(host: str, port: int, app: Any) -> Any:
+def _make_server(host: str, port: int, app: Any, timeout: float | None) -> Any:
     # Imported here: production servers never load http.server.
     import wsgiref.simple_server
 
     class QuietHandler(wsgiref.simple_server.WSGIRequestHandler):
+        # A socket timeout on every read of the connection, the body's included.
+        pass
+
+    QuietHandler.timeout = timeout
+
+    class _Quiet(QuietHandler):
         def log_message(self, format: str, *args: Any) -> None:
             logger.debug("%s " + format, self.address_string(), *args)
 
-    return wsgiref.simple_server.make_server(host, port, app, handler_class=QuietHandler)
+    return wsgiref.simple_server.make_server(host, port, app, handler_class=_Quiet)
 
 
 def _reset_in_child(ref: weakref.ref[WSGIAdapter[Any]]) -> None:

@@ -12,6 +12,7 @@ import http.client
 import io
 import json
 import logging
+import socket
 import threading
 import time
 import wsgiref.util
@@ -280,6 +281,34 @@ def test_invalid_content_length_gets_400(adapter: WSGIAdapter[Any], recorder: Re
     # (wsgiref's validator itself refuses such a request, so it is off here)
     response = call(adapter, headers={"Content-Length": "12abc"}, validate=False)
     assert response.status == 400
+    assert recorder.messages == []
+
+
+def test_content_length_of_a_non_ascii_digit_gets_400(
+    adapter: WSGIAdapter[Any], recorder: Recorder
+) -> None:
+    response = call(adapter, headers={"Content-Length": "\u00b2"}, validate=False)
+    assert response.status == 400
+    assert recorder.messages == []
+
+
+def test_content_length_of_5000_digits_gets_400(
+    adapter: WSGIAdapter[Any], recorder: Recorder
+) -> None:
+    response = call(adapter, headers={"Content-Length": "9" * 5000}, validate=False)
+    assert response.status == 400
+    assert recorder.messages == []
+
+
+def test_body_without_content_length_or_chunking_gets_411_unprocessed(
+    adapter: WSGIAdapter[Any], recorder: Recorder
+) -> None:
+    # Given an HTTP/1.0 POST whose body runs to the end of the connection
+    stream = io.BytesIO(b"a body the server does not delimit")
+    # When it arrives without Content-Length (the server passes an empty one)
+    response = call(adapter, headers={"Content-Length": ""}, stream=stream, validate=False)
+    # Then it is refused as of unknown length, and no empty message is made
+    assert response.status == 411
     assert recorder.messages == []
 
 
@@ -602,3 +631,40 @@ def test_run_serves_on_loopback_until_stopped(recorder: Recorder) -> None:
     assert status == 200
     assert recorder.messages[0].raw_data == b"over http"
     assert recorder.events == ["before", "after"]
+
+
+class StalledStream(io.BytesIO):
+    """A wsgi.input whose client stopped sending: reads time out, as a socket's do."""
+
+    def read(self, size: int | None = -1) -> bytes:
+        raise TimeoutError("timed out")
+
+
+def test_body_read_that_times_out_gets_408(
+    adapter: WSGIAdapter[Any], recorder: Recorder
+) -> None:
+    response = call(adapter, body=b"x" * 100, stream=StalledStream())
+    assert response.status == 408
+    assert recorder.messages == []
+
+
+def test_development_server_answers_408_to_a_stalled_body(recorder: Recorder) -> None:
+    # Given the development server with a body timeout of 0.3 s
+    adapter = adapter_for(recorder, body_timeout=0.3)
+    server = threading.Thread(target=adapter.run, kwargs={"port": 0})
+    server.start()
+    try:
+        assert adapter.wait_ready(5)
+        # When a client announces 100 bytes and sends 5
+        with socket.create_connection(("127.0.0.1", adapter.server_address[1]), 5) as client:
+            client.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nshort")
+            started = time.monotonic()
+            answer = client.recv(4096)
+            elapsed = time.monotonic() - started
+    finally:
+        adapter.stop()
+        server.join(5)
+    # Then it is answered 408 soon after the timeout, and nothing is processed
+    assert answer.startswith(b"HTTP/1.0 408")
+    assert elapsed < 2
+    assert recorder.messages == []

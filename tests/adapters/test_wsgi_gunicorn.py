@@ -62,6 +62,7 @@ adapter = WSGIAdapter(
     processor,
     signature=HMACSignature(secret) if secret else None,
     max_body_size=int(os.environ.get("MISSIVE_TEST_MAX_BODY", 1024 * 1024)),
+    body_timeout=float(os.environ.get("MISSIVE_TEST_BODY_TIMEOUT", 10)),
 )
 if os.environ.get("MISSIVE_TEST_START_AT_IMPORT"):
     adapter.start()
@@ -357,3 +358,34 @@ def test_with_preload_and_start_at_import_each_worker_runs_its_own_hooks(serve: 
     assert sorted(before) == sorted(after)
     assert len(set(before)) == len(before)
     assert set(before) == handled_by | {master}
+
+
+# -- slow clients ----------------------------------------------------------------------
+
+
+def stalled_client(port: int) -> socket.socket:
+    """A connection that announces a 1,000-byte body, sends 5 bytes and waits."""
+    client = socket.create_connection(("127.0.0.1", port), 5)
+    client.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nshort")
+    return client
+
+
+def test_stalled_clients_get_408_and_ordinary_requests_are_still_answered(serve: Any) -> None:
+    # Given 2 workers x 4 threads with a body timeout of 1 s, and 10 stalled clients
+    server = serve("--workers", "2", "--threads", "4", MISSIVE_TEST_BODY_TIMEOUT="1")
+    clients = [stalled_client(server.port) for _ in range(10)]
+    try:
+        time.sleep(0.2)
+        # When ordinary requests are made meanwhile
+        started = time.monotonic()
+        statuses = [server.request("POST", body=b"x")[0] for _ in range(3)]
+        elapsed = time.monotonic() - started
+        answers = [client.recv(4096) for client in clients]
+    finally:
+        for client in clients:
+            client.close()
+    # Then they are answered within 2 s, and each stalled client got 408 unprocessed
+    assert statuses == [200] * 3
+    assert elapsed < 2, f"ordinary requests took {elapsed:.2f} s"
+    assert all(answer.startswith(b"HTTP/1.1 408") for answer in answers), answers
+    assert len(server.lines("handled")) == 3
