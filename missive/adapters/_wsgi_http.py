@@ -6,6 +6,8 @@ import json
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from missive.adapters._wsgi_deadline import watch
+
 __all__ = [
     "RejectedError",
     "StartResponse",
@@ -152,8 +154,10 @@ def read_body(environ: Mapping[str, Any], limit: int, timeout: float | None = No
     runs to the end of the connection, which servers do not pass on): it is refused
     with 411 rather than taken as empty.
 
-    ``timeout`` bounds each read from the client's socket where the server exposes
-    it (gunicorn's ``gunicorn.socket``); a read that times out there, or raises
+    ``timeout`` bounds reading the whole body where the server exposes the client's
+    socket (gunicorn's ``gunicorn.socket``): each ``recv`` times out after it, and a
+    watchdog cuts the read off once it has lasted that long in all (a client sending
+    a byte a second gets no further). Such a read, or one that raises
     :class:`TimeoutError` under any server, is answered 408.
 
     :raises RejectedError: 413 for a body over ``limit``, 400 for a bad or short
@@ -165,9 +169,23 @@ def read_body(environ: Mapping[str, Any], limit: int, timeout: float | None = No
     previous = sock.gettimeout()
     sock.settimeout(timeout)
     try:
-        return _read_body(environ, limit)
+        with watch(sock, timeout) as deadline:
+            try:
+                return _read_body(environ, limit)
+            except RejectedError as exc:
+                if deadline.expired:  # the body looked short because it was cut off
+                    raise _too_slow() from exc
+                raise
     finally:
         sock.settimeout(previous)
+
+
+def _too_slow() -> RejectedError:
+    return RejectedError(
+        408,
+        {"status": "rejected", "error": "the body arrived too slowly; send it again"},
+        "reading the body timed out: the client sent too slowly or stopped",
+    )
 
 
 def _read_body(environ: Mapping[str, Any], limit: int) -> bytes:
@@ -222,11 +240,7 @@ def _read(stream: Any, size: int) -> bytes:
             got += len(data)
         return b"".join(parts)
     except TimeoutError as exc:
-        raise RejectedError(
-            408,
-            {"status": "rejected", "error": "the body arrived too slowly; send it again"},
-            "reading the body timed out: the client sent too slowly or stopped",
-        ) from exc
+        raise _too_slow() from exc
     except Exception as exc:  # servers raise their own types for a broken body
         raise RejectedError(
             400,

@@ -85,9 +85,9 @@ class WSGIAdapter(Adapter[M]):
         :class:`StripeSignature`) every request must pass, else 401.
     :param message_id_header: a header holding the sender's message id
         (``"X-Message-Id"``, ``"Idempotency-Key"``); without it ids are generated.
-    :param body_timeout: seconds each read of the body may wait for the client
-        (10 by default), else 408; enforced where the server exposes the socket
-        (gunicorn) and in :meth:`run`; ``None`` for no limit. See ``docs/wsgi.md``.
+    :param body_timeout: seconds reading the whole body may take (10 by default),
+        else 408; enforced where the server exposes the socket (gunicorn), per
+        read in :meth:`run`; ``None`` for no limit. See ``docs/wsgi.md``.
     :param retry_after: seconds sent in ``Retry-After`` with a 503.
     :param drop_headers: header names (any case) left out of the message attributes.
     :raises ValueError: for a path not starting with ``/``, equal paths, or negative sizes.

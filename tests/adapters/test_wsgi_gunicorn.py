@@ -389,3 +389,42 @@ def test_stalled_clients_get_408_and_ordinary_requests_are_still_answered(serve:
     assert elapsed < 2, f"ordinary requests took {elapsed:.2f} s"
     assert all(answer.startswith(b"HTTP/1.1 408") for answer in answers), answers
     assert len(server.lines("handled")) == 3
+
+
+def test_clients_dripping_a_body_get_408_within_the_body_timeout(serve: Any) -> None:
+    # Given a body timeout of 1 s, and 8 clients (every thread of both workers) that
+    # announce 1,000 bytes and send one every 0.3 s: each recv is within the timeout
+    server = serve("--workers", "2", "--threads", "4", MISSIVE_TEST_BODY_TIMEOUT="1")
+    clients = [stalled_client(server.port) for _ in range(8)]
+    started = time.monotonic()
+    answers: dict[int, bytes] = {}
+    try:
+        # When they go on dripping until answered (or 6 s have passed)
+        while len(answers) < len(clients) and time.monotonic() - started < 6:
+            time.sleep(0.3)
+            for number, client in enumerate(clients):
+                if number in answers:
+                    continue
+                client.setblocking(False)
+                try:
+                    answer = client.recv(4096)
+                except BlockingIOError:
+                    answer = b""
+                client.setblocking(True)
+                if answer:
+                    answers[number] = answer
+                else:
+                    with contextlib.suppress(OSError):
+                        client.sendall(b"x")
+        elapsed = time.monotonic() - started
+        # and an ordinary request is made after them
+        status = server.request("POST", body=b"x")[0]
+    finally:
+        for client in clients:
+            client.close()
+    # Then each got 408 soon after its second, and the ordinary request was handled
+    assert len(answers) == len(clients), f"{len(answers)} of {len(clients)} answered"
+    assert all(answer.startswith(b"HTTP/1.1 408") for answer in answers.values()), answers
+    assert elapsed < 4, f"the dripping clients were cut off only after {elapsed:.1f} s"
+    assert status == 200
+    assert len(server.lines("handled")) == 1
