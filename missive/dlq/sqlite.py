@@ -131,7 +131,7 @@ class SQLiteDLQ(DeadLetterStore):
         other tables; without it such a database is refused, never changed.
 
     Before each write the store checks that the path still leads to the file it
-    opened (same device and inode, an SQLite header of the right size) and checks it
+    opened (same device and inode, an SQLite header, its application id) and checks it
     again after the commit: a file removed, truncated or overwritten meanwhile fails
     the write with :class:`~missive.DLQError`, so the message is not acked. A file
     that SQLite reports malformed fails that write and every later one.

@@ -90,14 +90,6 @@ def test_a_write_after_the_file_was_truncated_to_nothing_fails_saying_so(
         _write_new(dlq)
 
 
-def test_a_write_after_the_file_was_cut_short_fails_saying_so(dlq: SQLiteDLQ, path: Path) -> None:
-    _checkpoint(dlq)
-    os.truncate(path, 2 * 4096)
-
-    with pytest.raises(missive.DLQError, match=r"truncated \(it is shorter than its header says\)"):
-        _write_new(dlq)
-
-
 def test_a_write_after_the_file_was_overwritten_by_another_database_fails_saying_so(
     dlq: SQLiteDLQ, path: Path
 ) -> None:
