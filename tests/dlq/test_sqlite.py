@@ -376,3 +376,27 @@ def _renamed_class() -> type[missive.Message]:
 def _query(path: str | Path, sql: str) -> list[Any]:
     with contextlib.closing(sqlite3.connect(path)) as conn:
         return conn.execute(sql).fetchall()
+
+
+def test_a_read_only_store_reads_and_leaves_the_file_unchanged(tmp_path: Path) -> None:
+    path = tmp_path / "dlq.db"
+    with SQLiteDLQ(path) as dlq:
+        put(dlq, missive.RawMessage(b"x", b"id-1"))
+    before = _digest(path)
+
+    with SQLiteDLQ(path, read_only=True) as dlq:
+        ids = list(dlq)
+        with pytest.raises(missive.DLQError, match="opened read-only"):
+            put(dlq, missive.RawMessage(b"y", b"id-2"))
+
+    assert ids == [b"id-1"]
+    assert _digest(path) == before
+
+
+def test_a_read_only_store_of_a_missing_file_is_an_error_and_creates_nothing(
+    tmp_path: Path,
+) -> None:
+    with pytest.raises(missive.DLQError, match="no such file"):
+        SQLiteDLQ(tmp_path / "dlq.db", read_only=True)
+
+    assert list(tmp_path.iterdir()) == []
