@@ -395,6 +395,8 @@ class SQLiteDLQ(DeadLetterStore):
             self._closed = True
             if self._pid == os.getpid():
                 self._connection.close()
+                if self._identity is not None:
+                    self._identity.release()
             else:
                 _inherited.append(self._connection)
         logger.debug("closed DLQ %s", self.path)
