@@ -130,10 +130,10 @@ class SQLiteDLQ(DeadLetterStore):
     :param allow_other_tables: add the DLQ's tables to a database that already holds
         other tables; without it such a database is refused, never changed.
 
-    Before each write the store checks that the path still leads to the file it
-    opened (same device and inode, an SQLite header, its application id) and checks it
-    again after the commit: a file removed, truncated or overwritten meanwhile fails
-    the write with :class:`~missive.DLQError`, so the message is not acked. A file
+    After each write's commit the store checks that the path still leads to the file
+    it opened (same device and inode, an SQLite header, its application id): a file
+    removed, truncated or overwritten meanwhile fails the write with
+    :class:`~missive.DLQError`, so the message is not acked. A file
     that SQLite reports malformed fails that write and every later one.
 
     :raises DLQError: if the path is a directory, its directory does not exist, the
@@ -200,11 +200,14 @@ class SQLiteDLQ(DeadLetterStore):
             ) from None
 
     def _write(self, what: str, statements: Callable[[sqlite3.Connection], _T]) -> _T:
-        """Run ``statements`` in one write transaction on the file the store opened.
+        """Run ``statements`` (each one committed by itself) on the file the store opened.
+
+        The check after the commit is what makes a write safe to ack: the statements
+        reached the file that the path still leads to.
 
         :raises DLQError: if the store is read-only or broken, the file was removed,
-            truncated or overwritten (checked before and after the commit), or SQLite
-            fails; a malformed file breaks the store for good.
+            truncated or overwritten, or SQLite fails; a malformed file breaks the
+            store for good.
         """
         with self._lock:
             conn = self._conn()
@@ -215,15 +218,7 @@ class SQLiteDLQ(DeadLetterStore):
             if self._broken is not None:
                 raise DLQError(f"SQLite DLQ at {self.path!r}: cannot {what}: {self._broken}")
             try:
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    if self._identity is not None:
-                        self._identity.check(what)
-                    result = statements(conn)
-                    conn.execute("COMMIT")
-                finally:
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
+                result = statements(conn)
             except sqlite3.Error as exc:
                 if "malformed" in str(exc) or "not a database" in str(exc):
                     self._broken = f"SQLite reported the file damaged; {CORRUPT_ADVICE}"
@@ -259,6 +254,7 @@ class SQLiteDLQ(DeadLetterStore):
 
         def store(conn: sqlite3.Connection) -> bytes:
             for key in storage_keys(message_id, message.raw_data):
+                # Each statement decides alone: no transaction is needed around them.
                 if conn.execute(_UPSERT, (key, *fields)).fetchall():
                     return key
             raise DLQError(
