@@ -114,15 +114,23 @@ class DLQWriteError(MissiveError):
 
     The message has not been acked, so the transport keeps (or redelivers) it. The
     original failure is in ``reason`` (the error's text carries only its summary); the
-    DLQ's own error is the ``__cause__``.
+    DLQ's own error is ``error`` (and the ``__cause__``). The text is safe to log: it
+    quotes a :class:`DLQError` (Missive's stores keep its text free of row data) or
+    an :class:`OSError` (a condition and a file name), and of any other error, such
+    as a database driver's, which can quote the row, only its type.
     """
 
     def __init__(self, message_id: bytes, reason: str, error: BaseException) -> None:
         self.message_id = message_id
         self.reason = reason
+        self.error = error
+        if isinstance(error, DLQError | OSError):
+            what = f"{type(error).__name__}: {error}"
+        else:
+            what = f"{type(error).__name__}; its text, which may quote the row, is left out"
         super().__init__(
             f"message {message_id!r} failed ({_summary(reason)}) and could not be written to "
-            f"the DLQ ({type(error).__name__}: {error}); it is not acked. Check the DLQ's storage."
+            f"the DLQ ({what}); it is not acked. Check the DLQ's storage."
         )
 
 

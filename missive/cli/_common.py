@@ -9,6 +9,7 @@ import sys
 import traceback
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from missive.adapters.base import Adapter
 from missive.dlq import DeadLetterStore, open_dlq
@@ -127,11 +128,15 @@ def redact(location: str) -> str:
     return redacted(location)
 
 
-def open_store(location: str | None, table: str | None = None) -> DeadLetterStore:
+def open_store(
+    location: str | None, table: str | None = None, *, read_only: bool = False
+) -> DeadLetterStore:
     """Open the existing DLQ at ``location`` (else ``$MISSIVE_DLQ``).
 
     An SQLite file that does not exist is an error, never silently created.
-    ``table`` (else ``$MISSIVE_DLQ_TABLE``) is a PostgreSQL DLQ's table.
+    ``table`` (else ``$MISSIVE_DLQ_TABLE``) is a PostgreSQL DLQ's table. Commands
+    that only look pass ``read_only``: the store then changes nothing, not even an
+    SQLite file's journal mode.
 
     :raises CLIError: if none is given, it does not exist, or it cannot be opened.
     """
@@ -144,7 +149,7 @@ def open_store(location: str | None, table: str | None = None) -> DeadLetterStor
     if path and not Path(path).is_file():
         problem = "is a directory" if Path(path).is_dir() else "does not exist"
         raise CLIError(f"cannot open the DLQ {shown!r}: {path!r} {problem}")
-    options: dict[str, str] = {}
+    options: dict[str, Any] = {"read_only": read_only}
     if path is not None and table:
         raise CLIError("--dlq-table is for PostgreSQL DLQs; an SQLite DLQ has one table")
     table = table or os.environ.get(TABLE_VARIABLE)

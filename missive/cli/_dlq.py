@@ -24,7 +24,7 @@ from missive.cli._common import (
 )
 from missive.cli._output import Output, hex_preview, safe_text, size_text
 from missive.dlq import DeadLetter, DeadLetterStore
-from missive.dlq._codec import encode_attributes
+from missive.dlq._codec import encode_attributes, other_payload_prefix
 
 __all__ = [
     "add_dlq_option",
@@ -173,7 +173,7 @@ def _ls(args: argparse.Namespace, out: Output) -> int:
     """List dead letters, oldest first: id, when last dead-lettered, reason, handler,
     size and times dead-lettered. On a terminal, an aligned table; piped, tab-separated
     text; with --json, one JSON object a line."""
-    with open_store(args.dlq, args.dlq_table) as store:
+    with open_store(args.dlq, args.dlq_table, read_only=True) as store:
         records = selected(store, args, args.limit)
         if args.json:
             for record in records:
@@ -203,12 +203,21 @@ def _record(store: DeadLetterStore, text: str) -> DeadLetter:
         raise CLIError(f"no dead letter with id {text!r} (ls lists the ids)") from None
 
 
+def _other_payloads(store: DeadLetterStore, message_id: bytes) -> list[str]:
+    """The ids under which the store kept other payloads that came with ``message_id``."""
+    prefix = other_payload_prefix(message_id)
+    return [format_id(key) for key in store if key.startswith(prefix)]
+
+
 def _show(args: argparse.Namespace, out: Output) -> int:
     """Show everything stored about one dead letter. The payload is shown as text when
     it is UTF-8 without control characters, else as a hex preview; --raw writes its
-    exact bytes to stdout instead (not to a terminal if they are not text)."""
-    with open_store(args.dlq, args.dlq_table) as store:
+    exact bytes to stdout instead (not to a terminal if they are not text). Other
+    payloads that came with the same id, which the DLQ keeps under ids of their own
+    (ID~other-payload-...), are listed after it."""
+    with open_store(args.dlq, args.dlq_table, read_only=True) as store:
         record = _record(store, args.id)
+        others = _other_payloads(store, record.message_id)
     payload = record.message.raw_data
     if args.raw:
         if out.tty and _as_text(payload) is None:
@@ -224,7 +233,7 @@ def _show(args: argparse.Namespace, out: Output) -> int:
         stream.flush()
         return 0
     if args.json:
-        out.line(json.dumps(record_json(record, full=True)))
+        out.line(json.dumps({**record_json(record, full=True), "other_payloads": others}))
         return 0
 
     def label(name: str) -> str:
@@ -255,6 +264,11 @@ def _show(args: argparse.Namespace, out: Output) -> int:
     else:
         out.line(f"{label('payload')} {len(payload)} bytes of UTF-8 text:")
         out.line(text)
+    if others:
+        out.line(
+            f"{label('other payloads')} {len(others)} more came with this id, kept as: "
+            f"{safe_text(' '.join(others))} (show each with: missive dlq show ID)"
+        )
     return 0
 
 
@@ -317,7 +331,7 @@ def _confirm(out: Output, question: str) -> None:
 def _export(args: argparse.Namespace, out: Output) -> int:
     """Write the dead letters the filters select as JSON lines, one object each, with
     the payload in base64 (payload_b64) and the exact id (id_b64)."""
-    with open_store(args.dlq, args.dlq_table) as store:
+    with open_store(args.dlq, args.dlq_table, read_only=True) as store:
         for record in selected(store, args):
             out.line(json.dumps(record_json(record, full=True)))
     return 0
@@ -331,7 +345,7 @@ def _stats(args: argparse.Namespace, out: Output) -> int:
     total = 0
     oldest: DeadLetter | None = None
     newest: DeadLetter | None = None
-    with open_store(args.dlq, args.dlq_table) as store:
+    with open_store(args.dlq, args.dlq_table, read_only=True) as store:
         for record in store.records():
             total += 1
             reasons[record.summary] += 1

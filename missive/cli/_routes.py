@@ -131,7 +131,7 @@ def _samples(
     args: argparse.Namespace, explicit: type[Message] | None, default: type[Message]
 ) -> Iterator[tuple[str, Message]]:
     if args.dlq is not None:
-        with open_store(args.dlq, args.dlq_table) as store:
+        with open_store(args.dlq, args.dlq_table, read_only=True) as store:
             for record in store.records():
                 message = record.message
                 if explicit is not None and type(message) is not explicit:

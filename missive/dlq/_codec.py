@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -16,14 +17,17 @@ from missive.reason import DeadLetterReason
 
 __all__ = [
     "BYTES_TAG",
+    "OTHER_PAYLOAD",
     "MessageClasses",
     "checked_entry",
     "dead_letter",
     "decode_attributes",
     "encode_attributes",
     "format_time",
+    "other_payload_prefix",
     "parse_time",
     "reason_fields",
+    "storage_keys",
     "utc",
 ]
 
@@ -86,6 +90,33 @@ def checked_entry(message_id: object, value: tuple[Message, str]) -> tuple[Messa
             f"not {message_id!r}"
         )
     return message, reason
+
+
+#: Put between a message id and a digest of its payload to name the dead letter of a
+#: different payload that came with an id already stored (see :func:`storage_keys`).
+OTHER_PAYLOAD = b"~other-payload-"
+_MAX_KEYS = 100
+
+
+def storage_keys(message_id: bytes, raw_data: bytes) -> Iterator[bytes]:
+    """The keys to try, in turn, for a dead letter of ``message_id`` with ``raw_data``.
+
+    The first is the id itself. The store writes under the first key that is free or
+    holds the same bytes, so a stored payload is never replaced by a different one:
+    another payload under a reused id goes to ``id~other-payload-<digest>``, a key
+    that says so and that the same payload finds again when it is redelivered. Keys
+    with ``-2``, ``-3``... after the digest follow only should two digests collide.
+    """
+    yield message_id
+    base = message_id + OTHER_PAYLOAD + hashlib.sha256(raw_data).hexdigest()[:16].encode()
+    yield base
+    for number in range(2, _MAX_KEYS):
+        yield base + b"-%d" % number
+
+
+def other_payload_prefix(message_id: bytes) -> bytes:
+    """What the keys of ``message_id``'s other payloads start with."""
+    return message_id + OTHER_PAYLOAD
 
 
 def reason_fields(reason: str) -> tuple[str, str, str | None, str | None, str | None]:

@@ -130,7 +130,9 @@ def redacted(location: str) -> str:
     return location
 
 
-def open_dlq(location: str, *, create: bool = True, **options: Any) -> DeadLetterStore:
+def open_dlq(
+    location: str, *, create: bool = True, read_only: bool = False, **options: Any
+) -> DeadLetterStore:
     """Open the DLQ at ``location``: a file path, ``sqlite:///path``, ``postgresql://...``
     or a libpq ``key=value`` string.
 
@@ -138,8 +140,10 @@ def open_dlq(location: str, *, create: bool = True, **options: Any) -> DeadLette
     the working directory; ``sqlite:////var/dlq.db`` is absolute. ``postgresql://``
     and ``postgres://`` URLs and libpq strings (``host=db dbname=app``) need
     ``missive[postgres]``. With ``create=False`` a missing file or table is an error
-    instead of being created (for tools that only inspect a DLQ). ``options`` go to
-    the store's constructor. Errors show the location without its password.
+    instead of being created (for tools that only inspect a DLQ). With
+    ``read_only=True`` the store changes nothing (an SQLite file is opened read-only,
+    a PostgreSQL session is read-only) and must exist. ``options`` go to the store's
+    constructor. Errors show the location without its password.
 
     :raises DLQError: if the location is malformed, its scheme unknown, or the store
         cannot be opened.
@@ -157,11 +161,13 @@ def open_dlq(location: str, *, create: bool = True, **options: Any) -> DeadLette
             )
         if not path:
             raise DLQError("cannot open DLQ: no file path given; name an SQLite file")
-        return SQLiteDLQ(path, create=create, **options)
+        return SQLiteDLQ(path, create=create, read_only=read_only, **options)
     if scheme in ("postgresql", "postgres"):
         # Imported by name so that the core never imports a database driver.
         module = importlib.import_module("missive.dlq.postgres")
-        store: DeadLetterStore = module.PostgresDLQ(location, create=create, **options)
+        store: DeadLetterStore = module.PostgresDLQ(
+            location, create=create, read_only=read_only, **options
+        )
         return store
     raise DLQError(
         f"cannot open DLQ {redacted(location)!r}: unknown scheme {scheme!r}; use a file "

@@ -65,6 +65,7 @@ class Connections:
         application_name: str,
         connect_timeout: float,
         statement_timeout: float,
+        read_only: bool = False,
     ) -> None:
         self.lock = threading.Lock()
         self.closed = False
@@ -73,7 +74,7 @@ class Connections:
         self._given: psycopg.Connection[Any] | None = None
         self._pool: ConnectionPoolLike | None = None
         self._own: psycopg.Connection[Any] | None = None
-        self._options = (application_name, connect_timeout, statement_timeout)
+        self._options = (application_name, connect_timeout, statement_timeout, read_only)
         if isinstance(source, str):
             self.dsn = source
             #: Where the connections go, as ``postgresql://user@host:port/db`` (no password).
@@ -94,13 +95,14 @@ class Connections:
 
     def _connect(self) -> psycopg.Connection[Any]:
         assert self.dsn is not None
-        application_name, connect_timeout, statement_timeout = self._options
+        application_name, connect_timeout, statement_timeout, read_only = self._options
         return connect(
             self.dsn,
             self.where,
             application_name=application_name,
             connect_timeout=connect_timeout,
             statement_timeout=statement_timeout,
+            read_only=read_only,
         )
 
     @contextmanager

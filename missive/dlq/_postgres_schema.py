@@ -116,8 +116,11 @@ def connect(
     application_name: str,
     connect_timeout: float,
     statement_timeout: float,
+    read_only: bool = False,
 ) -> psycopg.Connection[Any]:
     """A new autocommit connection for a DLQ this module owns, with its session set.
+
+    ``read_only`` makes it a read-only session (``default_transaction_read_only``).
 
     :raises DLQError: naming the server (never the password) and what to do.
     """
@@ -127,19 +130,20 @@ def connect(
     try:
         conn = psycopg.connect(conninfo, autocommit=True, **options)
     except psycopg.Error as exc:
-        raise DLQError(problem(where, exc, "connect", conninfo)) from exc
+        raise DLQError(problem(where, exc, "connect", conninfo)) from None
     try:
         # Durability: a commit must reach the disk before a write returns, whatever
         # the server's default; a server that already syncs harder is left alone.
         conn.execute(
             "SELECT set_config('statement_timeout', %s, false), "
             "CASE WHEN current_setting('synchronous_commit') = 'off' "
-            "THEN set_config('synchronous_commit', 'on', false) END",
-            (f"{round(statement_timeout * 1000)}ms",),
+            "THEN set_config('synchronous_commit', 'on', false) END, "
+            "CASE WHEN %s THEN set_config('default_transaction_read_only', 'on', false) END",
+            (f"{round(statement_timeout * 1000)}ms", read_only),
         )
     except psycopg.Error as exc:
         conn.close()
-        raise DLQError(problem(where, exc, "set up the session", conninfo)) from exc
+        raise DLQError(problem(where, exc, "set up the session", conninfo)) from None
     return conn
 
 
@@ -281,13 +285,19 @@ def ensure_attempts(conn: psycopg.Connection[Any], table: Table) -> None:
 def problem(where: str, exc: BaseException, what: str, conninfo: str | None = None) -> str:
     """The text of a :class:`DLQError`: where, what failed, and what to do about it.
 
-    The password of ``conninfo`` is masked should the driver's text ever quote it.
+    Safe to log: a server's error is summarised by its primary message (cut before
+    any quoted value) and SQLSTATE, without the DETAIL, HINT, CONTEXT or statement
+    that can quote a row's values or a statement's parameters. The driver's full
+    text goes to the DEBUG log only. The password of ``conninfo`` is masked should
+    the driver's text ever quote it.
     """
     text = " ".join(str(exc).split())
     if conninfo:
         password = conninfo_to_dict(conninfo).get("password")
         if password:
             text = text.replace(str(password), "***")
+    logger.debug("PostgreSQL DLQ at %s: cannot %s: %s", where, what, text)
+    shown = _summary(exc, text)
     lower = text.lower()
     if "password" in lower or ("role" in lower and "does not exist" in lower):
         advice = (
@@ -330,4 +340,22 @@ def problem(where: str, exc: BaseException, what: str, conninfo: str | None = No
         )
     else:
         advice = "check the server's log"
-    return f"PostgreSQL DLQ at {where}: cannot {what} ({type(exc).__name__}: {text}); {advice}"
+    return f"PostgreSQL DLQ at {where}: cannot {what} ({type(exc).__name__}: {shown}); {advice}"
+
+
+# Where the server's text (or the client's) starts to quote rows, queries or values.
+_QUOTING = re.compile(r"\s*\b(?:DETAIL|HINT|CONTEXT|QUERY|STATEMENT|LINE \d+):.*$")
+
+
+def _summary(exc: BaseException, text: str) -> str:
+    """What of a driver error may be shown: never a row, a parameter or a statement."""
+    diag = getattr(exc, "diag", None)
+    state = getattr(diag, "sqlstate", None)
+    primary = getattr(diag, "message_primary", None)
+    if state and primary:
+        primary = " ".join(str(primary).split())
+        # Data and constraint errors put the offending value after a colon.
+        if state[:2] in ("22", "23", "42"):
+            primary = primary.split(": ", 1)[0]
+        return f"{primary} [SQLSTATE {state}]"
+    return _QUOTING.sub("", text)

@@ -5,10 +5,19 @@ from __future__ import annotations
 import logging
 import sqlite3
 from pathlib import Path
+from urllib.parse import quote
 
+from missive.dlq._sqlite_file import APPLICATION_ID
 from missive.errors import DLQError
 
-__all__ = ["ATTEMPTS_TABLE", "SCHEMA_VERSION", "TABLE", "open_database", "problem"]
+__all__ = [
+    "ATTEMPTS_TABLE",
+    "CORRUPT_ADVICE",
+    "SCHEMA_VERSION",
+    "TABLE",
+    "open_database",
+    "problem",
+]
 
 logger = logging.getLogger("missive.dlq.sqlite")
 
@@ -46,18 +55,31 @@ _SCHEMA = (
 )
 
 
-def open_database(path: str, timeout: float) -> sqlite3.Connection:
-    """A connection to the DLQ database at ``path``, in WAL mode, with its schema.
+def open_database(
+    path: str, timeout: float, *, read_only: bool = False, allow_other_tables: bool = False
+) -> sqlite3.Connection:
+    """A connection to the DLQ database at ``path``, checked, with its schema.
+
+    Writable: in WAL mode, with the schema created if missing (but never in a
+    database that holds other tables and no DLQ, unless ``allow_other_tables``).
+    ``read_only``: opened so that nothing can change the file; the DLQ must exist.
+    Either way the file is checked for corruption first (``PRAGMA quick_check``).
 
     :raises DLQError: saying what is wrong with ``path`` and what to do.
     """
     _check_path(path)
+    target, uri = (_read_only_uri(path), True) if read_only else (path, False)
     try:
-        conn = sqlite3.connect(path, timeout=timeout, isolation_level=None, check_same_thread=False)
+        conn = sqlite3.connect(
+            target, timeout=timeout, isolation_level=None, check_same_thread=False, uri=uri
+        )
     except sqlite3.Error as exc:
         raise DLQError(problem(path, exc, "open the database", timeout)) from exc
     try:
-        _prepare(conn, path)
+        if read_only:
+            _check_read_only(conn, path)
+        else:
+            _prepare(conn, path, allow_other_tables)
     except sqlite3.Error as exc:
         conn.close()
         raise DLQError(problem(path, exc, "open the database", timeout)) from exc
@@ -66,6 +88,10 @@ def open_database(path: str, timeout: float) -> sqlite3.Connection:
         raise
     logger.debug("opened DLQ %s (schema version %d)", path, SCHEMA_VERSION)
     return conn
+
+
+def _read_only_uri(path: str) -> str:
+    return "file:" + quote(str(Path(path).absolute())) + "?mode=ro"
 
 
 def _check_path(path: str) -> None:
@@ -90,11 +116,57 @@ def _check_path(path: str) -> None:
         )
 
 
-def _prepare(conn: sqlite3.Connection, path: str) -> None:
-    # Reading the header first reports a file that is not a database.
+def _tables(conn: sqlite3.Connection) -> set[str]:
+    rows = conn.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite%'"
+    ).fetchall()
+    return {row[0] for row in rows}
+
+
+def _check_kind(conn: sqlite3.Connection, path: str, allow_other_tables: bool) -> bool:
+    """Whether the database holds the DLQ's table; raise if it is something else."""
     version = conn.execute("PRAGMA user_version").fetchone()[0]
-    if version > SCHEMA_VERSION:
-        raise DLQError(_newer(path, version))
+    tables = _tables(conn)
+    if TABLE in tables:
+        if version > SCHEMA_VERSION:
+            raise DLQError(_newer(path, version))
+        return True
+    others = sorted(tables - {ATTEMPTS_TABLE})
+    if version != 0 or (others and not allow_other_tables):
+        held = f"tables {', '.join(others[:5])}" if others else "no tables"
+        raise DLQError(
+            f"cannot open the SQLite DLQ at {path!r}: it is not a Missive DLQ (it holds "
+            f"{held}, user_version {version}, and no table {TABLE}); point the DLQ at a "
+            "file of its own, or pass allow_other_tables=True to add the DLQ's tables "
+            "to this database"
+        )
+    return False
+
+
+def _check_sound(conn: sqlite3.Connection, path: str) -> None:
+    rows = conn.execute("PRAGMA quick_check(1)").fetchall()
+    if rows != [("ok",)]:
+        raise DLQError(
+            f"cannot open the SQLite DLQ at {path!r}: the database disk image is malformed "
+            f"(quick_check found damage); {CORRUPT_ADVICE}"
+        )
+
+
+def _check_read_only(conn: sqlite3.Connection, path: str) -> None:
+    # Reading the header first reports a file that is not a database.
+    if not _check_kind(conn, path, allow_other_tables=False):
+        raise DLQError(
+            f"cannot open the SQLite DLQ at {path!r}: it has no table {TABLE}, so it is not "
+            "a Missive DLQ (yet); check the path"
+        )
+    _check_sound(conn, path)
+
+
+def _prepare(conn: sqlite3.Connection, path: str, allow_other_tables: bool) -> None:
+    # Every check comes before WAL mode and the schema: a database that is not a DLQ
+    # is left exactly as it was.
+    _check_kind(conn, path, allow_other_tables)
+    _check_sound(conn, path)
     mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
     if str(mode).lower() != "wal" and path != ":memory:":
         raise DLQError(
@@ -105,16 +177,20 @@ def _prepare(conn: sqlite3.Connection, path: str) -> None:
     # A write transaction even when the schema exists: it proves the file is writable.
     conn.execute("BEGIN IMMEDIATE")
     try:
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise DLQError(_newer(path, version))
+        _check_kind(conn, path, allow_other_tables)  # another process may have been first
         for statement in _SCHEMA:
             conn.execute(statement)
+        only_ours = _tables(conn) <= {TABLE, ATTEMPTS_TABLE}
+        if only_ours and conn.execute("PRAGMA application_id").fetchone()[0] == 0:
+            conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
+    # Copies the first page, with the application id, into the file itself, where
+    # FileIdentity reads it.
+    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
 
 def _newer(path: str, version: int) -> str:
@@ -124,11 +200,20 @@ def _newer(path: str, version: int) -> str:
     )
 
 
+#: What to do about a damaged DLQ file.
+CORRUPT_ADVICE = (
+    "nothing more is written to it; move it aside (with its -wal and -shm files), "
+    "recover what it holds (sqlite3 FILE .recover) and point the DLQ at a new file"
+)
+
+
 def problem(path: str, exc: sqlite3.Error, what: str, timeout: float) -> str:
     """The text of a :class:`DLQError`: where, what failed, and what to do about it."""
     text = str(exc)
     if "not a database" in text:
         advice = "it is not an SQLite database (or is corrupt); point the DLQ at a new file"
+    elif "malformed" in text:
+        advice = CORRUPT_ADVICE
     elif "unable to open" in text:
         advice = (
             "the file cannot be opened or created; check that the path is a file in a "

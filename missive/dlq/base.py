@@ -65,10 +65,14 @@ class DeadLetterStore(MutableMapping[bytes, tuple[Message, str]]):
       dead letter is stored durably: the adapter acks the message right after, so a
       store must never return before the write is committed. A failed write raises
       (the processor turns it into :class:`~missive.DLQWriteError` and does not ack).
-    * **Rewriting.** Writing an id already stored replaces its message and reason,
-      keeps its place in the order and its ``first_dead_lettered_at``, updates
-      ``dead_lettered_at`` and adds one to ``times``. It never fails for being a
-      duplicate: redelivered messages are dead-lettered again.
+    * **Rewriting.** Writing an id already stored with the same bytes replaces its
+      reason and attributes, keeps its place in the order and its
+      ``first_dead_lettered_at``, updates ``dead_lettered_at`` and adds one to
+      ``times``. It never fails for being a duplicate: redelivered messages are
+      dead-lettered again. A stored payload is never replaced by a different one:
+      a message whose id is stored with other bytes is kept as well, as a new record
+      under the key ``id~other-payload-<digest of its bytes>`` (the message read back
+      carries that key as its id), which the same bytes find again when redelivered.
     * **Reading.** ``store[id]`` gives an equal message (same id, bytes and
       attributes) of the same class, and a :class:`~missive.DeadLetterReason` with
       the stored details. The class is one the program has already imported

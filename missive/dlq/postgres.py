@@ -43,6 +43,7 @@ from missive.dlq._codec import (
     encode_attributes,
     paged,
     reason_fields,
+    storage_keys,
     utc,
 )
 from missive.dlq._postgres_connection import ConnectionPoolLike, Connections
@@ -70,13 +71,14 @@ _COLUMNS = (
     "seq, message_id, raw_data, message_class, attributes, reason, summary, handler, "
     "exc_type, traceback, first_dead_lettered_at, dead_lettered_at, times"
 )
+# Stores under a key that is free or holds the same bytes; no row back means the key
+# holds another payload, which is never replaced (the next key is tried).
 _UPSERT = """
 INSERT INTO {table} AS d (
     message_id, raw_data, message_class, attributes, reason, summary, handler, exc_type,
     traceback, first_dead_lettered_at, dead_lettered_at
 ) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
 ON CONFLICT (message_id) DO UPDATE SET
-    raw_data = EXCLUDED.raw_data,
     message_class = EXCLUDED.message_class,
     attributes = EXCLUDED.attributes,
     reason = EXCLUDED.reason,
@@ -86,6 +88,8 @@ ON CONFLICT (message_id) DO UPDATE SET
     traceback = EXCLUDED.traceback,
     dead_lettered_at = EXCLUDED.dead_lettered_at,
     times = d.times + 1
+WHERE d.raw_data = EXCLUDED.raw_data
+RETURNING seq
 """
 _PAGE = 500
 
@@ -126,6 +130,9 @@ class PostgresDLQ(DeadLetterStore):
         on the store's own connections.
     :param create: whether to create the table (and schema) when missing; tools that
         only inspect a DLQ pass ``False`` so that a mistyped table is an error.
+    :param read_only: for tools that only look: the table must exist, the store's own
+        connections are read-only sessions, and writing raises
+        :class:`~missive.DLQError`.
     :raises DLQError: if the server cannot be reached, refuses the user or password,
         has no such database, denies creating the table, or holds a table of that
         name that is not a Missive DLQ or is of a newer schema version, or has no such
@@ -145,8 +152,11 @@ class PostgresDLQ(DeadLetterStore):
         connect_timeout: float = 10.0,
         timeout: float = 30.0,
         create: bool = True,
+        read_only: bool = False,
     ) -> None:
         check_name(table, "table", INDEX_SUFFIX)
+        #: Whether the store was opened only to read.
+        self.read_only = read_only
         if schema is not None:
             check_name(schema, "schema")
         self._classes = MessageClasses(message_classes, logger)
@@ -155,17 +165,18 @@ class PostgresDLQ(DeadLetterStore):
             application_name=application_name,
             connect_timeout=connect_timeout,
             statement_timeout=timeout,
+            read_only=read_only,
         )
         try:
             with self._connections.borrow() as conn:
                 #: The table, with its schema.
                 self.table = Table(schema or resolve_schema(conn, self.where), table)
-                prepare(conn, self.table, self.where, create=create)
+                prepare(conn, self.table, self.where, create=create and not read_only)
         except psycopg.Error as exc:
             self.close()
             raise DLQError(
                 problem(self.where, exc, "create or check the table", self._connections.dsn)
-            ) from exc
+            ) from None
         except BaseException:
             self.close()
             raise
@@ -189,40 +200,60 @@ class PostgresDLQ(DeadLetterStore):
                         cur.execute(query, params)
                 return cur.fetchall() if cur.description else [cur.rowcount]
         except psycopg.Error as exc:
-            raise DLQError(problem(self.where, exc, what, self._connections.dsn)) from exc
+            raise DLQError(problem(self.where, exc, what, self._connections.dsn)) from None
+
+    def _writable(self, what: str) -> None:
+        if self.read_only:
+            raise DLQError(
+                f"PostgreSQL DLQ at {self.where}: cannot {what}: it was opened read-only"
+            )
 
     def __setitem__(self, message_id: bytes, value: tuple[Message, str]) -> None:
         message, reason = checked_entry(message_id, value)
         full, summary, handler, exc_type, traceback = reason_fields(reason)
+        what = f"store dead letter {message_id!r}"
+        self._writable(what)
         now = datetime.now(UTC)
-        self._execute(
-            f"store dead letter {message_id!r}",
-            self._upsert,
-            (
-                message_id,
-                message.raw_data,
-                _text(message.class_name),
-                encode_attributes(message.attributes),
-                _text(full),
-                _text(summary),
-                _optional_text(handler),
-                _optional_text(exc_type),
-                _optional_text(traceback),
-                now,
-                now,
-            ),
+        fields = (
+            message.raw_data,
+            _text(message.class_name),
+            encode_attributes(message.attributes),
+            _text(full),
+            _text(summary),
+            _optional_text(handler),
+            _optional_text(exc_type),
+            _optional_text(traceback),
+            now,
+            now,
         )
-        logger.debug("stored dead letter %r (%d bytes)", message_id, len(message.raw_data))
+        for key in storage_keys(message_id, message.raw_data):
+            # Each statement decides alone, so concurrent writers need no transaction.
+            if self._execute(what, self._upsert, (key, *fields)):  # a row: stored
+                break
+        else:
+            raise DLQError(
+                f"PostgreSQL DLQ at {self.where}: cannot {what}: too many other payloads "
+                "already stored under this id; delete some"
+            )
+        if key != message_id:
+            logger.warning(
+                "dead letter %r came with a payload other than the one stored under its "
+                "id; kept both, the new one as %r",
+                message_id,
+                key,
+            )
+        logger.debug("stored dead letter %r (%d bytes)", key, len(message.raw_data))
 
     def record_attempt(self, message_id: bytes) -> int:
         """Count one more attempt at ``message_id``; see :class:`DeadLetterStore`."""
         what = f"count an attempt at message {message_id!r}"
+        self._writable(what)
         if not self._attempts_ready:
             try:
                 with self._connections.borrow() as conn:
                     ensure_attempts(conn, self.table)
             except psycopg.Error as exc:
-                raise DLQError(problem(self.where, exc, what, self._connections.dsn)) from exc
+                raise DLQError(problem(self.where, exc, what, self._connections.dsn)) from None
             self._attempts_ready = True
         rows = self._execute(
             what,
@@ -237,6 +268,7 @@ class PostgresDLQ(DeadLetterStore):
 
     def forget_attempts(self, message_id: bytes) -> None:
         """Drop the attempts counted for ``message_id``; see :class:`DeadLetterStore`."""
+        self._writable(f"forget the attempts at message {message_id!r}")
         if not self._attempts_ready:
             return  # the processor forgets only what it counted through this store
         self._execute(
@@ -315,6 +347,7 @@ class PostgresDLQ(DeadLetterStore):
     def __delitem__(self, message_id: bytes) -> None:
         if type(message_id) is not bytes:
             raise KeyError(message_id)
+        self._writable(f"delete {message_id!r}")
         [deleted] = self._execute(
             f"delete {message_id!r}",
             self.table.sql("DELETE FROM {table} WHERE message_id = %s"),

@@ -22,9 +22,9 @@ import os
 import sqlite3
 import threading
 import weakref
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from missive.dlq._codec import (
     MessageClasses,
@@ -35,10 +35,13 @@ from missive.dlq._codec import (
     paged,
     parse_time,
     reason_fields,
+    storage_keys,
     utc,
 )
+from missive.dlq._sqlite_file import FileIdentity
 from missive.dlq._sqlite_schema import (
     ATTEMPTS_TABLE,
+    CORRUPT_ADVICE,
     SCHEMA_VERSION,
     TABLE,
     open_database,
@@ -52,6 +55,8 @@ __all__ = ["SCHEMA_VERSION", "TABLE", "SQLiteDLQ"]
 
 logger = logging.getLogger("missive.dlq.sqlite")
 
+_T = TypeVar("_T")
+
 _COUNT_ATTEMPT = f"""
 INSERT INTO {ATTEMPTS_TABLE} VALUES (?, 1, ?)
 ON CONFLICT (message_id) DO UPDATE SET
@@ -60,13 +65,14 @@ RETURNING attempts
 """  # noqa: S608 - the table's name is a constant
 _FORGET_ATTEMPTS = f"DELETE FROM {ATTEMPTS_TABLE} WHERE message_id = ?"  # noqa: S608
 
+# Stores under a key that is free or holds the same bytes; no row back means the key
+# holds another payload, which is never replaced (the next key is tried).
 _UPSERT = f"""
 INSERT INTO {TABLE} (
     message_id, raw_data, message_class, attributes, reason, summary, handler, exc_type,
     traceback, first_dead_lettered_at, dead_lettered_at, times
 ) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)
 ON CONFLICT (message_id) DO UPDATE SET
-    raw_data = excluded.raw_data,
     message_class = excluded.message_class,
     attributes = excluded.attributes,
     reason = excluded.reason,
@@ -76,6 +82,8 @@ ON CONFLICT (message_id) DO UPDATE SET
     traceback = excluded.traceback,
     dead_lettered_at = excluded.dead_lettered_at,
     times = times + 1
+WHERE raw_data = excluded.raw_data
+RETURNING seq
 """  # noqa: S608 - TABLE is a constant
 
 _COLUMNS = (
@@ -116,9 +124,23 @@ class SQLiteDLQ(DeadLetterStore):
         addition to every :class:`~missive.Message` subclass already imported.
     :param create: whether to create the file when it does not exist; tools that only
         inspect a DLQ pass ``False`` so that a mistyped path is an error.
+    :param read_only: open the file so that nothing can change it (no WAL switch, no
+        schema, no writes: writing raises :class:`~missive.DLQError`); the DLQ must
+        exist. For tools that only look.
+    :param allow_other_tables: add the DLQ's tables to a database that already holds
+        other tables; without it such a database is refused, never changed.
+
+    After each write's commit the store checks that the path still leads to the file
+    it opened (same device and inode, an SQLite header, its application id): a file
+    removed, truncated or overwritten meanwhile fails the write with
+    :class:`~missive.DLQError`, so the message is not acked. A file
+    that SQLite reports malformed fails that write and every later one.
+
     :raises DLQError: if the path is a directory, its directory does not exist, the
-        file cannot be created or written, is not an SQLite database, was written by a
-        newer schema version, or does not exist and ``create`` is false.
+        file cannot be created or written, is not an SQLite database, is damaged, is
+        another application's database (other tables, or another ``user_version``,
+        and no DLQ table), was written by a newer schema version, or does not exist
+        and ``create`` is false (or ``read_only`` is true).
     """
 
     def __init__(
@@ -128,10 +150,17 @@ class SQLiteDLQ(DeadLetterStore):
         timeout: float = 30.0,
         message_classes: Iterable[type[Message]] = (),
         create: bool = True,
+        read_only: bool = False,
+        allow_other_tables: bool = False,
     ) -> None:
         #: The database file's path.
         self.path = os.fspath(path)
-        if not create and self.path != ":memory:" and not os.path.exists(self.path):
+        #: Whether the store was opened only to read.
+        self.read_only = read_only
+        if read_only and self.path == ":memory:":
+            raise DLQError("a read-only SQLite DLQ needs a file, not ':memory:'")
+        missing = not (create and not read_only)
+        if missing and self.path != ":memory:" and not os.path.exists(self.path):
             raise DLQError(
                 f"cannot open the SQLite DLQ {self.path!r}: no such file; check the path"
             )
@@ -140,7 +169,10 @@ class SQLiteDLQ(DeadLetterStore):
         self._classes = MessageClasses(message_classes, logger)
         self._lock = threading.Lock()
         self._closed = False
-        self._connection = open_database(self.path, timeout)
+        self._broken: str | None = None
+        self._options = {"read_only": read_only, "allow_other_tables": allow_other_tables}
+        self._connection = open_database(self.path, timeout, **self._options)
+        self._identity = self._identify()
         self._pid = os.getpid()
         _stores[id(self)] = self
 
@@ -150,9 +182,50 @@ class SQLiteDLQ(DeadLetterStore):
             raise DLQError(f"the SQLite DLQ at {self.path!r} is closed; open a new SQLiteDLQ")
         if self._pid != os.getpid():
             _inherited.append(self._connection)
-            self._connection = open_database(self.path, self.timeout)
+            self._connection = open_database(self.path, self.timeout, **self._options)
+            self._identity = self._identify()
             self._pid = os.getpid()
         return self._connection
+
+    def _identify(self) -> FileIdentity | None:
+        if self.path == ":memory:" or self.read_only:
+            return None
+        try:
+            return FileIdentity(self.path)
+        except OSError as exc:
+            self._connection.close()
+            raise DLQError(
+                f"cannot open the SQLite DLQ at {self.path!r}: the file vanished as it was "
+                f"opened ({type(exc).__name__}); check who removes it"
+            ) from None
+
+    def _write(self, what: str, statements: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Run ``statements`` (each one committed by itself) on the file the store opened.
+
+        The check after the commit is what makes a write safe to ack: the statements
+        reached the file that the path still leads to.
+
+        :raises DLQError: if the store is read-only or broken, the file was removed,
+            truncated or overwritten, or SQLite fails; a malformed file breaks the
+            store for good.
+        """
+        with self._lock:
+            conn = self._conn()
+            if self.read_only:
+                raise DLQError(
+                    f"SQLite DLQ at {self.path!r}: cannot {what}: it was opened read-only"
+                )
+            if self._broken is not None:
+                raise DLQError(f"SQLite DLQ at {self.path!r}: cannot {what}: {self._broken}")
+            try:
+                result = statements(conn)
+            except sqlite3.Error as exc:
+                if "malformed" in str(exc) or "not a database" in str(exc):
+                    self._broken = f"SQLite reported the file damaged; {CORRUPT_ADVICE}"
+                raise DLQError(problem(self.path, exc, what, self.timeout)) from exc
+            if self._identity is not None:
+                self._identity.check(what)
+            return result
 
     def _execute(self, what: str, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
         with self._lock:
@@ -166,40 +239,54 @@ class SQLiteDLQ(DeadLetterStore):
         message, reason = checked_entry(message_id, value)
         full, summary, handler, exc_type, traceback = reason_fields(reason)
         now = format_time(datetime.now(UTC))
-        self._execute(
-            f"store dead letter {message_id!r}",
-            _UPSERT,
-            (
-                message_id,
-                message.raw_data,
-                message.class_name,
-                encode_attributes(message.attributes),
-                full,
-                summary,
-                handler,
-                exc_type,
-                traceback,
-                now,
-                now,
-            ),
+        fields = (
+            message.raw_data,
+            message.class_name,
+            encode_attributes(message.attributes),
+            full,
+            summary,
+            handler,
+            exc_type,
+            traceback,
+            now,
+            now,
         )
-        logger.debug("stored dead letter %r (%d bytes)", message_id, len(message.raw_data))
+
+        def store(conn: sqlite3.Connection) -> bytes:
+            for key in storage_keys(message_id, message.raw_data):
+                # Each statement decides alone: no transaction is needed around them.
+                if conn.execute(_UPSERT, (key, *fields)).fetchall():
+                    return key
+            raise DLQError(
+                f"SQLite DLQ at {self.path!r}: cannot store dead letter {message_id!r}: "
+                "too many other payloads already stored under this id; delete some"
+            )
+
+        key = self._write(f"store dead letter {message_id!r}", store)
+        if key != message_id:
+            logger.warning(
+                "dead letter %r came with a payload other than the one stored under its "
+                "id; kept both, the new one as %r",
+                message_id,
+                key,
+            )
+        logger.debug("stored dead letter %r (%d bytes)", key, len(message.raw_data))
 
     def record_attempt(self, message_id: bytes) -> int:
         """Count one more attempt at ``message_id``; see :class:`DeadLetterStore`."""
-        rows = self._execute(
+        rows = self._write(
             f"count an attempt at message {message_id!r}",
-            _COUNT_ATTEMPT,
-            (message_id, format_time(datetime.now(UTC))),
+            lambda conn: conn.execute(
+                _COUNT_ATTEMPT, (message_id, format_time(datetime.now(UTC)))
+            ).fetchall(),
         )
         return int(rows[0][0])
 
     def forget_attempts(self, message_id: bytes) -> None:
         """Drop the attempts counted for ``message_id``; see :class:`DeadLetterStore`."""
-        self._execute(
+        self._write(
             f"forget the attempts at message {message_id!r}",
-            _FORGET_ATTEMPTS,
-            (message_id,),
+            lambda conn: conn.execute(_FORGET_ATTEMPTS, (message_id,)),
         )
 
     def record(self, message_id: bytes) -> DeadLetter:
@@ -265,17 +352,13 @@ class SQLiteDLQ(DeadLetterStore):
     def __delitem__(self, message_id: bytes) -> None:
         if type(message_id) is not bytes:
             raise KeyError(message_id)
-        with self._lock:
-            conn = self._conn()
-            try:
-                deleted = conn.execute(
-                    f"DELETE FROM {TABLE} WHERE message_id = ?",  # noqa: S608 - constant
-                    (message_id,),
-                ).rowcount
-            except sqlite3.Error as exc:
-                raise DLQError(
-                    problem(self.path, exc, f"delete {message_id!r}", self.timeout)
-                ) from exc
+        deleted = self._write(
+            f"delete {message_id!r}",
+            lambda conn: conn.execute(
+                f"DELETE FROM {TABLE} WHERE message_id = ?",  # noqa: S608 - constant
+                (message_id,),
+            ).rowcount,
+        )
         if not deleted:
             raise KeyError(message_id)
 
@@ -308,6 +391,8 @@ class SQLiteDLQ(DeadLetterStore):
             self._closed = True
             if self._pid == os.getpid():
                 self._connection.close()
+                if self._identity is not None:
+                    self._identity.release()
             else:
                 _inherited.append(self._connection)
         logger.debug("closed DLQ %s", self.path)

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import base64
+import contextlib
+import hashlib
 import json
+import sqlite3
 from pathlib import Path
+
+import pytest
 
 import missive
 from missive.dlq.sqlite import SQLiteDLQ
-from tests.cli.conftest import CLI
+from tests.cli._apps import SHOP, write_app
+from tests.cli.conftest import CLI, assert_one_line_error
 from tests.conformance.dlq_suite import failure
 
 
@@ -244,3 +250,83 @@ def test_export_takes_the_same_filters_as_ls(cli: CLI, dlq_path: Path) -> None:
     result = cli("dlq", "export", "--handler", "orders", "--dlq", str(dlq_path))
 
     assert [json.loads(line)["id"] for line in result.stdout.splitlines()] == ["order-1"]
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _application_database(path: Path) -> Path:
+    with contextlib.closing(sqlite3.connect(path)) as conn, conn:
+        conn.execute("CREATE TABLE users (name TEXT)")
+        conn.execute("INSERT INTO users VALUES ('ann')")
+        conn.execute("PRAGMA user_version = 3")
+    return path
+
+
+READ_ONLY_COMMANDS = [
+    ("dlq", "ls"),
+    ("dlq", "show", "order-1"),
+    ("dlq", "stats"),
+    ("dlq", "export"),
+    ("routes", "check", "shop:processor"),
+]
+
+
+@pytest.mark.parametrize("command", READ_ONLY_COMMANDS, ids=" ".join)
+def test_a_read_only_command_leaves_a_dlq_file_unchanged(
+    cli: CLI, dlq_path: Path, tmp_path: Path, command: tuple[str, ...]
+) -> None:
+    # Given a DLQ file whose dead letters were all checkpointed into it
+    write_app(tmp_path, "shop", SHOP)
+    fill(dlq_path, (order(1), failure("bad", "orders")))
+    before = _digest(dlq_path)
+
+    # When a command that only looks runs on it
+    result = cli(*command, "--dlq", str(dlq_path))
+
+    # Then it worked and the file is byte for byte what it was
+    assert result.returncode == 0, result.stderr
+    assert _digest(dlq_path) == before
+
+
+@pytest.mark.parametrize("command", READ_ONLY_COMMANDS, ids=" ".join)
+def test_a_read_only_command_on_another_application_s_database_says_it_is_not_a_dlq(
+    cli: CLI, tmp_path: Path, command: tuple[str, ...]
+) -> None:
+    write_app(tmp_path, "shop", SHOP)
+    path = _application_database(tmp_path / "app.db")
+    before = _digest(path)
+
+    result = cli(*command, "--dlq", str(path))
+
+    assert_one_line_error(result, "not a Missive DLQ")
+    assert "newer" not in result.stderr
+    assert _digest(path) == before
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("app.db")) == ["app.db"]
+
+
+def test_ls_lists_a_reused_id_s_other_payload_as_its_own_row(cli: CLI, dlq_path: Path) -> None:
+    # Given two different payloads that came with one id
+    fill(dlq_path, (order(1, b"reused"), "first"), (order(2, b"reused"), "second"))
+
+    # When they are listed
+    result = cli("dlq", "ls", "--dlq", str(dlq_path))
+
+    # Then both are there, the second under an id that says what it is
+    ids = [row.split("\t")[0] for row in result.stdout.splitlines()[1:]]
+    assert ids[0] == "reused"
+    assert len(ids) == 2
+    assert ids[1].startswith("reused~other-payload-")
+
+
+def test_show_names_the_other_payloads_that_came_with_the_id(cli: CLI, dlq_path: Path) -> None:
+    fill(dlq_path, (order(1, b"reused"), "first"), (order(2, b"reused"), "second"))
+    other = cli("dlq", "ls", "--dlq", str(dlq_path)).stdout.splitlines()[2].split("\t")[0]
+
+    shown = cli("dlq", "show", "reused", "--dlq", str(dlq_path))
+    shown_other = cli("dlq", "show", other, "--dlq", str(dlq_path))
+
+    assert '{"kind": "order", "n": 1}' in shown.stdout
+    assert f"other payloads: 1 more came with this id, kept as: {other}" in shown.stdout
+    assert '{"kind": "order", "n": 2}' in shown_other.stdout

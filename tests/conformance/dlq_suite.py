@@ -357,6 +357,45 @@ class StoreSuite(MappingSuite):
         assert record.first_dead_lettered_at == first.first_dead_lettered_at
         assert record.dead_lettered_at > first.dead_lettered_at
 
+    def test_writing_an_id_again_with_other_bytes_keeps_the_stored_payload(
+        self, store: DeadLetterStore
+    ) -> None:
+        put(store, missive.RawMessage(b"first payload", b"id-1"), "first")
+
+        put(store, missive.RawMessage(b"another payload", b"id-1"), "second")
+
+        record = store.record(b"id-1")
+        assert (record.message.raw_data, record.reason, record.times) == (
+            b"first payload",
+            "first",
+            1,
+        )
+
+    def test_writing_an_id_again_with_other_bytes_keeps_both_under_a_key_that_says_so(
+        self, store: DeadLetterStore
+    ) -> None:
+        put(store, missive.RawMessage(b"first payload", b"id-1"), "first")
+
+        put(store, missive.RawMessage(b"another payload", b"id-1"), "second")
+
+        first, other = store.records()
+        assert first.message_id == b"id-1"
+        assert other.message_id.startswith(b"id-1~other-payload-")
+        assert (other.message.raw_data, other.reason) == (b"another payload", "second")
+
+    def test_the_other_bytes_written_again_update_their_own_record(
+        self, store: DeadLetterStore
+    ) -> None:
+        put(store, missive.RawMessage(b"first payload", b"id-1"), "first")
+        put(store, missive.RawMessage(b"another payload", b"id-1"), "second")
+
+        put(store, missive.RawMessage(b"another payload", b"id-1"), "third")
+
+        assert [(r.message.raw_data, r.times) for r in store.records()] == [
+            (b"first payload", 1),
+            (b"another payload", 2),
+        ]
+
     def test_oldest_is_the_first_written_not_the_newest(self, store: DeadLetterStore) -> None:
         for message_id in (b"first", b"second", b"third"):
             put(store, missive.RawMessage(b"x", message_id))

@@ -7,6 +7,7 @@ it is down the tests skip, or fail under ``CI=true``.
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 import subprocess
@@ -552,3 +553,82 @@ def test_without_create_an_existing_table_opens(open_pg: Callable[..., PostgresD
     open_pg()  # a worker created it
     put(open_pg(), missive.RawMessage(b"x", b"id-1"), "reason")
     assert b"id-1" in open_pg(create=False)
+
+
+MARKER = "MARKER-5e1f0c"
+
+
+def _loud(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
+
+
+def _carries_marker(text: str) -> bool:
+    return MARKER in text or MARKER.encode().hex() in text
+
+
+def test_a_write_failing_on_a_constraint_logs_no_row_data_at_info_or_above(
+    open_pg: Callable[..., PostgresDLQ],
+    admin: psycopg.Connection[Any],
+    table: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Given a DLQ whose table refuses the row on a constraint
+    dlq = open_pg()
+    admin.execute(
+        sql.SQL("ALTER TABLE {} ADD CONSTRAINT payload_small CHECK (length(raw_data) < 8)").format(
+            sql.Identifier(table)
+        )
+    )
+    processor: missive.Processor[missive.RawMessage] = missive.Processor()
+    processor.set_dlq(dlq)
+
+    @processor.handle_for(lambda message: True)
+    def explode(message: missive.RawMessage, ctx: missive.HandlingContext[Any]) -> None:
+        raise ValueError(f"cannot handle {MARKER}")
+
+    message = missive.RawMessage(f"payload {MARKER}".encode(), b"id-1", {"api_key": MARKER})
+    caplog.set_level(logging.DEBUG)
+
+    # When a message carrying the marker (payload, attributes, reason) is dead-lettered
+    with processor.test_client() as client, pytest.raises(missive.DLQWriteError) as caught:
+        client.send(message)
+    logging.getLogger("missive.adapters").error("%s", caught.value)  # as an adapter logs it
+    logging.getLogger("missive.cli").error("failed", exc_info=caught.value)
+
+    # Then the error says what failed, and no record at INFO or above holds the marker
+    assert "violates check constraint" in str(caught.value)
+    assert "payload_small" in str(caught.value)
+    assert _loud(caplog)
+    assert not [text for text in _loud(caplog) if _carries_marker(text)]
+    assert not [r for r in caplog.records if r.levelno >= logging.INFO and r.exc_text
+                and _carries_marker(r.exc_text)]  # fmt: skip
+    # and the driver's full text is at DEBUG only
+    assert any("Failing row contains" in r.getMessage() for r in caplog.records
+               if r.levelno == logging.DEBUG)  # fmt: skip
+
+
+def test_a_read_only_store_refuses_to_write(open_pg: Callable[..., PostgresDLQ]) -> None:
+    open_pg().close()
+    dlq = open_pg(read_only=True)
+
+    with pytest.raises(missive.DLQError, match="opened read-only"):
+        put(dlq, missive.RawMessage(b"x", b"id-1"))
+
+
+def test_a_read_only_store_does_not_create_a_missing_table(
+    open_pg: Callable[..., PostgresDLQ], admin: psycopg.Connection[Any], table: str
+) -> None:
+    with pytest.raises(missive.DLQError, match="there is no table"):
+        open_pg(read_only=True)
+
+    assert _rows(admin, "SELECT to_regclass(%s)", table, table) == [(None,)]
+
+
+def test_a_read_only_store_s_session_is_read_only(open_pg: Callable[..., PostgresDLQ]) -> None:
+    open_pg().close()
+    dlq = open_pg(read_only=True)
+
+    with dlq._connections.borrow() as conn:
+        setting = conn.execute("SHOW default_transaction_read_only").fetchone()
+
+    assert setting == ("on",)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import multiprocessing
@@ -74,6 +75,7 @@ def test_a_file_that_is_not_a_database_is_refused_when_opening(tmp_path: Path) -
 
 def test_a_database_of_a_newer_schema_is_refused_when_opening(tmp_path: Path) -> None:
     path = tmp_path / "dlq.db"
+    SQLiteDLQ(path).close()
     with contextlib.closing(sqlite3.connect(path)) as conn:
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
 
@@ -81,15 +83,47 @@ def test_a_database_of_a_newer_schema_is_refused_when_opening(tmp_path: Path) ->
         SQLiteDLQ(path)
 
 
-def test_a_database_of_another_application_gets_its_table_added(
-    tmp_path: Path, open_sqlite: Callable[..., SQLiteDLQ]
+def test_a_database_with_another_user_version_and_no_dlq_table_is_not_a_dlq(
+    tmp_path: Path,
 ) -> None:
     path = tmp_path / "app.db"
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        conn.execute("PRAGMA user_version = 7")
+
+    with pytest.raises(missive.DLQError, match=r"not a Missive DLQ.*user_version 7"):
+        SQLiteDLQ(path)
+
+
+def _application_database(path: Path) -> Path:
     with contextlib.closing(sqlite3.connect(path)) as conn, conn:
         conn.execute("CREATE TABLE users (name TEXT)")
         conn.execute("INSERT INTO users VALUES ('ann')")
+    return path
 
-    put(open_sqlite(path), missive.RawMessage(b"x", b"id-1"))
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_a_database_of_another_application_is_refused_and_left_unchanged(
+    tmp_path: Path,
+) -> None:
+    path = _application_database(tmp_path / "app.db")
+    before = _digest(path)
+
+    with pytest.raises(missive.DLQError, match=r"not a Missive DLQ.*allow_other_tables"):
+        SQLiteDLQ(path)
+
+    assert _digest(path) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["app.db"]
+
+
+def test_a_database_of_another_application_gets_its_table_added_when_allowed(
+    tmp_path: Path, open_sqlite: Callable[..., SQLiteDLQ]
+) -> None:
+    path = _application_database(tmp_path / "app.db")
+
+    put(open_sqlite(path, allow_other_tables=True), missive.RawMessage(b"x", b"id-1"))
 
     assert _query(path, "SELECT name FROM users") == [("ann",)]
 
@@ -342,3 +376,27 @@ def _renamed_class() -> type[missive.Message]:
 def _query(path: str | Path, sql: str) -> list[Any]:
     with contextlib.closing(sqlite3.connect(path)) as conn:
         return conn.execute(sql).fetchall()
+
+
+def test_a_read_only_store_reads_and_leaves_the_file_unchanged(tmp_path: Path) -> None:
+    path = tmp_path / "dlq.db"
+    with SQLiteDLQ(path) as dlq:
+        put(dlq, missive.RawMessage(b"x", b"id-1"))
+    before = _digest(path)
+
+    with SQLiteDLQ(path, read_only=True) as dlq:
+        ids = list(dlq)
+        with pytest.raises(missive.DLQError, match="opened read-only"):
+            put(dlq, missive.RawMessage(b"y", b"id-2"))
+
+    assert ids == [b"id-1"]
+    assert _digest(path) == before
+
+
+def test_a_read_only_store_of_a_missing_file_is_an_error_and_creates_nothing(
+    tmp_path: Path,
+) -> None:
+    with pytest.raises(missive.DLQError, match="no such file"):
+        SQLiteDLQ(tmp_path / "dlq.db", read_only=True)
+
+    assert list(tmp_path.iterdir()) == []
