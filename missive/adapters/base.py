@@ -53,8 +53,9 @@ class Adapter(abc.ABC, Generic[M]):
     * **Shutdown.** :meth:`stop` may be called from any thread or a signal handler;
       :meth:`run` in the main thread also stops on SIGINT and SIGTERM. The adapter
       then takes no new message, finishes the message in hand, hands back the ones it
-      received but did not start, runs the ``after_processing`` hooks, closes its
-      connections and returns from :meth:`run`. Python cannot interrupt a handler
+      received but did not start (one that cannot, stdin on a pipe, handles them
+      first), runs the ``after_processing`` hooks, closes its connections and
+      returns from :meth:`run`. Python cannot interrupt a handler
       safely, so a stop always waits for the handler in progress to return.
     * **Threads.** ``process`` may be called from several threads at once; an adapter
       that does so documents it, since handlers must then be thread-safe.
@@ -62,6 +63,11 @@ class Adapter(abc.ABC, Generic[M]):
     :param message_cls: the :class:`~missive.Message` class to build messages with.
     :param processor: the processor whose handlers receive the messages.
     """
+
+    #: Whether several processes may run this adapter on the same input, the
+    #: transport sharing the messages between them (``missive run --workers N``).
+    #: ``False`` where each process would read its own share of one stream (stdin).
+    shareable: bool = True
 
     def __init__(self, message_cls: type[M], processor: Processor[M]) -> None:
         self.message_cls = message_cls
