@@ -197,3 +197,33 @@ def test_the_adapter_reads_a_real_pipe_line_by_line() -> None:
         os.close(write_fd)
         StdinAdapter(missive.RawMessage, recording_processor(received), reader).run()
     assert [m.raw_data for m in received] == [b"a", b"b"]
+
+
+@pytest.mark.parametrize("source", ["bytes object", "regular file"])
+def test_a_line_longer_than_max_line_size_is_dead_lettered_and_reading_goes_on(
+    source: str, tmp_path: Any
+) -> None:
+    # Given a DLQ and input whose second line is longer than max_line_size
+    received: list[missive.Message] = []
+    processor = recording_processor(received)
+    dlq: dict[bytes, tuple[missive.Message, str]] = {}
+    processor.set_dlq(dlq)
+    data = b"first\n" + b"y" * 10_000 + b"\nlast\n"
+    if source == "regular file":
+        (tmp_path / "input").write_bytes(data)
+        stream: Any = (tmp_path / "input").open("rb")
+    else:
+        stream = io.BytesIO(data)
+
+    # When the adapter reads it with a limit of 5,000 bytes a line
+    with stream:
+        StdinAdapter(missive.RawMessage, processor, stream, max_line_size=5000).run()
+
+    # Then the long line is dead-lettered with its first bytes and a reason, and the
+    # lines around it are handled
+    assert [m.raw_data for m in received] == [b"first", b"last"]
+    [(message, reason)] = dlq.values()
+    assert message.raw_data == b"y" * 4096
+    assert message.attributes["line"] == 2
+    assert message.attributes["line_size"] == 10_000
+    assert "longer than max_line_size (5000 bytes)" in reason

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from typing import IO, Any
 
 from missive._names import describe_matcher
+from missive.adapters._lines import DEFAULT_MAX_LINE_SIZE, LongLine, open_lines
 from missive.cli._common import CLIError, format_id, import_object, load_processor, open_store
 from missive.cli._dlq import add_table_option
 from missive.cli._output import Output, safe_text
@@ -115,7 +116,10 @@ def _check(args: argparse.Namespace, out: Output) -> int:
     counts: Counter[Route] = Counter()
     rows: list[list[str]] = []
     for where, message in _samples(args, explicit, adapter_class or JSONMessage):
-        result, text = route(processor.router, message)
+        if isinstance(message, str):  # a sample that cannot be a message
+            result, text = Route.ERROR, message
+        else:
+            result, text = route(processor.router, message)
         counts[result] += 1
         if result is not Route.ONE or not args.quiet:
             colour = "green" if result is Route.ONE else "red"
@@ -129,7 +133,8 @@ def _check(args: argparse.Namespace, out: Output) -> int:
 
 def _samples(
     args: argparse.Namespace, explicit: type[Message] | None, default: type[Message]
-) -> Iterator[tuple[str, Message]]:
+) -> Iterator[tuple[str, Message | str]]:
+    # Each sample as a message, or as the text saying why it cannot be one.
     if args.dlq is not None:
         with open_store(args.dlq, args.dlq_table, read_only=True) as store:
             for record in store.records():
@@ -147,10 +152,19 @@ def _samples(
             stream = open(args.file, "rb")  # noqa: SIM115 - closed below
         except OSError as exc:
             raise CLIError(f"cannot read {args.file!r}: {exc.strerror}") from None
+    lines = open_lines(stream, DEFAULT_MAX_LINE_SIZE)
     try:
-        for number, line in enumerate(stream, start=1):
-            data = line[:-2] if line.endswith(b"\r\n") else line.removesuffix(b"\n")
-            yield f"line {number}", cls(data, None, {"line": number})
+        number = 0
+        while (line := lines.next()) is not None:
+            number += 1
+            if isinstance(line, LongLine):
+                yield f"line {number}", (
+                    f"line of {line.size} bytes, longer than the {DEFAULT_MAX_LINE_SIZE} "
+                    "bytes a message may be"
+                )
+            else:
+                yield f"line {number}", cls(line, None, {"line": number})
     finally:
+        lines.close()
         if stream is not sys.stdin.buffer:
             stream.close()

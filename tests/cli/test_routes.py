@@ -157,3 +157,24 @@ def test_a_sample_with_nan_is_reported_undecodable() -> None:
         Route.ERROR,
         "could not decode the message: invalid JSON: NaN is not a JSON number",
     )
+
+
+def test_a_sample_longer_than_a_message_may_be_is_an_error_and_the_next_is_checked(
+    cli: CLI, tmp_path: Path
+) -> None:
+    # Given a samples file whose first line is over 16 MiB and whose second is fine
+    write_app(tmp_path, "shop", SHOP)
+    with (tmp_path / "samples.jsonl").open("wb") as samples:
+        samples.write(b'{"kind": "order", "pad": "' + b"x" * (16 * 1024 * 1024) + b'"}\n')
+        samples.write(b'{"kind": "order"}\n')
+
+    # When the routing is checked on them
+    result = cli("routes", "check", "shop:processor", "samples.jsonl")
+
+    # Then the long line is an error saying so, and the next line is still checked
+    assert result.returncode == 1
+    report = rows(result.stdout)
+    assert report["line 1"][0] == "error"
+    assert "longer than the 16777216 bytes a message may be" in report["line 1"][1]
+    assert report["line 2"] == ["routed", "orders"]
+    assert "Traceback" not in result.stderr
