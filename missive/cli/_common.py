@@ -64,6 +64,11 @@ def import_object(path: str, what: str = "object") -> object:
                 "(check the module is on PYTHONPATH)"
             ) from None
         raise CLIError(_raised_on_import(path, exc)) from None
+    except SystemExit as exc:
+        raise CLIError(
+            f"cannot import {path!r}: importing it called sys.exit({exc.code!r}); "
+            "a module to import must not exit (guard it with if __name__ == '__main__':)"
+        ) from None
     except Exception as exc:
         raise CLIError(_raised_on_import(path, exc)) from None
     found: object = module

@@ -7,6 +7,12 @@ it starts N workers (each ``python -m missive run MODULE:ADAPTER``, with
 status, and on SIGTERM or SIGINT asks each to stop (SIGTERM), waits for them to
 finish the message in hand and run their ``after_processing`` hooks, and kills
 those still running after ``--graceful-timeout`` seconds.
+
+A worker that exits 0 on its own (its input ended) is not restarted; once all have,
+the supervisor exits 0. A worker that cannot load the adapter, or one whose
+adapter cannot be shared by several processes (stdin), stops them all at once; one
+that fails 3 times in a row within 5 seconds of starting (a missing queue, say)
+stops them all too. Each such stop is one ERROR line, and the exit status is 1.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import logging
+import math
 import os
 import signal
 import subprocess
@@ -38,6 +45,13 @@ BOOT_ERROR = 3
 WORKER_VARIABLE = "MISSIVE_WORKER"
 # A worker that dies sooner than this after starting is restarted only after it.
 _QUICK_DEATH = 1.0
+# A worker that fails this soon after starting, this many times in a row, is failing
+# at start (a missing queue, a bad password): restarting it again would not help.
+_FAILED_START = 5.0
+_FAILED_STARTS = 3
+# How many workers the supervisor started, for a worker to check its adapter may be shared.
+_WORKERS_VARIABLE = "MISSIVE_WORKERS"
+_MAX_WORKERS = 1024
 # The supervisor's pid, for a worker to notice it died.
 _SUPERVISOR_VARIABLE = "MISSIVE_SUPERVISOR_PID"
 _PR_SET_PDEATHSIG = 1
@@ -58,7 +72,7 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
     run.add_argument("-w", "--workers", type=_positive, metavar="N", help="run N worker processes")
     run.add_argument(
         "--graceful-timeout",
-        type=float,
+        type=_seconds,
         default=30.0,
         metavar="SECONDS",
         help="how long workers get to stop before they are killed (default: 30)",
@@ -74,12 +88,23 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
 
 
 def _positive(text: str) -> int:
+    value = int(text) if text.isascii() and text.isdigit() and len(text) <= 6 else 0
+    if not 1 <= value <= _MAX_WORKERS:
+        raise argparse.ArgumentTypeError(
+            f"must be a whole number from 1 to {_MAX_WORKERS}, not {text[:40]!r}"
+        )
+    return value
+
+
+def _seconds(text: str) -> float:
     try:
-        value = int(text)
+        value = float(text) if text.isascii() else math.nan
     except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number of 1 or more, not {text!r}")
+        value = math.nan
+    if not 0 <= value <= 86400:  # also false for nan
+        raise argparse.ArgumentTypeError(
+            f"must be a number of seconds from 0 to 86400, not {text[:40]!r}"
+        )
     return value
 
 
@@ -110,6 +135,10 @@ def _run(args: argparse.Namespace, out: Output) -> int:
         stream=sys.stderr,
         format="%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s",
     )
+    if args.log_level != "DEBUG":
+        # pika logs each failed connection attempt at ERROR, in about eight lines and
+        # a traceback; the adapter says the same in one WARNING line.
+        logging.getLogger("pika").setLevel(logging.CRITICAL)
     if args.workers is None:
         return _run_here(args.target, out)
     return _Supervisor(args.target, args.workers, args.graceful_timeout, args.log_level).run()
@@ -140,19 +169,33 @@ def _run_here(target: str, out: Output) -> int:
             logger.info("stopped before starting")
             return 0
         name = type(adapter).__name__
+        if worker and not adapter.shareable and int(os.environ.get(_WORKERS_VARIABLE, "1")) > 1:
+            out.error(
+                f"{name} from {target} cannot be shared by several worker processes: each "
+                "would read its own part of the input; run it without --workers"
+            )
+            return BOOT_ERROR
         logger.info("running %s from %s%s", name, target, f" (worker {worker})" if worker else "")
         try:
             adapter.run()
         except MissiveError as exc:
-            out.error(f"{name} stopped: {exc}")
+            out.error(f"{name} stopped: {_with_notes(exc)}")
             return 1
-        except Exception:
-            logger.exception("%s stopped with an error", name)
+        except Exception as exc:
+            # A configuration error (a wrong password, a missing queue): one line.
+            logger.error("%s stopped: %s: %s", name, type(exc).__name__, _with_notes(exc))
+            logger.debug("the error's traceback", exc_info=True)
             return 1
         return 0
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+def _with_notes(exc: BaseException) -> str:
+    """The error's text and its notes (the input line, the queue...) on one line."""
+    text = str(exc) or repr(exc)
+    return " ".join([text, *getattr(exc, "__notes__", ())])
 
 
 def _stop_with_supervisor() -> None:
@@ -168,6 +211,10 @@ def _stop_with_supervisor() -> None:
         return
     if str(os.getppid()) != supervisor:  # it died before prctl took effect
         os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _ordinal(number: int) -> str:
+    return {1: "st", 2: "nd", 3: "rd"}.get(number if number < 20 else number % 10, "th")
 
 
 def describe_exit(status: int) -> str:
@@ -187,6 +234,8 @@ class _Worker:
     process: subprocess.Popen[bytes] | None = None
     started: float = 0.0
     restart_at: float = 0.0
+    failed_starts: int = 0  # failures in a row, each within _FAILED_START of starting
+    finished: bool = False  # exited 0 on its own: not restarted
 
 
 class _Supervisor:
@@ -215,6 +264,7 @@ class _Supervisor:
         env = {
             **os.environ,
             WORKER_VARIABLE: str(worker.number),
+            _WORKERS_VARIABLE: str(len(self.workers)),
             _SUPERVISOR_VARIABLE: str(os.getpid()),
         }
         worker.process = subprocess.Popen(command, env=env)
@@ -226,9 +276,14 @@ class _Supervisor:
         for worker in self.workers:
             self._start(worker)
         while self.stop_signal is None:
+            if all(worker.finished for worker in self.workers):
+                logger.info("every worker finished on its own: stopping")
+                return 0
             for worker in self.workers:
                 if self.stop_signal is not None:  # a worker's exit may be that signal's doing
                     break
+                if worker.finished:
+                    continue
                 if worker.process is None:
                     if time.monotonic() >= worker.restart_at:
                         self._start(worker)
@@ -245,7 +300,25 @@ class _Supervisor:
                     )  # fmt: skip
                     self._stop_all()
                     return 1
-                quick = time.monotonic() - worker.started < _QUICK_DEATH
+                if status == 0:
+                    worker.finished = True
+                    logger.info(
+                        "worker %d (pid %d) finished on its own; not restarted",
+                        worker.number, pid,
+                    )  # fmt: skip
+                    continue
+                lived = time.monotonic() - worker.started
+                worker.failed_starts = worker.failed_starts + 1 if lived < _FAILED_START else 0
+                if worker.failed_starts >= _FAILED_STARTS:
+                    logger.error(
+                        "worker %d (pid %d) %s, the %d%s time in a row within %g s of "
+                        "starting: it cannot start (see its error above); stopping all",
+                        worker.number, pid, describe_exit(status), worker.failed_starts,
+                        _ordinal(worker.failed_starts), _FAILED_START,
+                    )  # fmt: skip
+                    self._stop_all()
+                    return 1
+                quick = lived < _QUICK_DEATH
                 worker.restart_at = time.monotonic() + (_QUICK_DEATH if quick else 0.0)
                 logger.error(
                     "worker %d (pid %d) %s; restarting it",

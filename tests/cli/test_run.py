@@ -14,6 +14,7 @@ import pytest
 
 from tests.cli._apps import DIRECTORY_QUEUE, HELLO, SHOP, write_app
 from tests.cli.conftest import CLI, assert_one_line_error, clean_env
+from tests.services import require
 
 
 def test_run_feeds_a_pipe_to_the_quickstarts_stdin_adapter(cli: CLI, tmp_path: Path) -> None:
@@ -191,3 +192,124 @@ def test_workers_that_cannot_load_the_adapter_stop_the_supervisor(tmp_path: Path
     assert "could not load dirqueue:no_such_adapter" in running.log
     assert "restarting" not in running.log
     assert "Traceback" not in running.log
+
+
+def test_the_stop_error_names_the_input_line_to_resume_from(cli: CLI, tmp_path: Path) -> None:
+    # Given the quickstart's stdin adapter, with no DLQ, and a second line nobody handles
+    write_app(tmp_path, "hello", HELLO)
+
+    # When it runs under missive run
+    result = cli("run", "hello:stdin_processor", "--log-level", "error", input="Hello\nBye\n")
+
+    # Then its one error line says which line failed and where to resume
+    assert_one_line_error(result, "StdinAdapter stopped", "input line 2", "resume from line 2")
+
+
+def test_workers_on_stdin_are_refused_with_an_error_and_not_restarted(
+    cli: CLI, tmp_path: Path
+) -> None:
+    write_app(tmp_path, "hello", HELLO)
+
+    result = cli("run", "hello:stdin_processor", "--workers", "2", input="Hello\n" * 10)
+
+    assert result.returncode == 1
+    assert "cannot be shared by several worker processes" in result.stderr
+    assert "run it without --workers" in result.stderr
+    assert "restarting" not in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+FINISHING = """
+import missive
+
+
+class Once(missive.Adapter):
+    def run(self):
+        pass  # its input is done at once
+
+
+adapter = Once(missive.RawMessage, missive.Processor())
+"""
+
+EXITING = """
+import sys
+
+sys.exit(3)
+"""
+
+MISSING_QUEUE = """
+import os
+
+import missive
+from missive.adapters.rabbitmq import RabbitMQAdapter
+
+adapter = RabbitMQAdapter(missive.RawMessage, missive.Processor(), os.environ["TEST_QUEUE"])
+"""
+
+
+def test_workers_that_finish_on_their_own_are_not_restarted(cli: CLI, tmp_path: Path) -> None:
+    write_app(tmp_path, "once", FINISHING)
+
+    result = cli("run", "once:adapter", "--workers", "2")
+
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("finished on its own; not restarted") == 2
+    assert "restarting" not in result.stderr
+
+
+def test_a_module_that_exits_at_import_stops_the_supervisor_with_one_line(
+    cli: CLI, tmp_path: Path
+) -> None:
+    write_app(tmp_path, "exiting", EXITING)
+
+    result = cli("run", "exiting:adapter", "--workers", "2")
+
+    assert result.returncode == 1
+    assert "importing it called sys.exit(3)" in result.stderr
+    assert "could not load exiting:adapter" in result.stderr
+    assert "restarting" not in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_workers_that_keep_failing_at_start_stop_the_supervisor(cli: CLI, tmp_path: Path) -> None:
+    # Given a RabbitMQ adapter on a queue that does not exist
+    require("rabbitmq")
+    write_app(tmp_path, "missing", MISSING_QUEUE)
+    queue = f"missive-test-missing-{os.urandom(4).hex()}"
+
+    # When it is run by two workers
+    result = cli("run", "missing:adapter", "--workers", "2", env={"TEST_QUEUE": queue}, timeout=60)
+
+    # Then the supervisor gives up after three failed starts of a worker, each failure
+    # one ERROR line without a traceback, and pika says nothing
+    assert result.returncode == 1
+    assert "the 3rd time in a row" in result.stderr
+    assert "stopping all" in result.stderr
+    failures = [line for line in result.stderr.splitlines() if "RabbitMQAdapter stopped" in line]
+    assert failures, result.stderr
+    assert all(queue in line for line in failures)
+    assert "Traceback" not in result.stderr
+    assert " pika" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("--workers", "\u0663"),
+        ("--workers", "100000000"),
+        ("--workers", "0"),
+        ("--graceful-timeout", "nan"),
+        ("--graceful-timeout", "inf"),
+        ("--graceful-timeout", "-1"),
+        ("--graceful-timeout", "1e999"),
+    ],
+)
+def test_a_bad_run_option_is_one_error_line_and_status_2(
+    cli: CLI, tmp_path: Path, option: str, value: str
+) -> None:
+    write_app(tmp_path, "hello", HELLO)
+
+    result = cli("run", "hello:stdin_processor", option, value)
+
+    assert result.returncode == 2
+    assert_one_line_error(result, option)
