@@ -95,9 +95,10 @@ class RabbitMQAdapter(Adapter[M]):
     **Shutdown.** :meth:`stop` (thread-safe) or SIGINT/SIGTERM (when :meth:`run` is on
     the main thread): the message in hand is finished and settled, the owed acks are
     sent, the consumers are cancelled and the prefetched messages not yet started are
-    handed back (rejected with requeue), the ``after_processing`` hooks run and the
-    connection is closed. Python cannot cut a running handler short, so there is no
-    drain timeout: a stop waits for the handler in progress to return.
+    handed back (left unacked, so that closing the channel requeues them), the
+    ``after_processing`` hooks run and the connection is closed. Python cannot cut a
+    running handler short, so there is no drain timeout: a stop waits for the handler
+    in progress to return.
 
     **Reconnection.** A dropped connection (broker restart, network, ``rabbitmqctl
     close_connection``) or a consumer the broker cancelled is logged at WARNING and
@@ -265,8 +266,8 @@ class RabbitMQAdapter(Adapter[M]):
                     )
                 raise
             for tag in tags:
-                channel.basic_cancel(tag)  # pika requeues prefetched, unstarted messages
-            channel.close()
+                channel.basic_cancel(tag)  # pika rejects the deliveries it still holds
+            channel.close()  # RabbitMQ requeues the ones skipped since the stop
         finally:
             with self._lock:
                 self._connection = None
@@ -320,7 +321,9 @@ class RabbitMQAdapter(Adapter[M]):
         ) -> None:
             tag: int = method.delivery_tag  # type: ignore[assignment]  # set on every Deliver
             if is_stopping():
-                channel.basic_reject(tag, requeue=True)  # not started: give it back
+                # Not started: left unacked, RabbitMQ requeues it when the channel
+                # closes. A reject here would send at once, and pika reads while it
+                # sends: the redelivery it frees joins this dispatch loop, forever.
                 return
             headers = properties.headers
             redelivered = method.redelivered
