@@ -28,6 +28,7 @@ except ImportError as _exc:  # pragma: no cover - exercised by a test in a subpr
     raise MissingExtraError("rabbitmq", "missive.adapters.rabbitmq") from _exc
 
 from missive.adapters._rabbitmq_acks import Acks
+from missive.adapters._rabbitmq_causes import describe
 
 __all__ = ["DEFAULT_URL", "RabbitMQAdapter"]
 
@@ -193,13 +194,17 @@ class RabbitMQAdapter(Adapter[M]):
                 try:
                     self._consume(context)
                 except _FATAL_CONNECTION_ERRORS as exc:
-                    exc.add_note(f"(connecting to {self._where}: check the user and vhost)")
+                    exc.add_note(
+                        f"RabbitMQ at {self._where} refused the login ({describe(exc)}): "
+                        "check the user, password and vhost in the URL, then start again"
+                    )
                     raise
                 except pika.exceptions.ChannelClosedByBroker as exc:
                     if exc.reply_code in _FATAL_CHANNEL_CODES:
                         exc.add_note(
-                            f"(consuming {', '.join(self.queues)} on {self._where}: declare "
-                            "the queues and grant the user read access before starting)"
+                            f"RabbitMQ at {self._where} would not let us consume "
+                            f"{', '.join(self.queues)} ({describe(exc)}): declare the "
+                            "queues and grant the user read access, then start again"
                         )
                         raise
                     delay = self._lost(exc, delay)
@@ -213,14 +218,20 @@ class RabbitMQAdapter(Adapter[M]):
             return delay
         if self._consuming:  # it worked until now: start the backoff afresh
             delay = _FIRST_RECONNECT_DELAY
-        logger.warning(
-            "consuming on %s interrupted (%s: %s); unacked messages go back to their queue; "
-            "reconnecting in %.1f s",
-            self._where,
-            type(exc).__name__,
-            exc,
-            delay,
-        )
+            logger.warning(
+                "consuming on %s interrupted (%s); unacked messages go back to their "
+                "queue; reconnecting in %.1f s",
+                self._where,
+                describe(exc),
+                delay,
+            )
+        else:
+            logger.warning(
+                "could not consume on %s (%s); reconnecting in %.1f s",
+                self._where,
+                describe(exc),
+                delay,
+            )
         self.stop_event.wait(delay)
         return min(delay * 2, self.max_reconnect_delay)
 
@@ -231,9 +242,9 @@ class RabbitMQAdapter(Adapter[M]):
         except ValueError as exc:
             # pika raises ValueError ("Expected connected socket, but getpeername()
             # failed") when the socket is reset while it connects: a lost connection.
-            raise pika.exceptions.AMQPConnectionError(
-                f"the connection was reset while connecting ({exc})"
-            ) from exc
+            raise pika.exceptions.AMQPConnectionError("connection reset while connecting") from exc
+        except OSError as exc:  # a host name that does not resolve (yet): retried
+            raise pika.exceptions.AMQPConnectionError(exc) from exc
         try:
             with self._lock:
                 self._connection = connection
