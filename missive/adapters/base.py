@@ -107,7 +107,9 @@ class Adapter(abc.ABC, Generic[M]):
         )
         self.stop()
 
-    def count_delivery(self, context: ProcessingContext[M], message: M) -> int | None:
+    def count_delivery(
+        self, context: ProcessingContext[M], message: M, key: bytes | None = None
+    ) -> int | None:
         """Count a redelivery in the DLQ, for transports that say "redelivered" but not how often.
 
         A message that kills its worker (``os._exit``, a segfault, the OOM killer)
@@ -116,18 +118,22 @@ class Adapter(abc.ABC, Generic[M]):
         durably in the processor's DLQ and returns how many times the message has
         been delivered (the first delivery, uncounted, plus each redelivery), or
         ``None`` when the DLQ cannot count (a plain mapping, or none). Once the
-        message is settled, call :meth:`forget_deliveries`.
+        message is settled, call :meth:`forget_deliveries`. ``key`` counts under
+        another key than ``message.message_id``: one derived from the content, for a
+        transport that gives a redelivery no stable id.
         """
         dlq = context.processor.dlq
         if isinstance(dlq, DeadLetterStore):
-            return dlq.record_attempt(message.message_id) + 1
+            return dlq.record_attempt(message.message_id if key is None else key) + 1
         return None
 
-    def forget_deliveries(self, context: ProcessingContext[M], message: M) -> None:
-        """Drop what :meth:`count_delivery` counted for a message now settled."""
+    def forget_deliveries(
+        self, context: ProcessingContext[M], message: M, key: bytes | None = None
+    ) -> None:
+        """Drop what :meth:`count_delivery` counted (under ``key``) for a message now settled."""
         dlq = context.processor.dlq
         if isinstance(dlq, DeadLetterStore):
-            dlq.forget_attempts(message.message_id)
+            dlq.forget_attempts(message.message_id if key is None else key)
 
     @contextlib.contextmanager
     def stop_on_signals(self) -> Iterator[None]:

@@ -6,6 +6,7 @@ Needs the ``missive[rabbitmq]`` extra (pika). See ``docs/rabbitmq.md`` for the u
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import socket
@@ -17,6 +18,7 @@ from missive._typing import M
 from missive.adapters.base import Adapter
 from missive.context import Outcome, ProcessingContext
 from missive.errors import DLQWriteError, HandlingError, MissingExtraError, MissiveError
+from missive.message import Message
 from missive.processor import Processor
 
 try:
@@ -28,6 +30,7 @@ except ImportError as _exc:  # pragma: no cover - exercised by a test in a subpr
     raise MissingExtraError("rabbitmq", "missive.adapters.rabbitmq") from _exc
 
 from missive.adapters._rabbitmq_acks import Acks
+from missive.adapters._rabbitmq_causes import describe
 
 __all__ = ["DEFAULT_URL", "RabbitMQAdapter"]
 
@@ -48,6 +51,7 @@ _FATAL_CHANNEL_CODES = frozenset({403, 404})
 # How often the consuming loop looks at the stop flag when nothing wakes it (a signal).
 _POLL_SECONDS = 0.5
 _FIRST_RECONNECT_DELAY = 0.5
+_MAX_NACK_DELAY = 30.0
 
 
 class _ConsumerCancelledError(Exception):
@@ -66,8 +70,9 @@ class RabbitMQAdapter(Adapter[M]):
     ACKED or DEAD_LETTERED, never before. Acks are coalesced: one
     ``basic_ack(multiple=True)`` covers up to ``prefetch // 2`` messages and is sent as
     soon as the messages received so far are handled, and at shutdown. NACKED: the
-    message is requeued at once (``basic_nack(requeue=True)``) and delivered again
-    with ``redelivered`` set. When ``process`` raises :class:`~missive.HandlingError`
+    message is requeued (``basic_nack(requeue=True)``) after ``retry_delay`` seconds,
+    doubled for each earlier redelivery (up to 30 s), and delivered again with
+    ``redelivered`` set. When ``process`` raises :class:`~missive.HandlingError`
     (no DLQ) or :class:`~missive.DLQWriteError`, the message is logged at ERROR and
     requeued after ``retry_delay`` seconds; it is never acked. If the connection
     drops, every message not yet acked is redelivered by the broker, even one whose
@@ -88,16 +93,18 @@ class RabbitMQAdapter(Adapter[M]):
     dead-lettered without being handled, with a reason that says so, then acked.
     Redeliveries are counted in the DLQ (:meth:`~missive.Adapter.count_delivery`), as
     attempts actually made, when it is a :class:`~missive.dlq.DeadLetterStore`
-    (SQLite, PostgreSQL) and the publisher set a ``message_id``; otherwise quorum
-    queues' ``x-delivery-count`` is used, and on classic queues the limit does not
-    apply.
+    (SQLite, PostgreSQL): under the publisher's ``message_id``, or without one under a
+    hash of queue, routing key and body (identical messages then share a count: a
+    WARNING says so once per message). Otherwise quorum queues' ``x-delivery-count``
+    is used, and on classic queues the limit does not apply.
 
     **Shutdown.** :meth:`stop` (thread-safe) or SIGINT/SIGTERM (when :meth:`run` is on
     the main thread): the message in hand is finished and settled, the owed acks are
     sent, the consumers are cancelled and the prefetched messages not yet started are
-    handed back (rejected with requeue), the ``after_processing`` hooks run and the
-    connection is closed. Python cannot cut a running handler short, so there is no
-    drain timeout: a stop waits for the handler in progress to return.
+    handed back (left unacked, so that closing the channel requeues them), the
+    ``after_processing`` hooks run and the connection is closed. Python cannot cut a
+    running handler short, so there is no drain timeout: a stop waits for the handler
+    in progress to return.
 
     **Reconnection.** A dropped connection (broker restart, network, ``rabbitmqctl
     close_connection``) or a consumer the broker cancelled is logged at WARNING and
@@ -192,13 +199,17 @@ class RabbitMQAdapter(Adapter[M]):
                 try:
                     self._consume(context)
                 except _FATAL_CONNECTION_ERRORS as exc:
-                    exc.add_note(f"(connecting to {self._where}: check the user and vhost)")
+                    exc.add_note(
+                        f"RabbitMQ at {self._where} refused the login ({describe(exc)}): "
+                        "check the user, password and vhost in the URL, then start again"
+                    )
                     raise
                 except pika.exceptions.ChannelClosedByBroker as exc:
                     if exc.reply_code in _FATAL_CHANNEL_CODES:
                         exc.add_note(
-                            f"(consuming {', '.join(self.queues)} on {self._where}: declare "
-                            "the queues and grant the user read access before starting)"
+                            f"RabbitMQ at {self._where} would not let us consume "
+                            f"{', '.join(self.queues)} ({describe(exc)}): declare the "
+                            "queues and grant the user read access, then start again"
                         )
                         raise
                     delay = self._lost(exc, delay)
@@ -212,14 +223,20 @@ class RabbitMQAdapter(Adapter[M]):
             return delay
         if self._consuming:  # it worked until now: start the backoff afresh
             delay = _FIRST_RECONNECT_DELAY
-        logger.warning(
-            "consuming on %s interrupted (%s: %s); unacked messages go back to their queue; "
-            "reconnecting in %.1f s",
-            self._where,
-            type(exc).__name__,
-            exc,
-            delay,
-        )
+            logger.warning(
+                "consuming on %s interrupted (%s); unacked messages go back to their "
+                "queue; reconnecting in %.1f s",
+                self._where,
+                describe(exc),
+                delay,
+            )
+        else:
+            logger.warning(
+                "could not consume on %s (%s); reconnecting in %.1f s",
+                self._where,
+                describe(exc),
+                delay,
+            )
         self.stop_event.wait(delay)
         return min(delay * 2, self.max_reconnect_delay)
 
@@ -230,9 +247,9 @@ class RabbitMQAdapter(Adapter[M]):
         except ValueError as exc:
             # pika raises ValueError ("Expected connected socket, but getpeername()
             # failed") when the socket is reset while it connects: a lost connection.
-            raise pika.exceptions.AMQPConnectionError(
-                f"the connection was reset while connecting ({exc})"
-            ) from exc
+            raise pika.exceptions.AMQPConnectionError("connection reset while connecting") from exc
+        except OSError as exc:  # a host name that does not resolve (yet): retried
+            raise pika.exceptions.AMQPConnectionError(exc) from exc
         try:
             with self._lock:
                 self._connection = connection
@@ -265,8 +282,8 @@ class RabbitMQAdapter(Adapter[M]):
                     )
                 raise
             for tag in tags:
-                channel.basic_cancel(tag)  # pika requeues prefetched, unstarted messages
-            channel.close()
+                channel.basic_cancel(tag)  # pika rejects the deliveries it still holds
+            channel.close()  # RabbitMQ requeues the ones skipped since the stop
         finally:
             with self._lock:
                 self._connection = None
@@ -275,10 +292,12 @@ class RabbitMQAdapter(Adapter[M]):
                 with contextlib.suppress(pika.exceptions.AMQPError):
                     connection.close()
 
-    def _count_redelivery(self, context: ProcessingContext[M], message: M) -> int | None:
+    def _count_redelivery(
+        self, context: ProcessingContext[M], message: M, key: bytes
+    ) -> int | None:
         """How many times ``message`` was delivered, counted in the DLQ; ``None`` if unknown."""
         try:
-            return self.count_delivery(context, message)
+            return self.count_delivery(context, message, key)
         except MissiveError as exc:
             logger.warning(
                 "could not count the redelivery of message %r in the DLQ (%s); handling it "
@@ -288,9 +307,9 @@ class RabbitMQAdapter(Adapter[M]):
             )
             return None
 
-    def _forget_redeliveries(self, context: ProcessingContext[M], message: M) -> None:
+    def _forget_redeliveries(self, context: ProcessingContext[M], message: M, key: bytes) -> None:
         try:
-            self.forget_deliveries(context, message)
+            self.forget_deliveries(context, message, key)
         except MissiveError as exc:
             logger.warning(
                 "could not drop the delivery count of message %r from the DLQ (%s); a "
@@ -320,7 +339,9 @@ class RabbitMQAdapter(Adapter[M]):
         ) -> None:
             tag: int = method.delivery_tag  # type: ignore[assignment]  # set on every Deliver
             if is_stopping():
-                channel.basic_reject(tag, requeue=True)  # not started: give it back
+                # Not started: left unacked, RabbitMQ requeues it when the channel
+                # closes. A reject here would send at once, and pika reads while it
+                # sends: the redelivery it frees joins this dispatch loop, forever.
                 return
             headers = properties.headers
             redelivered = method.redelivered
@@ -347,13 +368,18 @@ class RabbitMQAdapter(Adapter[M]):
                 },
             )
             counted = False
-            if redelivered and publisher_id:
+            key = message.message_id
+            if redelivered:
                 # Count the attempts actually made, in the DLQ, where it can: the
                 # broker's count (quorum queues) also rises for messages prefetched
                 # behind one that crashed the worker, which were never attempted.
-                attempts = self._count_redelivery(context, message)
+                if not publisher_id:
+                    key = _content_key(queue, method.routing_key, body)
+                attempts = self._count_redelivery(context, message, key)
                 if attempts is not None:
                     count, counted = attempts, True
+                    if attempts == 2 and not publisher_id:
+                        _warn_counted_by_content(message, queue)
             try:
                 if max_deliveries is not None and count is not None and count > max_deliveries:
                     outcome = context.dead_letter(
@@ -369,10 +395,12 @@ class RabbitMQAdapter(Adapter[M]):
                 acks.requeue_later(tag, self.retry_delay)
                 return
             if outcome is _NACKED:
-                channel.basic_nack(tag, requeue=True)
+                # Never at once: a message nacked again and again would spin.
+                redeliveries = (count or 2) - 1
+                acks.requeue_later(tag, min(self.retry_delay * 2**redeliveries, _MAX_NACK_DELAY))
             else:
                 if counted:
-                    self._forget_redeliveries(context, message)
+                    self._forget_redeliveries(context, message, key)
                 ack(tag)
                 if redelivered:
                     # It may be the neighbour of a poison message that crashed the
@@ -380,6 +408,24 @@ class RabbitMQAdapter(Adapter[M]):
                     acks.flush()
 
         return on_message
+
+
+def _content_key(queue: str, routing_key: str | None, body: bytes) -> bytes:
+    """A stable key for a message without a publisher id: identical messages share it."""
+    digest = hashlib.sha256(f"{queue}\0{routing_key}\0".encode())
+    digest.update(body)
+    return b"amqp-content:" + digest.hexdigest().encode()
+
+
+def _warn_counted_by_content(message: Message, queue: str) -> None:
+    logger.warning(
+        "message %r from queue %r has no publisher message_id: its redeliveries are "
+        "counted by a hash of its queue, routing key and body, so identical messages "
+        "share one count and max_deliveries is approximate for them; set message_id "
+        "when publishing",
+        message.message_id,
+        queue,
+    )
 
 
 def _wake_up() -> None:
