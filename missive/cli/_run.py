@@ -11,8 +11,9 @@ those still running after ``--graceful-timeout`` seconds.
 A worker that exits 0 on its own (its input ended) is not restarted; once all have,
 the supervisor exits 0. A worker that cannot load the adapter, or one whose
 adapter cannot be shared by several processes (stdin), stops them all at once; one
-that fails 3 times in a row within 5 seconds of starting (a missing queue, say)
-stops them all too. Each such stop is one ERROR line, and the exit status is 1.
+whose adapter fails 3 times in a row before it starts consuming (a missing queue, a
+wrong password: exit status 4) stops them all too. Each such stop is one ERROR
+line, and the exit status is 1.
 """
 
 from __future__ import annotations
@@ -35,7 +36,14 @@ from missive.cli._common import CLIError, import_object, safe_repr
 from missive.cli._output import Output
 from missive.errors import MissiveError
 
-__all__ = ["BOOT_ERROR", "WORKER_VARIABLE", "add_parser", "describe_exit", "load_adapter"]
+__all__ = [
+    "BOOT_ERROR",
+    "START_ERROR",
+    "WORKER_VARIABLE",
+    "add_parser",
+    "describe_exit",
+    "load_adapter",
+]
 
 logger = logging.getLogger("missive.cli.run")
 
@@ -45,9 +53,10 @@ BOOT_ERROR = 3
 WORKER_VARIABLE = "MISSIVE_WORKER"
 # A worker that dies sooner than this after starting is restarted only after it.
 _QUICK_DEATH = 1.0
-# A worker that fails this soon after starting, this many times in a row, is failing
-# at start (a missing queue, a bad password): restarting it again would not help.
-_FAILED_START = 5.0
+#: The exit status of a worker whose adapter failed before it was ready (consuming).
+START_ERROR = 4
+# A worker that fails to start this many times in a row (a missing queue, a wrong
+# password) will not start: restarting it again would not help.
 _FAILED_STARTS = 3
 # How many workers the supervisor started, for a worker to check its adapter may be shared.
 _WORKERS_VARIABLE = "MISSIVE_WORKERS"
@@ -180,16 +189,21 @@ def _run_here(target: str, out: Output) -> int:
             adapter.run()
         except MissiveError as exc:
             out.error(f"{name} stopped: {_with_notes(exc)}")
-            return 1
+            return _failed(adapter)
         except Exception as exc:
             # A configuration error (a wrong password, a missing queue): one line.
             logger.error("%s stopped: %s: %s", name, type(exc).__name__, _with_notes(exc))
             logger.debug("the error's traceback", exc_info=True)
-            return 1
+            return _failed(adapter)
         return 0
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+def _failed(adapter: Adapter[Any]) -> int:
+    """The exit status of a run that raised: whether it had got as far as consuming."""
+    return 1 if adapter.wait_ready(0) else START_ERROR
 
 
 def _with_notes(exc: BaseException) -> str:
@@ -234,7 +248,7 @@ class _Worker:
     process: subprocess.Popen[bytes] | None = None
     started: float = 0.0
     restart_at: float = 0.0
-    failed_starts: int = 0  # failures in a row, each within _FAILED_START of starting
+    failed_starts: int = 0  # START_ERROR exits in a row
     finished: bool = False  # exited 0 on its own: not restarted
 
 
@@ -308,13 +322,12 @@ class _Supervisor:
                     )  # fmt: skip
                     continue
                 lived = time.monotonic() - worker.started
-                worker.failed_starts = worker.failed_starts + 1 if lived < _FAILED_START else 0
+                worker.failed_starts = worker.failed_starts + 1 if status == START_ERROR else 0
                 if worker.failed_starts >= _FAILED_STARTS:
                     logger.error(
-                        "worker %d (pid %d) %s, the %d%s time in a row within %g s of "
-                        "starting: it cannot start (see its error above); stopping all",
-                        worker.number, pid, describe_exit(status), worker.failed_starts,
-                        _ordinal(worker.failed_starts), _FAILED_START,
+                        "worker %d (pid %d) failed before consuming, the %d%s time in a row: "
+                        "it cannot start (see its error above); stopping all",
+                        worker.number, pid, worker.failed_starts, _ordinal(worker.failed_starts),
                     )  # fmt: skip
                     self._stop_all()
                     return 1

@@ -99,7 +99,9 @@ def test_each_failed_attempt_is_logged_once(caplog: pytest.LogCaptureFixture) ->
         listener.close()
     # Then there was one WARNING per attempt (the one in progress may not be logged yet)
     assert attempts - 1 <= logged <= attempts
-    assert all("connection reset" in line for line in warnings(caplog))
+    # (a reset that lands during the AMQP handshake reads as such, under load)
+    causes = ("connection reset", "closed during the AMQP handshake", "connection lost")
+    assert all(any(cause in line for cause in causes) for line in warnings(caplog))
 
 
 def test_a_host_name_that_does_not_resolve_is_retried_with_the_cause(

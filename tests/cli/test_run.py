@@ -283,7 +283,7 @@ def test_workers_that_keep_failing_at_start_stop_the_supervisor(cli: CLI, tmp_pa
     # Then the supervisor gives up after three failed starts of a worker, each failure
     # one ERROR line without a traceback, and pika says nothing
     assert result.returncode == 1
-    assert "the 3rd time in a row" in result.stderr
+    assert "failed before consuming, the 3rd time in a row" in result.stderr
     assert "stopping all" in result.stderr
     failures = [line for line in result.stderr.splitlines() if "RabbitMQAdapter stopped" in line]
     assert failures, result.stderr
