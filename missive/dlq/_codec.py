@@ -24,6 +24,7 @@ __all__ = [
     "decode_attributes",
     "encode_attributes",
     "format_time",
+    "log_stored",
     "other_payload_prefix",
     "parse_time",
     "reason_fields",
@@ -112,6 +113,19 @@ def storage_keys(message_id: bytes, raw_data: bytes) -> Iterator[bytes]:
     yield base
     for number in range(2, _MAX_KEYS):
         yield base + b"-%d" % number
+
+
+def log_stored(logger: logging.Logger, message_id: bytes, key: bytes, size: int) -> None:
+    """Say a dead letter of ``message_id`` is stored under ``key``: WARNING when it is
+    another payload under a reused id (naming both keys, never the payloads)."""
+    if key != message_id:
+        logger.warning(
+            "dead letter %r came with a payload other than the one stored under its "
+            "id; kept both, the new one as %r",
+            message_id,
+            key,
+        )
+    logger.debug("stored dead letter %r (%d bytes)", key, size)
 
 
 def other_payload_prefix(message_id: bytes) -> bytes:

@@ -41,6 +41,7 @@ from missive.dlq._codec import (
     checked_entry,
     dead_letter,
     encode_attributes,
+    log_stored,
     paged,
     reason_fields,
     storage_keys,
@@ -235,14 +236,7 @@ class PostgresDLQ(DeadLetterStore):
                 f"PostgreSQL DLQ at {self.where}: cannot {what}: too many other payloads "
                 "already stored under this id; delete some"
             )
-        if key != message_id:
-            logger.warning(
-                "dead letter %r came with a payload other than the one stored under its "
-                "id; kept both, the new one as %r",
-                message_id,
-                key,
-            )
-        logger.debug("stored dead letter %r (%d bytes)", key, len(message.raw_data))
+        log_stored(logger, message_id, key, len(message.raw_data))
 
     def record_attempt(self, message_id: bytes) -> int:
         """Count one more attempt at ``message_id``; see :class:`DeadLetterStore`."""

@@ -32,6 +32,7 @@ from missive.dlq._codec import (
     dead_letter,
     encode_attributes,
     format_time,
+    log_stored,
     paged,
     parse_time,
     reason_fields,
@@ -263,14 +264,7 @@ class SQLiteDLQ(DeadLetterStore):
             )
 
         key = self._write(f"store dead letter {message_id!r}", store)
-        if key != message_id:
-            logger.warning(
-                "dead letter %r came with a payload other than the one stored under its "
-                "id; kept both, the new one as %r",
-                message_id,
-                key,
-            )
-        logger.debug("stored dead letter %r (%d bytes)", key, len(message.raw_data))
+        log_stored(logger, message_id, key, len(message.raw_data))
 
     def record_attempt(self, message_id: bytes) -> int:
         """Count one more attempt at ``message_id``; see :class:`DeadLetterStore`."""
