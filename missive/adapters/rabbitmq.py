@@ -368,13 +368,16 @@ class RabbitMQAdapter(Adapter[M]):
                 },
             )
             counted = False
-            key = message.message_id
+            key = b""  # what the DLQ counts a redelivery under; first deliveries need none
             if redelivered:
                 # Count the attempts actually made, in the DLQ, where it can: the
                 # broker's count (quorum queues) also rises for messages prefetched
                 # behind one that crashed the worker, which were never attempted.
-                if not publisher_id:
-                    key = _content_key(queue, method.routing_key, body)
+                key = (
+                    message.message_id
+                    if publisher_id
+                    else _content_key(queue, method.routing_key, body)
+                )
                 attempts = self._count_redelivery(context, message, key)
                 if attempts is not None:
                     count, counted = attempts, True
