@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Generic
 
 from missive._typing import M
 from missive.context import HandlingContext, HandlingHook, ProcessingContext, ProcessingHook
+from missive.events import Observer, Observers
 from missive.message import Message
 from missive.routing import Router
 
@@ -46,6 +47,8 @@ class Processor(Generic[M]):
         self.after_handling_hooks: list[HandlingHook[M]] = []
         #: Where messages that cannot be handled are stored; ``None`` until set.
         self.dlq: DLQ | None = None
+        #: Who sees every message and connection event (see :meth:`add_observer`).
+        self.observers = Observers()
 
     def handle_for(self, matcher: Matcher[M]) -> Callable[[Handler[M]], Handler[M]]:
         """Register the decorated function as the handler for messages ``matcher`` accepts.
@@ -104,6 +107,15 @@ class Processor(Generic[M]):
         """
         self.after_handling_hooks.append(hook)
         return hook
+
+    def add_observer(self, observer: Observer) -> Observer:
+        """Register ``observer`` (a :class:`missive.events.Observer`) for every event.
+
+        It sees the processing events here and, through the adapter that runs this
+        processor, the delivery and connection events. Returns ``observer``.
+        """
+        self.observers.add(observer)
+        return observer
 
     def set_dlq(self, dlq: DLQ | None) -> None:
         """Store messages that cannot be handled in ``dlq``, then ack them.

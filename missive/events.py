@@ -1,0 +1,175 @@
+"""Observers: what sees every message and connection event, without changing any.
+
+Register one with :meth:`missive.Processor.add_observer` (or an adapter's
+``add_observer``). The delivery loop, the push path (WSGI) and the processing
+context call it; metrics and tracing plug in here.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from missive._names import callable_name
+
+if TYPE_CHECKING:
+    from missive.context import HandlingContext, Outcome, ProcessingContext
+    from missive.errors import MissiveError
+    from missive.message import Message
+    from missive.reason import DeadLetterReason
+
+__all__ = ["Observer", "Observers"]
+
+logger = logging.getLogger("missive.events")
+
+
+class Observer:
+    """Sees every message and connection event; every method is a no-op.
+
+    Subclass it and override what you need. Methods are called synchronously on the
+    thread that handles the message, so an observer must be quick, and thread-safe
+    where the adapter handles messages on several threads (WSGI). An exception from
+    an observer is logged at ERROR (logger ``missive.events``) and ignored: it never
+    changes what becomes of a message.
+
+    ``adapter`` parameters are the :class:`~missive.Adapter` that runs; ``where`` is
+    its transport's address for logs, without credentials.
+    """
+
+    def worker_started(self, adapter: Any) -> None:
+        """The adapter started: its processing hooks ran, it is about to connect."""
+
+    def worker_stopping(self, adapter: Any) -> None:
+        """The adapter is stopping: no message is taken after this one."""
+
+    def connection_lost(self, where: str, error: BaseException, retry_in: float) -> None:
+        """The connection to ``where`` failed with ``error``; a new one in ``retry_in`` s."""
+
+    def connection_restored(self, where: str) -> None:
+        """A connection to ``where`` works again after one or more failures."""
+
+    def message_received(self, message: Message, delivery_count: int | None) -> None:
+        """A message arrived; ``delivery_count`` is 1 on a first delivery, ``None`` if unknown."""
+
+    def handling_started(self, pctx: ProcessingContext[Any], hctx: HandlingContext[Any]) -> None:
+        """Processing of ``hctx.message`` starts (before the ``before_handling`` hooks)."""
+
+    def handling_finished(
+        self,
+        pctx: ProcessingContext[Any],
+        hctx: HandlingContext[Any],
+        outcome: Outcome | None,
+        duration: float,
+    ) -> None:
+        """Processing ended (after the ``after_handling`` hooks), ``duration`` seconds later.
+
+        ``outcome`` is what the handler decided, or ``None`` when handling failed;
+        then ``hctx.failure`` holds the reason, and a dead letter event follows.
+        """
+
+    def acked(self, message: Message) -> None:
+        """The message was settled on its transport: handled, or stored in the DLQ."""
+
+    def requeued(self, message: Message, delay: float) -> None:
+        """The message was given back to its transport, to come back after ``delay`` s."""
+
+    def dead_lettered(self, message: Message, reason: DeadLetterReason) -> None:
+        """The message was stored in the DLQ with ``reason`` (every dead letter passes here)."""
+
+    def dlq_write_failed(
+        self, message: Message, reason: DeadLetterReason, error: BaseException | None
+    ) -> None:
+        """Storing the message in the DLQ failed with ``error``, or no DLQ is set (``None``)."""
+
+    def lost(self, message: Message, error: MissiveError) -> None:
+        """A message that was neither handled nor stored, on a transport that cannot
+        redeliver it (Redis Pub/Sub), is gone."""
+
+    def handed_back(self, count: int) -> None:
+        """On a stop, ``count`` messages received but not started went back to the transport."""
+
+
+class Observers:
+    """The registered observers, called in registration order.
+
+    Falsy while empty, so a caller guards each event with one truth test and pays
+    nothing else when nobody observes.
+    """
+
+    __slots__ = ("_list",)
+
+    def __init__(self) -> None:
+        self._list: list[Observer] = []
+
+    def add(self, observer: Observer) -> None:
+        """Register ``observer``; it sees every event from now on."""
+        if not isinstance(observer, Observer):
+            raise TypeError(
+                f"an observer must be a missive.events.Observer, not {type(observer).__name__}"
+            )
+        self._list.append(observer)
+
+    def __bool__(self) -> bool:
+        return bool(self._list)
+
+    def __len__(self) -> int:
+        return len(self._list)
+
+    def _call(self, event: str, *args: Any) -> None:
+        for observer in self._list:
+            try:
+                getattr(observer, event)(*args)
+            except Exception:
+                logger.error(
+                    "observer %s raised in %s; ignored",
+                    callable_name(type(observer)),
+                    event,
+                    exc_info=True,
+                )
+
+    def worker_started(self, adapter: Any) -> None:
+        self._call("worker_started", adapter)
+
+    def worker_stopping(self, adapter: Any) -> None:
+        self._call("worker_stopping", adapter)
+
+    def connection_lost(self, where: str, error: BaseException, retry_in: float) -> None:
+        self._call("connection_lost", where, error, retry_in)
+
+    def connection_restored(self, where: str) -> None:
+        self._call("connection_restored", where)
+
+    def message_received(self, message: Message, delivery_count: int | None) -> None:
+        self._call("message_received", message, delivery_count)
+
+    def handling_started(self, pctx: ProcessingContext[Any], hctx: HandlingContext[Any]) -> None:
+        self._call("handling_started", pctx, hctx)
+
+    def handling_finished(
+        self,
+        pctx: ProcessingContext[Any],
+        hctx: HandlingContext[Any],
+        outcome: Outcome | None,
+        duration: float,
+    ) -> None:
+        self._call("handling_finished", pctx, hctx, outcome, duration)
+
+    def acked(self, message: Message) -> None:
+        self._call("acked", message)
+
+    def requeued(self, message: Message, delay: float) -> None:
+        self._call("requeued", message, delay)
+
+    def dead_lettered(self, message: Message, reason: DeadLetterReason) -> None:
+        self._call("dead_lettered", message, reason)
+
+    def dlq_write_failed(
+        self, message: Message, reason: DeadLetterReason, error: BaseException | None
+    ) -> None:
+        self._call("dlq_write_failed", message, reason, error)
+
+    def lost(self, message: Message, error: MissiveError) -> None:
+        self._call("lost", message, error)
+
+    def handed_back(self, count: int) -> None:
+        self._call("handed_back", count)
