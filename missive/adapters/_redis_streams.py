@@ -348,7 +348,7 @@ class RedisStreamsAdapter(RedisAdapterBase[M]):
             return context.dead_letter(
                 message, f"stream entry has no {self.field!r} field to read the message from"
             )
-        if count > self.max_deliveries:
+        if self.max_deliveries is not None and count > self.max_deliveries:
             return context.dead_letter(
                 message,
                 f"delivered {count} times, more than max_deliveries={self.max_deliveries}: "

@@ -13,8 +13,12 @@ from typing import Generic
 
 from missive._typing import M
 from missive.context import ProcessingContext
-from missive.dlq.base import DeadLetterStore
+from missive.events import Observer, Observers
 from missive.processor import Processor
+from missive.runtime.loop import DeliveryLoop
+from missive.runtime.policy import forget_attempts, record_attempt
+from missive.runtime.signals import stop_on_signals
+from missive.runtime.transport import Transport
 
 __all__ = ["Adapter"]
 
@@ -23,6 +27,11 @@ logger = logging.getLogger("missive.adapters")
 
 class Adapter(abc.ABC, Generic[M]):
     """Runs a :class:`~missive.Processor` on a transport. Subclass it for a new transport.
+
+    A new adapter implements :meth:`transport`, returning a
+    :class:`~missive.runtime.Transport` (the broker's primitives): the inherited
+    :meth:`run` drives it with the one delivery loop, which keeps the contract
+    below. An adapter may instead override :meth:`run` and keep the contract itself.
 
     The contract every adapter keeps:
 
@@ -68,20 +77,55 @@ class Adapter(abc.ABC, Generic[M]):
     #: transport sharing the messages between them (``missive run --workers N``).
     #: ``False`` where each process would read its own share of one stream (stdin).
     shareable: bool = True
+    #: Deliveries after which a message is dead-lettered unhandled; ``None``: no limit.
+    max_deliveries: int | None = None
+    #: Seconds before a message that could be neither handled nor stored comes back
+    #: (the base of a nacked message's growing delay, where the transport delays).
+    retry_delay: float = 0.0
+    #: The longest wait, in seconds, between reconnections.
+    max_reconnect_delay: float = 30.0
+    #: The most messages one receive takes.
+    batch_size: int = 100
+    #: How long one receive waits, in seconds, when nothing comes.
+    poll_timeout: float = 0.5
 
     def __init__(self, message_cls: type[M], processor: Processor[M]) -> None:
         self.message_cls = message_cls
         self.processor = processor
         self._stop_requested = threading.Event()
         self._ready = threading.Event()
+        self._delivery: DeliveryLoop[M] | None = None
 
-    @abc.abstractmethod
+    def transport(self) -> Transport:
+        """A new transport for :meth:`run` to drive: what a new adapter implements."""
+        raise NotImplementedError(
+            f"{type(self).__name__} must implement transport() (or override run())"
+        )
+
     def run(self) -> None:
         """Receive and process messages until the input ends or :meth:`stop` is called."""
+        loop = DeliveryLoop(self, self.transport())
+        self._delivery = loop
+        try:
+            loop.run()
+        finally:
+            self._delivery = None
 
     def stop(self) -> None:
         """Ask :meth:`run` to finish the message in hand and return. Thread-safe."""
         self._stop_requested.set()
+        loop = self._delivery
+        if loop is not None:
+            loop.wake()
+
+    @property
+    def observers(self) -> Observers:
+        """Who sees this adapter's events: its processor's observers."""
+        return self.processor.observers
+
+    def add_observer(self, observer: Observer) -> Observer:
+        """Register ``observer`` on the processor, to see every event; returns it."""
+        return self.processor.add_observer(observer)
 
     def wait_ready(self, timeout: float | None = None) -> bool:
         """Wait until :meth:`run` is consuming (subscribed, connected); ``False`` on timeout."""
@@ -102,9 +146,7 @@ class Adapter(abc.ABC, Generic[M]):
         return self._stop_requested
 
     def _on_stop_signal(self, signum: int, frame: FrameType | None) -> None:
-        logger.info(
-            "%s received: stopping after the message in hand", signal.Signals(signum).name
-        )
+        logger.info("%s received: stopping after the message in hand", signal.Signals(signum).name)
         self.stop()
 
     def count_delivery(
@@ -122,18 +164,13 @@ class Adapter(abc.ABC, Generic[M]):
         another key than ``message.message_id``: one derived from the content, for a
         transport that gives a redelivery no stable id.
         """
-        dlq = context.processor.dlq
-        if isinstance(dlq, DeadLetterStore):
-            return dlq.record_attempt(message.message_id if key is None else key) + 1
-        return None
+        return record_attempt(context.processor.dlq, message.message_id if key is None else key)
 
     def forget_deliveries(
         self, context: ProcessingContext[M], message: M, key: bytes | None = None
     ) -> None:
         """Drop what :meth:`count_delivery` counted (under ``key``) for a message now settled."""
-        dlq = context.processor.dlq
-        if isinstance(dlq, DeadLetterStore):
-            dlq.forget_attempts(message.message_id if key is None else key)
+        forget_attempts(context.processor.dlq, message.message_id if key is None else key)
 
     @contextlib.contextmanager
     def stop_on_signals(self) -> Iterator[None]:
@@ -142,13 +179,5 @@ class Adapter(abc.ABC, Generic[M]):
         The previous handlers are restored when the block ends. In other threads,
         where Python cannot set signal handlers, this does nothing.
         """
-        if threading.current_thread() is not threading.main_thread():
+        with stop_on_signals(lambda signum: self._on_stop_signal(signum, None)):
             yield
-            return
-        signals = (signal.SIGINT, signal.SIGTERM)
-        previous = {signum: signal.signal(signum, self._on_stop_signal) for signum in signals}
-        try:
-            yield
-        finally:
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)

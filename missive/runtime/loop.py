@@ -1,0 +1,305 @@
+"""DeliveryLoop: the one pull loop, run by every adapter that has a transport.
+
+It owns, for every transport: building each message, delivery counting and the
+poison rule (through :class:`~missive.runtime.policy.Policy`), calling the
+processor, settling each row, coalescing acks, reconnecting with backoff, the stop
+and drain sequence, signals, and the events observers see.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from typing import TYPE_CHECKING, Any, Generic
+
+from missive._typing import M
+from missive.errors import DLQWriteError, HandlingError
+from missive.runtime.backoff import Backoff
+from missive.runtime.policy import Policy, Verdict
+from missive.runtime.signals import stop_on_signals
+from missive.runtime.transport import Batch, Capability, Fault, Transport
+
+if TYPE_CHECKING:
+    from missive.adapters.base import Adapter
+
+__all__ = ["DeliveryLoop"]
+
+logger = logging.getLogger("missive.runtime")
+
+_ACK = Verdict.ACK
+_DEAD_LETTERED = Verdict.DEAD_LETTERED
+_REQUEUE = Verdict.REQUEUE
+
+
+class DeliveryLoop(Generic[M]):
+    """Runs ``adapter``'s processor on ``transport`` until the input ends or a stop.
+
+    :param adapter: the adapter: its message class, processor, stop event and
+        settings (``max_deliveries``, ``retry_delay``, ``max_reconnect_delay``,
+        ``batch_size``, ``poll_timeout``).
+    :param transport: the connection primitives.
+    """
+
+    def __init__(self, adapter: Adapter[M], transport: Transport) -> None:
+        self.adapter = adapter
+        self.transport = transport
+        #: The thread that runs :meth:`run`, once it runs.
+        self.thread: threading.Thread | None = None
+        self._stop_failure: BaseException | None = None
+
+    def run(self) -> None:
+        """Consume until the input ends, a stop, or a fatal error (which propagates)."""
+        adapter, transport = self.adapter, self.transport
+        self.thread = threading.current_thread()
+        observers = adapter.processor.observers
+        with stop_on_signals(self._on_signal), adapter.processor.context() as context:
+            policy = Policy(context, transport, adapter.max_deliveries, adapter.retry_delay)
+            backoff = Backoff(transport.first_reconnect_delay, adapter.max_reconnect_delay)
+            if observers:
+                observers.worker_started(adapter)
+            try:
+                while not adapter.stop_requested:
+                    try:
+                        transport.connect()
+                        if backoff.failures and observers:
+                            observers.connection_restored(transport.where())
+                        backoff.reset()
+                        adapter._set_ready()
+                        self._consume(policy)
+                        break
+                    except Exception as exc:
+                        if exc is self._stop_failure or transport.fault(exc) is Fault.FATAL:
+                            raise
+                        transport.close()
+                        if adapter.stop_requested:
+                            break
+                        if adapter.stop_event.wait(self._lost_connection(exc, backoff)):
+                            break
+            finally:
+                if observers:
+                    observers.worker_stopping(adapter)
+                transport.close()
+        logger.info("stopped: %s", transport.where())
+
+    def wake(self) -> None:
+        """End a receive that is waiting, after a stop was requested. Thread-safe."""
+        self.transport.wake(from_signal=threading.current_thread() is self.thread)
+
+    def _lost_connection(self, exc: Exception, backoff: Backoff) -> float:
+        """Log a lost connection, tell the observers; return the wait before reconnecting."""
+        transport = self.transport
+        delay = backoff.next()
+        logger.warning(
+            "%s: connection to %s lost or refused (%s); reconnecting in %.3g s (attempt %d)%s",
+            transport.where(),
+            transport.broker_name,
+            transport.describe(exc),
+            delay,
+            backoff.failures,
+            transport.loss_note,
+        )
+        observers = self.adapter.processor.observers
+        if observers:
+            observers.connection_lost(transport.where(), exc, delay)
+        return delay
+
+    def _on_signal(self, signum: int) -> None:
+        logger.info("%s received: stopping after the message in hand", signal.Signals(signum).name)
+        self.adapter.stop_event.set()
+        self.transport.wake(from_signal=True)
+
+    def _consume(self, policy: Policy[M]) -> None:
+        """Receive and settle until a stop or the end of input."""
+        adapter, transport = self.adapter, self.transport
+        cls = adapter.message_cls
+        observers = adapter.processor.observers
+        handle = policy.handle
+        stopping = adapter.stop_event.is_set
+        receive, ack, requeue = transport.receive, transport.ack, transport.requeue
+        size, timeout, limit = adapter.batch_size, adapter.poll_timeout, transport.ack_limit
+        acks: list[Any] = []
+        while True:
+            if acks:
+                ack(acks)
+                acks.clear()
+            if stopping():
+                self._stop(policy, None, 0)
+                return
+            batch = receive(size, timeout)
+            bodies, ids, attributes = batch.bodies, batch.ids, batch.attributes
+            counts, handles, problems = batch.counts, batch.handles, batch.problems
+            for i in range(len(bodies)):
+                if stopping():
+                    if acks:
+                        ack(acks)
+                        acks.clear()
+                    self._stop(policy, batch, i)
+                    return
+                # The body of _settle, inlined: this is the hot path.
+                message_id = ids[i]
+                message = cls(bodies[i], message_id, attributes[i])
+                count = counts[i]
+                if observers:
+                    observers.message_received(message, count)
+                verdict = handle(
+                    message, count, problems.get(i) if problems else None, message_id is not None
+                )
+                if verdict is _ACK or verdict is _DEAD_LETTERED:
+                    acks.append(handles[i])
+                    if count != 1:
+                        # A redelivery may be the neighbour of a message that crashed the
+                        # worker: settle it now, so the next crash does not bring it back.
+                        ack(acks)
+                        acks.clear()
+                        transport.flush()
+                    elif len(acks) >= limit:
+                        ack(acks)
+                        acks.clear()
+                    if observers:
+                        observers.acked(message)
+                else:
+                    if acks:  # settle in delivery order: the earlier rows first
+                        ack(acks)
+                        acks.clear()
+                    if verdict is _REQUEUE:
+                        delay = policy.nack_delay(count)
+                        requeue(handles[i], delay)
+                        if observers:
+                            observers.requeued(message, delay)
+                    else:
+                        self._failed(policy, message, handles[i], verdict)
+            if batch.ended:
+                if acks:
+                    ack(acks)
+                    acks.clear()
+                transport.flush()
+                return
+
+    def _settle(self, policy: Policy[M], batch: Batch, i: int) -> None:
+        """Handle row ``i`` of ``batch`` and settle it at once (``_consume`` inlines this)."""
+        transport, observers = self.transport, self.adapter.processor.observers
+        message_id = batch.ids[i]
+        message = self.adapter.message_cls(batch.bodies[i], message_id, batch.attributes[i])
+        count = batch.counts[i]
+        if observers:
+            observers.message_received(message, count)
+        problems = batch.problems
+        verdict = policy.handle(
+            message, count, problems.get(i) if problems else None, message_id is not None
+        )
+        if verdict is _ACK or verdict is _DEAD_LETTERED:
+            transport.ack([batch.handles[i]])
+            if observers:
+                observers.acked(message)
+        elif verdict is _REQUEUE:
+            delay = policy.nack_delay(count)
+            transport.requeue(batch.handles[i], delay)
+            if observers:
+                observers.requeued(message, delay)
+        else:
+            self._failed(policy, message, batch.handles[i], verdict)
+
+    def _failed(
+        self,
+        policy: Policy[M],
+        message: M,
+        handle: Any,
+        error: Verdict | HandlingError | DLQWriteError,
+    ) -> None:
+        """A message neither handled nor stored: requeue it, log it as lost, or stop."""
+        assert isinstance(error, HandlingError | DLQWriteError)
+        transport, observers = self.transport, self.adapter.processor.observers
+        verdict = policy.on_failure
+        if verdict is Verdict.RETRY:
+            delay = self.adapter.retry_delay
+            transport.requeue(handle, delay)
+            # The error's text is safe to log: the id, the reason's summary, what to do.
+            note = transport.redelivery_note or f"Requeuing it in {delay:.1f} s."
+            logger.error("%s %s", error, note)
+            if observers:
+                observers.requeued(message, delay)
+        elif verdict is Verdict.LOST:
+            channel = message.attributes.get("channel")
+            logger.error(
+                "message %r (%d bytes%s) was not handled and is lost, as %s: %s",
+                message.message_id,
+                len(message.raw_data),
+                "" if channel is None else f", channel {channel}",
+                transport.cannot_redeliver,
+                error,
+            )
+            if observers:
+                observers.lost(message, error)
+        else:
+            where = transport.locate(handle)
+            if where is not None:
+                error.add_note(f"({where})")
+            self._stop_failure = error
+            raise error
+
+    def _stop(self, policy: Policy[M], batch: Batch | None, start: int) -> None:
+        """The stop sequence: hand back or handle what was received, drain, flush."""
+        transport = self.transport
+        if batch is not None and start < len(batch):
+            if transport.capabilities & Capability.HAND_BACK:
+                transport.hand_back(batch, start)
+                observers = self.adapter.processor.observers
+                if observers:
+                    observers.handed_back(len(batch) - start)
+            else:
+                for i in range(start, len(batch)):
+                    self._settle(policy, batch, i)
+        if transport.drain_timeout is not None:
+            self._drain(policy, transport.drain_timeout)
+        transport.flush()
+
+    def _drain(self, policy: Policy[M], drain_timeout: float) -> None:
+        """Handle what the transport still sends after :meth:`Transport.begin_drain`."""
+        transport = self.transport
+        transport.begin_drain()
+        deadline = time.monotonic() + drain_timeout
+        handled = 0
+        try:
+            while (left := deadline - time.monotonic()) > 0:
+                batch = transport.receive(self.adapter.batch_size, left)
+                for i in range(len(batch)):
+                    self._settle(policy, batch, i)
+                handled += len(batch)
+                if batch.ended:
+                    logger.info("handled %d messages received before the stop", handled)
+                    return
+            batch = transport.receive(1 << 30, 0.0)
+            reason = (
+                f"the adapter stopped before handling it (drain_timeout={drain_timeout} s "
+                f"passed); {transport.cannot_redeliver}"
+            )
+            for i in range(len(batch)):
+                self._dead_letter_unstarted(policy, batch, i, reason)
+            if batch.ended:
+                return
+        except Exception as exc:
+            if transport.fault(exc) is Fault.FATAL:
+                raise
+            logger.warning("connection failed while stopping: %s", transport.describe(exc))
+            return
+        logger.warning(
+            "stopped after drain_timeout=%s s with the subscription still open; messages "
+            "%s sends after this point are not received",
+            drain_timeout,
+            transport.broker_name,
+        )
+
+    def _dead_letter_unstarted(self, policy: Policy[M], batch: Batch, i: int, reason: str) -> None:
+        observers = self.adapter.processor.observers
+        message = self.adapter.message_cls(batch.bodies[i], batch.ids[i], batch.attributes[i])
+        if observers:
+            observers.message_received(message, batch.counts[i])
+        verdict = policy.dead_letter(message, reason)
+        if verdict is _DEAD_LETTERED:
+            self.transport.ack([batch.handles[i]])
+            if observers:
+                observers.acked(message)
+        else:
+            self._failed(policy, message, batch.handles[i], verdict)

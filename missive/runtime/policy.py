@@ -1,0 +1,206 @@
+"""Policy: the delivery decisions that need no I/O, shared by every loop and the push path.
+
+One call, :meth:`Policy.handle`, takes a message as received and says what to do with
+it on the transport. It keeps no state between calls, so threads may share one policy.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from typing import Generic
+
+from missive._typing import M
+from missive.context import Outcome, ProcessingContext
+from missive.dlq.base import DeadLetterStore
+from missive.errors import DLQWriteError, HandlingError, MissiveError
+from missive.message import Message
+from missive.runtime.transport import Capability, Transport
+
+__all__ = [
+    "MAX_NACK_DELAY",
+    "Policy",
+    "Verdict",
+    "forget_attempts",
+    "poison_reason",
+    "record_attempt",
+]
+
+logger = logging.getLogger("missive.runtime")
+
+#: The longest wait, in seconds, before a message nacked again and again comes back.
+MAX_NACK_DELAY = 30.0
+
+_ACKED = Outcome.ACKED
+_NACKED = Outcome.NACKED
+
+
+class Verdict(enum.Enum):
+    """What becomes of one received message on its transport."""
+
+    #: A handler acked it: ack it.
+    ACK = "ack"
+    #: It is stored in the DLQ: ack it.
+    DEAD_LETTERED = "dead-lettered"
+    #: A handler nacked it and the transport redelivers: requeue it.
+    REQUEUE = "requeue"
+    #: Neither handled nor stored, and the transport redelivers: requeue it after
+    #: the adapter's ``retry_delay``.
+    RETRY = "retry"
+    #: Neither handled nor stored, and the transport cannot redeliver: it is lost
+    #: (logged), and consuming goes on.
+    LOST = "lost"
+    #: Neither handled nor stored, and the transport cannot redeliver: stop ``run()``
+    #: with the error, so that the rest of the input stays unread.
+    STOP = "stop"
+
+
+def record_attempt(dlq: object, key: bytes) -> int | None:
+    """Count one more delivery of ``key`` in a DLQ store; ``None`` if ``dlq`` cannot count.
+
+    Returns every delivery so far: the first, uncounted, plus each redelivery.
+    """
+    if isinstance(dlq, DeadLetterStore):
+        return dlq.record_attempt(key) + 1
+    return None
+
+
+def forget_attempts(dlq: object, key: bytes) -> None:
+    """Drop what :func:`record_attempt` counted for ``key``, once its message is settled."""
+    if isinstance(dlq, DeadLetterStore):
+        dlq.forget_attempts(key)
+
+
+def poison_reason(count: int, limit: int, message: Message) -> str:
+    """The one dead-letter reason for a message delivered more than ``max_deliveries``."""
+    queue = message.attributes.get("queue")
+    where = f", from queue {queue!r}" if isinstance(queue, str) else ""
+    return (
+        f"delivered {count} times, more than max_deliveries={limit}{where}: not handled "
+        "again (poison message)"
+    )
+
+
+class Policy(Generic[M]):
+    """The decisions the delivery loop applies to each message, for one transport.
+
+    :param context: the processing context messages are processed in.
+    :param transport: the transport, for its capabilities and texts.
+    :param max_deliveries: deliveries after which a message is dead-lettered
+        unhandled; ``None``: no limit.
+    :param retry_delay: the base delay, in seconds, before a nacked message comes back
+        on a transport that can delay it (doubled per redelivery, up to 30 s).
+    """
+
+    __slots__ = (
+        "_count_key",
+        "context",
+        "count_in_dlq",
+        "delays",
+        "max_deliveries",
+        "nacked_reason",
+        "on_failure",
+        "redelivers",
+        "retry_delay",
+    )
+
+    def __init__(
+        self,
+        context: ProcessingContext[M],
+        transport: Transport,
+        max_deliveries: int | None,
+        retry_delay: float = 0.0,
+    ) -> None:
+        caps = transport.capabilities
+        self.context = context
+        self.max_deliveries = max_deliveries
+        self.retry_delay = retry_delay
+        self.redelivers = bool(caps & Capability.REDELIVERY)
+        self.count_in_dlq = bool(caps & Capability.COUNT_IN_DLQ)
+        self.delays = bool(caps & Capability.DELAYED_REQUEUE)
+        self._count_key = transport.count_key
+        #: The reason a nacked message is dead-lettered with, without REDELIVERY.
+        self.nacked_reason = f"nacked by its handler; {transport.cannot_redeliver}"
+        #: What an error from the processor (no DLQ, DLQ write failed) means here.
+        self.on_failure = (
+            Verdict.RETRY
+            if self.redelivers
+            else Verdict.STOP
+            if transport.stop_on_loss
+            else Verdict.LOST
+        )
+
+    def handle(
+        self, message: M, count: int | None, problem: str | None, stable_id: bool
+    ) -> Verdict | HandlingError | DLQWriteError:
+        """Process ``message`` (or dead-letter it) and return what to do on the transport.
+
+        ``count`` is its delivery count (``None``: redelivered, count unknown),
+        ``problem`` a reason to dead-letter it unhandled, ``stable_id`` whether its id
+        came from the transport. An error the processor raised is returned, not
+        raised: the caller applies :attr:`on_failure`.
+        """
+        key: bytes | None = None
+        if count != 1 and self.count_in_dlq:
+            key = self._count_key(message, stable_id)
+            if key is not None:
+                attempts = self._record(message, key)
+                if attempts is None:
+                    key = None
+                else:
+                    count = attempts
+        context = self.context
+        try:
+            if problem is not None:
+                outcome = context.dead_letter(message, problem)
+            elif (limit := self.max_deliveries) is not None and count is not None and count > limit:
+                outcome = context.dead_letter(message, poison_reason(count, limit, message))
+            else:
+                outcome = context.process(message)
+                if outcome is _NACKED:
+                    if self.redelivers:
+                        return Verdict.REQUEUE
+                    outcome = context.dead_letter(message, self.nacked_reason)
+        except (HandlingError, DLQWriteError) as exc:
+            return exc
+        if key is not None:
+            self._forget(message, key)
+        return Verdict.ACK if outcome is _ACKED else Verdict.DEAD_LETTERED
+
+    def dead_letter(self, message: M, reason: str) -> Verdict | HandlingError | DLQWriteError:
+        """Store ``message`` in the DLQ with ``reason``: DEAD_LETTERED, or the error."""
+        try:
+            self.context.dead_letter(message, reason)
+        except (HandlingError, DLQWriteError) as exc:
+            return exc
+        return Verdict.DEAD_LETTERED
+
+    def nack_delay(self, count: int | None) -> float:
+        """How long a nacked message waits before it comes back: growing, so it never spins."""
+        if not self.delays:
+            return 0.0
+        redeliveries = (count or 2) - 1
+        return min(self.retry_delay * 2.0**redeliveries, MAX_NACK_DELAY)
+
+    def _record(self, message: M, key: bytes) -> int | None:
+        try:
+            return record_attempt(self.context.processor.dlq, key)
+        except MissiveError as exc:
+            logger.warning(
+                "could not count the redelivery of message %r in the DLQ (%s); handling it "
+                "without a delivery count",
+                message.message_id,
+                exc,
+            )
+            return None
+
+    def _forget(self, message: M, key: bytes) -> None:
+        try:
+            forget_attempts(self.context.processor.dlq, key)
+        except MissiveError as exc:
+            logger.warning(
+                "could not drop the delivery count of message %r from the DLQ (%s); a "
+                "message with the same id would start from it",
+                message.message_id,
+                exc,
+            )
