@@ -9,8 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.conformance.adapter_suite import AdapterSuite
-from tests.conformance.memory import MemoryHarness
+from missive.testing.conformance.adapter_suite import AdapterSuite
+from missive.testing.conformance.memory import MemoryHarness
 
 
 @pytest.fixture

@@ -16,7 +16,12 @@ from typing import Any
 
 import missive
 from missive.adapters.base import Adapter
-from tests.conformance.harness import CONSUMER_GROUPS, KILL_CONNECTION, PERSISTENCE, REDELIVERY
+from missive.testing.conformance.harness import (
+    CONSUMER_GROUPS,
+    KILL_CONNECTION,
+    PERSISTENCE,
+    REDELIVERY,
+)
 
 logger = logging.getLogger("tests.conformance.memory")
 

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 import missive
-from tests.conformance.harness import (
+from missive.testing.conformance.harness import (
     CONSUMER_GROUPS,
     EXTERNAL_PUBLISHER,
     KILL_CONNECTION,
@@ -31,7 +31,7 @@ from tests.conformance.harness import (
     REDELIVERY,
     Harness,
 )
-from tests.conformance.support import TIMEOUT, Recorder, running, wait_until
+from missive.testing.conformance.support import TIMEOUT, Recorder, running, wait_until
 
 DLQ = dict[bytes, tuple[missive.Message, str]]
 
