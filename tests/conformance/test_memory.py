@@ -9,8 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from missive.testing.conformance.adapter_suite import AdapterSuite
-from missive.testing.conformance.memory import MemoryHarness
+from missive.testing.conformance import AdapterSuite, MemoryHarness
 
 
 @pytest.fixture

@@ -1,8 +1,11 @@
 """The conformance suite every adapter must pass, written only against ``Harness``.
 
-Use it from a transport's test module that defines a ``harness`` fixture (a
-:class:`~tests.conformance.harness.Harness` bound to a fresh destination, closed
+Public: for third-party adapters as well as Missive's own. Use it from a transport's
+test module that defines a ``harness`` fixture (a
+:class:`~missive.testing.conformance.Harness` bound to a fresh destination, closed
 afterwards)::
+
+    from missive.testing.conformance import AdapterSuite
 
     class TestConformance(AdapterSuite):
         pass
