@@ -1,5 +1,7 @@
-"""The test client: the in-memory double for adapters."""
+"""The test client: the in-memory double for adapters; the conformance package's imports."""
 
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -54,3 +56,43 @@ def test_closing_an_unused_client_runs_no_hooks() -> None:
     events: list[str] = []
     counting_processor(events).test_client().close()
     assert events == []
+
+
+def run_python(program: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", program], capture_output=True, text=True)
+
+
+def test_importing_missive_and_its_test_client_never_imports_pytest() -> None:
+    result = run_python(
+        "import sys\n"
+        "import missive, missive.testing\n"
+        "from missive.testing import TestClient\n"
+        "assert TestClient is missive.TestClient\n"
+        "assert 'pytest' not in sys.modules, 'pytest was imported'\n"
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_the_conformance_suites_without_pytest_raise_missing_extra_testing() -> None:
+    result = run_python(
+        "import sys\n"
+        "sys.modules['pytest'] = None  # as if pytest were not installed\n"
+        "import missive\n"
+        "try:\n"
+        "    import missive.testing.conformance\n"
+        "except missive.MissingExtraError as exc:\n"
+        "    print(exc.extra, '|', exc)\n"
+    )
+    assert result.returncode == 0, result.stderr
+    extra, message = result.stdout.strip().split(" | ")
+    assert extra == "testing"
+    assert "pip install 'missive[testing]'" in message
+
+
+def test_the_conformance_package_exports_its_public_names() -> None:
+    import missive.testing.conformance as conformance
+
+    assert {"AdapterSuite", "MappingSuite", "StoreSuite", "Harness", "MemoryHarness"} <= set(
+        conformance.__all__
+    )
+    assert all(hasattr(conformance, name) for name in conformance.__all__)

@@ -19,15 +19,15 @@ import pytest
 
 import missive
 from missive.adapters.rabbitmq import RabbitMQAdapter
-from tests.conformance.adapter_suite import AdapterSuite
-from tests.conformance.harness import (
+from missive.testing.conformance.adapter_suite import AdapterSuite
+from missive.testing.conformance.harness import (
     CONSUMER_GROUPS,
     EXTERNAL_PUBLISHER,
     KILL_CONNECTION,
     PERSISTENCE,
     REDELIVERY,
 )
-from tests.conformance.support import TIMEOUT, Recorder, running, wait_until
+from missive.testing.conformance.support import TIMEOUT, Recorder, running, wait_until
 from tests.services import require
 
 URL = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")

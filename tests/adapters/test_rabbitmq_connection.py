@@ -13,7 +13,7 @@ import pytest
 
 import missive
 from missive.adapters.rabbitmq import RabbitMQAdapter
-from tests.conformance.support import wait_until
+from missive.testing.conformance.support import wait_until
 from tests.services import require
 
 LOGGER = "missive.adapters.rabbitmq"

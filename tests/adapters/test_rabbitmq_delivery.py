@@ -19,12 +19,12 @@ import pytest
 
 import missive
 from missive.adapters.rabbitmq import DEFAULT_URL, RabbitMQAdapter
+from missive.testing.conformance.support import TIMEOUT, Recorder, running, wait_until
 from tests.adapters.test_rabbitmq import (
     URL,
     RabbitMQHarness,
     harness,  # noqa: F401 - fixture
 )
-from tests.conformance.support import TIMEOUT, Recorder, running, wait_until
 from tests.services import require
 
 

@@ -13,13 +13,13 @@ from typing import Any
 import pytest
 
 import missive
+from missive.testing.conformance.support import TIMEOUT, running, wait_until
 from tests.adapters.test_rabbitmq import (
     URL,
     RabbitMQHarness,
     harness,  # noqa: F401 - fixture
     quorum_harness,  # noqa: F401 - fixture
 )
-from tests.conformance.support import TIMEOUT, running, wait_until
 
 
 def test_a_message_delivered_too_often_on_a_quorum_queue_is_dead_lettered(

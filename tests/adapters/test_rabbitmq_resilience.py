@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 
 import missive
+from missive.testing.conformance.support import Recorder, running, wait_until
 from tests.adapters.test_rabbitmq import (
     RabbitMQHarness,
     harness,  # noqa: F401 - fixture
 )
-from tests.conformance.support import Recorder, running, wait_until
 
 
 def test_a_stop_with_prefetched_messages_in_hand_loses_none(harness: RabbitMQHarness) -> None:  # noqa: F811

@@ -20,9 +20,9 @@ import pytest
 
 import missive
 from missive.adapters.redis import RedisPubSubAdapter
-from tests.conformance.adapter_suite import AdapterSuite
+from missive.testing.conformance.adapter_suite import AdapterSuite
+from missive.testing.conformance.support import Recorder, memory_growth, running, wait_until
 from tests.conformance.redis_harness import URL, RedisPubSubHarness
-from tests.conformance.support import Recorder, memory_growth, running, wait_until
 from tests.services import require
 
 

@@ -15,7 +15,7 @@ import redis
 
 import missive
 from missive.adapters.redis import RedisStreamsAdapter
-from tests.conformance.support import Recorder, running, wait_until
+from missive.testing.conformance.support import Recorder, running, wait_until
 from tests.faults.redis_server import RedisServer, require_redis_server
 
 

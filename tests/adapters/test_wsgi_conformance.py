@@ -26,8 +26,8 @@ import pytest
 
 import missive
 from missive.adapters.wsgi import WSGIAdapter
-from tests.conformance.adapter_suite import AdapterSuite
-from tests.conformance.harness import EXTERNAL_PUBLISHER, PERSISTENCE, REDELIVERY
+from missive.testing.conformance.adapter_suite import AdapterSuite
+from missive.testing.conformance.harness import EXTERNAL_PUBLISHER, PERSISTENCE, REDELIVERY
 
 ID_HEADER = "X-Message-Id"
 

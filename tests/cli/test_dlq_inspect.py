@@ -13,9 +13,9 @@ import pytest
 
 import missive
 from missive.dlq.sqlite import SQLiteDLQ
+from missive.testing.conformance.dlq_suite import failure
 from tests.cli._apps import SHOP, write_app
 from tests.cli.conftest import CLI, assert_one_line_error
-from tests.conformance.dlq_suite import failure
 
 
 def fill(path: Path, *entries: tuple[missive.Message, str]) -> None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from missive.dlq.sqlite import SQLiteDLQ
+from missive.testing.conformance.dlq_suite import failure
 from tests.cli.conftest import CLI
 from tests.cli.test_dlq_inspect import fill, order
-from tests.conformance.dlq_suite import failure
 
 
 def stored_ids(path: Path) -> list[bytes]:

@@ -21,9 +21,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from missive.cli import main, parser
+from missive.testing.conformance.dlq_suite import failure
 from tests.cli._apps import SHOP, write_app
 from tests.cli.test_dlq_inspect import fill, order
-from tests.conformance.dlq_suite import failure
 
 #: The exit statuses docs/cli.md documents for the dlq and routes commands.
 DOCUMENTED = {0, 1, 2}

@@ -20,10 +20,10 @@ from pathlib import Path
 import missive
 from missive.cli._output import Output
 from missive.dlq.sqlite import SQLiteDLQ
+from missive.testing.conformance.dlq_suite import failure
 from tests.cli._apps import SHOP, write_app
 from tests.cli.conftest import CLI, Result, clean_env
 from tests.cli.test_dlq_inspect import fill, order
-from tests.conformance.dlq_suite import failure
 
 
 def on_terminal(

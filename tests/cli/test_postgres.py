@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 
 import missive
+from missive.testing.conformance.dlq_suite import failure
 from tests.cli._apps import SHOP, write_app
 from tests.cli.conftest import CLI, Result, assert_one_line_error
 from tests.cli.test_dlq_inspect import order
-from tests.conformance.dlq_suite import failure
 from tests.services import require
 
 psycopg = pytest.importorskip("psycopg")

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import missive
 from missive.dlq.sqlite import SQLiteDLQ
+from missive.testing.conformance.dlq_suite import failure
 from tests.cli._apps import SHOP, write_app
 from tests.cli.conftest import CLI, Result, assert_one_line_error
 from tests.cli.test_dlq_inspect import fill, order
-from tests.conformance.dlq_suite import failure
 
 
 def shop(tmp_path: Path) -> Path:

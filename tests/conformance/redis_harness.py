@@ -20,7 +20,7 @@ import redis
 
 import missive
 from missive.adapters.redis import RedisPubSubAdapter, RedisStreamsAdapter
-from tests.conformance.harness import (
+from missive.testing.conformance.harness import (
     CONSUMER_GROUPS,
     EXTERNAL_PUBLISHER,
     KILL_CONNECTION,

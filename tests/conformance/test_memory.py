@@ -9,8 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.conformance.adapter_suite import AdapterSuite
-from tests.conformance.memory import MemoryHarness
+from missive.testing.conformance import AdapterSuite, MemoryHarness
 
 
 @pytest.fixture

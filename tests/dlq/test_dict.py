@@ -7,7 +7,7 @@ from collections.abc import Callable
 import pytest
 
 import missive
-from tests.conformance.dlq_suite import MappingSuite
+from missive.testing.conformance.dlq_suite import MappingSuite
 
 
 class TestDictDLQ(MappingSuite):

@@ -27,7 +27,7 @@ import missive
 import missive.dlq.postgres as postgres_module
 from missive.dlq import open_dlq
 from missive.dlq.postgres import SCHEMA_VERSION, PostgresDLQ
-from tests.conformance.dlq_suite import Features, StoreSuite, failure, put
+from missive.testing.conformance.dlq_suite import Features, StoreSuite, failure, put
 from tests.services import require
 
 DSN = os.environ.get("MISSIVE_TEST_POSTGRES", "postgresql://root@127.0.0.1:5432/test")

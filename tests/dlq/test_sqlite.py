@@ -21,7 +21,7 @@ import pytest
 import missive
 import missive.dlq.sqlite as sqlite_module
 from missive.dlq.sqlite import SCHEMA_VERSION, TABLE, SQLiteDLQ
-from tests.conformance.dlq_suite import Features, StoreSuite, failure, put
+from missive.testing.conformance.dlq_suite import Features, StoreSuite, failure, put
 from tests.dlq import _writer
 
 

@@ -13,7 +13,7 @@ import pytest
 
 import missive
 from missive.dlq.sqlite import SQLiteDLQ
-from tests.conformance.dlq_suite import put
+from missive.testing.conformance.dlq_suite import put
 
 
 @pytest.fixture

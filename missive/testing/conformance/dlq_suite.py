@@ -1,6 +1,7 @@
 """The DLQ conformance suite: what every DLQ must do, a plain ``dict`` included.
 
-Two base classes, run by subclassing them in ``tests/dlq/test_<name>.py``:
+Public: for third-party DLQs as well as Missive's own. Two base classes, run by
+subclassing them in a DLQ's test module:
 
 * :class:`MappingSuite`: the mapping every DLQ is (what the processor relies on).
   A ``dict`` passes it.
@@ -10,7 +11,26 @@ Two base classes, run by subclassing them in ``tests/dlq/test_<name>.py``:
 A subclass sets ``features`` and overrides the ``open_dlq`` fixture: a function that
 opens a DLQ on this test's own storage (each call a new handle on the same storage)
 and that closes what it opened once the test ends. ``features`` say which optional
-behaviours to test.
+behaviours to test::
+
+    from missive.testing.conformance import Features, StoreSuite
+
+    class TestMyDLQ(StoreSuite):
+        features = Features(persistent=True)
+
+        @pytest.fixture
+        def open_dlq(self, tmp_path):
+            opened = []
+
+            def open_one():
+                opened.append(MyDLQ(tmp_path / "dlq"))
+                return opened[-1]
+
+            yield open_one
+            for dlq in opened:
+                dlq.close()
+
+:func:`failure` and :func:`put` make reasons and write messages as the processor does.
 """
 
 from __future__ import annotations
@@ -523,9 +543,7 @@ class StoreSuite(MappingSuite):
         assert "LookupError: no such customer" in record.traceback
         assert "no such customer" not in record.summary
 
-    def test_a_reason_with_a_lone_surrogate_is_stored_escaped(
-        self, store: DeadLetterStore
-    ) -> None:
+    def test_a_reason_with_a_lone_surrogate_is_stored_escaped(self, store: DeadLetterStore) -> None:
         # Exception text from bytes decoded with "surrogateescape": a failed write here
         # would leave the message unacked and redelivered forever.
         message = missive.RawMessage(b"x", b"id-surrogate")

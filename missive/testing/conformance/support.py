@@ -1,4 +1,13 @@
-"""Helpers for adapter tests: run an adapter in a thread, wait with a bound, record messages."""
+"""Helpers for adapter tests: run an adapter in a thread, wait with a bound, record messages.
+
+Public: what :class:`~missive.testing.conformance.AdapterSuite` is built on, for a
+third-party adapter's own tests too::
+
+    recorder = Recorder()
+    with running(harness.adapter(missive.RawMessage, recorder.processor)):
+        harness.publish([b"hello"])
+        wait_until(lambda: recorder.count() == 1, "the message is handled")
+"""
 
 from __future__ import annotations
 

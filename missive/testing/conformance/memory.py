@@ -1,8 +1,19 @@
 """An in-memory broker, an adapter running a processor's test client on it, and its harness.
 
-Test code only: it lets the adapter suite check itself (and the test client's
-semantics) without a broker. The broker is a queue with acks, nacks (redelivered at
-once, same id), competing consumers and connections that can be dropped.
+Public, for tests only: it lets the adapter suite check itself (and the test client's
+semantics) without a broker, and it is the smallest complete example of a
+:class:`~missive.testing.conformance.Harness` for a third-party adapter's author. The
+broker is a queue with acks, nacks (redelivered at once, same id), competing consumers
+and connections that can be dropped::
+
+    @pytest.fixture
+    def harness():
+        h = MemoryHarness()
+        yield h
+        h.close()
+
+    class TestMemory(AdapterSuite):
+        pass
 """
 
 from __future__ import annotations
@@ -16,9 +27,14 @@ from typing import Any
 
 import missive
 from missive.adapters.base import Adapter
-from tests.conformance.harness import CONSUMER_GROUPS, KILL_CONNECTION, PERSISTENCE, REDELIVERY
+from missive.testing.conformance.harness import (
+    CONSUMER_GROUPS,
+    KILL_CONNECTION,
+    PERSISTENCE,
+    REDELIVERY,
+)
 
-logger = logging.getLogger("tests.conformance.memory")
+logger = logging.getLogger(__name__)
 
 
 class ConnectionLostError(Exception):

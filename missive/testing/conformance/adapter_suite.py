@@ -1,8 +1,11 @@
 """The conformance suite every adapter must pass, written only against ``Harness``.
 
-Use it from a transport's test module that defines a ``harness`` fixture (a
-:class:`~tests.conformance.harness.Harness` bound to a fresh destination, closed
+Public: for third-party adapters as well as Missive's own. Use it from a transport's
+test module that defines a ``harness`` fixture (a
+:class:`~missive.testing.conformance.Harness` bound to a fresh destination, closed
 afterwards)::
+
+    from missive.testing.conformance import AdapterSuite
 
     class TestConformance(AdapterSuite):
         pass
@@ -23,7 +26,7 @@ from typing import Any
 import pytest
 
 import missive
-from tests.conformance.harness import (
+from missive.testing.conformance.harness import (
     CONSUMER_GROUPS,
     EXTERNAL_PUBLISHER,
     KILL_CONNECTION,
@@ -31,7 +34,7 @@ from tests.conformance.harness import (
     REDELIVERY,
     Harness,
 )
-from tests.conformance.support import TIMEOUT, Recorder, running, wait_until
+from missive.testing.conformance.support import TIMEOUT, Recorder, running, wait_until
 
 DLQ = dict[bytes, tuple[missive.Message, str]]
 
