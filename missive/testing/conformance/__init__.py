@@ -64,6 +64,7 @@ from missive.testing.conformance.memory import (  # noqa: E402
     MemoryAdapter,
     MemoryBroker,
     MemoryHarness,
+    MemoryTransport,
 )
 from missive.testing.conformance.support import (  # noqa: E402
     TIMEOUT,
@@ -88,6 +89,7 @@ __all__ = [
     "MemoryAdapter",
     "MemoryBroker",
     "MemoryHarness",
+    "MemoryTransport",
     "Recorder",
     "StoreSuite",
     "failure",
