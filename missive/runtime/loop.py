@@ -12,7 +12,7 @@ import logging
 import signal
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Generic
+from typing import TYPE_CHECKING, Any, Generic, NoReturn
 
 from missive._typing import M
 from missive.errors import DLQWriteError, HandlingError
@@ -215,6 +215,10 @@ class DeliveryLoop(Generic[M]):
         if verdict is Verdict.RETRY:
             delay = self.adapter.retry_delay
             transport.requeue(handle, delay)
+            if transport.stop_on_loss:  # it is back on the transport; the error stops run()
+                if observers:
+                    observers.requeued(message, delay)
+                self._raise(error, handle)
             # The error's text is safe to log: the id, the reason's summary, what to do.
             note = transport.redelivery_note or f"Requeuing it in {delay:.1f} s."
             logger.error("%s %s", error, note)
@@ -233,11 +237,15 @@ class DeliveryLoop(Generic[M]):
             if observers:
                 observers.lost(message, error)
         else:
-            where = transport.locate(handle)
-            if where is not None:
-                error.add_note(f"({where})")
-            self._stop_failure = error
-            raise error
+            self._raise(error, handle)
+
+    def _raise(self, error: HandlingError | DLQWriteError, handle: Any) -> NoReturn:
+        """Stop ``run()`` with ``error``, noting where its row is in the input."""
+        where = self.transport.locate(handle)
+        if where is not None:
+            error.add_note(f"({where})")
+        self._stop_failure = error
+        raise error
 
     def _stop(self, policy: Policy[M], batch: Batch | None, start: int) -> None:
         """The stop sequence: hand back or handle what was received, drain, flush."""

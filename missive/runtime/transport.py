@@ -130,8 +130,9 @@ class Transport(abc.ABC):
     capabilities: ClassVar[Capability] = Capability.NONE
     #: Why a nacked message is dead-lettered on a transport without REDELIVERY.
     cannot_redeliver: ClassVar[str] = "this transport cannot redeliver a message"
-    #: Without REDELIVERY: whether a message neither handled nor stored stops ``run()``
-    #: with the error (stdin: the rest stays unread), rather than being logged as lost.
+    #: Whether a message neither handled nor stored stops ``run()`` with the error.
+    #: Without REDELIVERY the rest stays unread (stdin), rather than the message being
+    #: logged as lost; with it, the message is requeued first, rather than retried.
     stop_on_loss: ClassVar[bool] = False
     #: The broker's name in logs ("Redis", "RabbitMQ").
     broker_name: ClassVar[str] = "the broker"

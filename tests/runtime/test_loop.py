@@ -313,3 +313,21 @@ def test_processing_hooks_run_once_around_the_loop() -> None:
     proc.after_processing(lambda p: seen.append("after"))
     run([ConnectionError("reset"), rows(b"ack"), None], proc, max_reconnect_delay=0.01)
     assert seen == ["before", "after"]
+
+
+class RequeueThenStop(ScriptedTransport):
+    stop_on_loss: ClassVar[bool] = True
+
+
+def test_a_redelivering_transport_that_stops_on_loss_requeues_then_raises() -> None:
+    # Given a transport that redelivers but stops on a message neither handled nor stored
+    script: list[Step] = [rows(b"ack", b"raise", b"ack2"), None]
+    adapter = ScriptedAdapter(processor(None), lambda a: RequeueThenStop(script, a))
+    # When a row cannot be handled and there is no DLQ
+    with pytest.raises(missive.HandlingError) as info:
+        adapter.run()
+    # Then it went back to the transport (after the earlier ack) and run() raised
+    assert "(row 2)" in info.value.__notes__
+    [t] = adapter.transports
+    assert t.settled() == [("ack", [1]), ("requeue", 2, 0.0)]
+    assert t.calls[-1] == ("close",)
