@@ -4,8 +4,8 @@ Public, for tests only: it lets the adapter suite check itself (and the delivery
 without a broker, and it is the smallest complete example of a
 :class:`~missive.runtime.Transport` and a
 :class:`~missive.testing.conformance.Harness` for a third-party adapter's author. The
-broker is a queue with acks, nacks (redelivered at once, same id, counted), competing
-consumers and connections that can be dropped::
+broker is a queue with acks, nacks (redelivered at once or after a delay, same id,
+counted), competing consumers and connections that can be dropped::
 
     @pytest.fixture
     def harness():
@@ -22,6 +22,7 @@ from __future__ import annotations
 import collections
 import itertools
 import threading
+import time
 from collections.abc import Iterable
 from typing import Any, ClassVar
 
@@ -47,6 +48,7 @@ class MemoryBroker:
         self._ready: collections.deque[tuple[bytes, bytes]] = collections.deque()
         self._unacked: dict[bytes, tuple[bytes, int]] = {}  # id -> (body, connection)
         self._deliveries: dict[bytes, int] = {}  # id -> times delivered, until acked
+        self._delayed: list[tuple[float, bytes, bytes]] = []  # (when due, id, body)
         self._condition = threading.Condition()
         self._ids = itertools.count(1)
         self._connections = itertools.count(1)
@@ -67,9 +69,13 @@ class MemoryBroker:
         """The next message ``(id, body, times delivered)``, or ``None`` after ``timeout``."""
         with self._condition:
             self._check(connection)
+            self._release_due()
             if not self._ready and timeout > 0:
-                self._condition.wait(timeout)
+                if self._delayed:
+                    timeout = min(timeout, min(self._delayed)[0] - time.monotonic())
+                self._condition.wait(max(timeout, 0.0))
                 self._check(connection)
+                self._release_due()
             if not self._ready:
                 return None
             message_id, body = self._ready.popleft()
@@ -77,12 +83,15 @@ class MemoryBroker:
             count = self._deliveries[message_id] = self._deliveries.get(message_id, 0) + 1
             return message_id, body, count
 
-    def settle(self, connection: int, message_id: bytes, ack: bool) -> None:
+    def settle(self, connection: int, message_id: bytes, ack: bool, delay: float = 0.0) -> None:
+        """Ack a message, or requeue it (after ``delay`` seconds)."""
         with self._condition:
             self._check(connection)
             body, _ = self._unacked.pop(message_id)
             if ack:
                 del self._deliveries[message_id]
+            elif delay > 0:
+                self._delayed.append((time.monotonic() + delay, message_id, body))
             else:
                 self._ready.appendleft((message_id, body))
                 self._condition.notify()
@@ -109,7 +118,14 @@ class MemoryBroker:
 
     def remaining(self) -> int:
         with self._condition:
-            return len(self._ready) + len(self._unacked)
+            return len(self._ready) + len(self._unacked) + len(self._delayed)
+
+    def _release_due(self) -> None:
+        now = time.monotonic()
+        due = [entry for entry in self._delayed if entry[0] <= now]
+        for entry in due:
+            self._delayed.remove(entry)
+            self._ready.appendleft(entry[1:])
 
     def _check(self, connection: int) -> None:
         if connection not in self._alive:
@@ -122,6 +138,7 @@ class MemoryTransport(Transport):
     capabilities: ClassVar[Capability] = (
         Capability.REDELIVERY
         | Capability.DELIVERY_COUNTS
+        | Capability.DELAYED_REQUEUE
         | Capability.HAND_BACK
         | Capability.PERSISTENCE
         | Capability.CONSUMER_GROUPS
@@ -157,7 +174,7 @@ class MemoryTransport(Transport):
             self.broker.settle(connection, message_id, ack=True)
 
     def requeue(self, handle: Any, delay: float = 0.0) -> None:
-        self.broker.settle(self._live(), handle, ack=False)
+        self.broker.settle(self._live(), handle, ack=False, delay=delay)
 
     def hand_back(self, batch: Batch, start: int) -> None:
         # Each goes back to the front of the queue: the last first keeps their order.
