@@ -19,6 +19,7 @@ from missive.testing.conformance import (
     PERSISTENCE,
     REDELIVERY,
     AdapterSuite,
+    EventsSuite,
 )
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "examples"))
@@ -79,5 +80,5 @@ def harness() -> Iterator[QueueHarness]:
     h.close()
 
 
-class TestQueueExampleConformance(AdapterSuite):
-    """Every test of the suite, on the example's queue adapter."""
+class TestQueueExampleConformance(AdapterSuite, EventsSuite):
+    """Every test of both suites, on the example's queue adapter."""
