@@ -22,12 +22,15 @@ import logging
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 import missive
+from missive.dlq.sqlite import SQLiteDLQ
 from missive.events import Observer
+from missive.runtime import Capability
 from missive.testing.conformance.adapter_suite import needs, publish_until_handled
 from missive.testing.conformance.harness import KILL_CONNECTION, PERSISTENCE, REDELIVERY, Harness
 from missive.testing.conformance.support import (
@@ -57,6 +60,16 @@ def observed(
     observer = RecordingObserver()
     adapter.add_observer(observer)
     return adapter, observer
+
+
+def transport_capabilities(adapter: missive.Adapter[Any]) -> Capability:
+    """What the transport of ``adapter`` says it can do; NONE for an adapter without one."""
+    try:
+        transport = adapter.transport()
+    except NotImplementedError:
+        return Capability.NONE
+    transport.close()
+    return type(transport).capabilities
 
 
 def one_message(observer: RecordingObserver) -> bytes:
@@ -266,6 +279,43 @@ class EventsSuite:
             assert events == [*failed, "lost"]
         if errors:
             assert isinstance(errors[0], missive.HandlingError | missive.DLQWriteError)
+
+    def test_a_poison_message_is_dead_lettered_unhandled_then_acked(
+        self, harness: Harness, tmp_path: Path
+    ) -> None:
+        needs(harness, REDELIVERY)
+        # Given a handler that always nacks, on an adapter with max_deliveries=1
+        processor: missive.Processor[Any] = missive.Processor()
+        processor.handle_for(lambda m: True)(lambda message, ctx: ctx.nack())
+        adapter, observer = observed(harness, processor)
+        adapter.max_deliveries = 1
+        capabilities = transport_capabilities(adapter)
+        if capabilities & Capability.DELIVERY_COUNTS:
+            dlq: Any = {}
+        elif capabilities & Capability.COUNT_IN_DLQ:
+            dlq = SQLiteDLQ(tmp_path / "dlq.db")  # a store counts the deliveries
+        else:
+            pytest.skip(f"{harness.name} does not count deliveries")
+        processor.set_dlq(dlq)
+        # When one message is consumed, nacked, and delivered again
+        try:
+            with running(adapter):
+                harness.publish([b"poison"])
+                wait_until(lambda: "acked" in observer.events(), "the message is acked")
+        finally:
+            if isinstance(dlq, SQLiteDLQ):
+                dlq.close()
+        # Then its second delivery was dead-lettered without being handled, then acked
+        message_id = one_message(observer)
+        handled = ["message_received", "handling_started", "handling_finished", "requeued"]
+        assert observer.events(message_id) == [
+            *handled,
+            "message_received",
+            "dead_lettered",
+            "acked",
+        ]
+        [(_, reason)] = observer.arguments("dead_lettered")
+        assert "more than max_deliveries=1" in reason
 
     def test_worker_started_and_stopping_bracket_the_run(self, harness: Harness) -> None:
         # Given an observed adapter
