@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Generic
 
 from missive._names import callable_name, describe_matcher
-from missive._typing import M
+from missive._types import Handler, HandlingHook, M, ProcessingHook
 from missive.errors import (
     AlreadySettledError,
     DLQWriteError,
@@ -20,10 +19,17 @@ from missive.errors import (
 from missive.reason import DeadLetterReason
 from missive.state import State
 
-if TYPE_CHECKING:
-    from missive.processor import Handler, Processor
+if TYPE_CHECKING:  # processor.py imports this module at runtime
+    from missive.processor import Processor
 
-__all__ = ["HandlingContext", "Outcome", "ProcessingContext"]
+__all__ = [
+    "HandlingContext",
+    "HandlingHook",
+    "Outcome",
+    "ProcessingContext",
+    "ProcessingHook",
+    "callable_name",
+]
 
 logger = logging.getLogger("missive.processor")
 
@@ -96,10 +102,6 @@ class HandlingContext(Generic[M]):
             f"cannot {verb} message {self.message.message_id!r}: it was already "
             f"{self.outcome.value}; a handler acks or nacks a message once"
         )
-
-
-ProcessingHook = Callable[["ProcessingContext[M]"], object]
-HandlingHook = Callable[["ProcessingContext[M]", HandlingContext[M]], object]
 
 
 class ProcessingContext(Generic[M]):

@@ -5,18 +5,15 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable
 from typing import Any, Generic
 
-from missive._names import callable_name, matcher_name
-from missive._typing import M
-from missive.context import HandlingContext
+from missive._names import matcher_name
+from missive._types import Handler, M, MatcherFunc, callable_name
 from missive.errors import MatcherError, RegistrationError
 from missive.matchers import Field, IndexEntry, Matcher
 
 __all__ = ["Router"]
 
-MatcherFn = Callable[[M], object]
-HandlerFn = Callable[[M, HandlingContext[M]], object]
 # (extra condition or None, handler, handler name)
-_Entry = tuple[Callable[[Any], object] | None, HandlerFn[Any], str]
+_Entry = tuple[Callable[[Any], object] | None, Handler[Any], str]
 
 
 class Router(Generic[M]):
@@ -30,14 +27,14 @@ class Router(Generic[M]):
 
     def __init__(self) -> None:
         #: ``(matcher, handler, handler name)`` for every handler, in registration order.
-        self.routes: list[tuple[MatcherFn[M], HandlerFn[M], str]] = []
+        self.routes: list[tuple[MatcherFunc[M], Handler[M], str]] = []
         #: The routes offered every message: their matchers are not indexed.
-        self.plain: list[tuple[MatcherFn[M], HandlerFn[M], str]] = []
+        self.plain: list[tuple[MatcherFunc[M], Handler[M], str]] = []
         #: ``(field, {value: [(extra condition or None, handler, name)]})``, a field each.
         self.indexes: list[tuple[Field, dict[Hashable, list[_Entry]]]] = []
         self._tables: dict[Field, dict[Hashable, list[_Entry]]] = {}
 
-    def add(self, matcher: MatcherFn[M], handler: HandlerFn[M]) -> None:
+    def add(self, matcher: MatcherFunc[M], handler: Handler[M]) -> None:
         """Route messages that ``matcher`` accepts to ``handler``.
 
         :raises TypeError: if ``matcher`` is not callable.
@@ -64,7 +61,7 @@ class Router(Generic[M]):
             self._index(entry, repr(matcher), handler, name)
         self.routes.append((matcher, handler, name))
 
-    def _index(self, entry: IndexEntry, matcher: str, handler: HandlerFn[M], name: str) -> None:
+    def _index(self, entry: IndexEntry, matcher: str, handler: Handler[M], name: str) -> None:
         table = self._tables.get(entry.field)
         if table is None:
             table = self._tables[entry.field] = {}
@@ -81,12 +78,12 @@ class Router(Generic[M]):
         for value in entry.values:
             table.setdefault(value, []).append((entry.residual, handler, name))
 
-    def candidates(self, message: M) -> list[tuple[HandlerFn[M], str]]:
+    def candidates(self, message: M) -> list[tuple[Handler[M], str]]:
         """Every ``(handler, name)`` whose matcher accepts ``message``.
 
         :raises MatcherError: if a matcher (or reading an indexed field) raised.
         """
-        found: list[tuple[HandlerFn[M], str]] = []
+        found: list[tuple[Handler[M], str]] = []
         for field, table in self.indexes:
             try:
                 value = field.extract(message)
