@@ -7,16 +7,11 @@ import logging
 from types import TracebackType
 from typing import TYPE_CHECKING, Generic
 
-from missive._names import callable_name, describe_matcher
-from missive._types import Handler, HandlingHook, M, ProcessingHook
-from missive.errors import (
-    AlreadySettledError,
-    DLQWriteError,
-    HandlingError,
-    MatcherError,
-    MessageDecodeError,
-)
+from missive._names import callable_name
+from missive._types import HandlingHook, M, ProcessingHook
+from missive.errors import AlreadySettledError, DLQWriteError, HandlingError
 from missive.reason import DeadLetterReason
+from missive.routing import Route, raised
 from missive.state import State
 
 if TYPE_CHECKING:  # processor.py imports this module at runtime
@@ -170,45 +165,16 @@ class ProcessingContext(Generic[M]):
         if hooks:
             failure = self._run_before_handling_hooks(hooks, hctx)
         if failure is None:
-            # The routing of Router.candidates, inlined: this is the hot path.
-            router = processor.router
-            matched = 0
-            handler: Handler[M] | None = None
-            name = candidate_name = ""
-            current: object = None
-            try:
-                for current, table in router.indexes:
-                    value = current.extract(message)
-                    try:
-                        entries = table.get(value)
-                    except TypeError:  # an unhashable value (a list, a dict) is no key
-                        entries = None
-                    if entries:
-                        for current, candidate, candidate_name in entries:
-                            if current is None or current(message):
-                                matched += 1
-                                handler, name = candidate, candidate_name
-                for current, candidate, candidate_name in router.plain:
-                    if current(message):
-                        matched += 1
-                        handler, name = candidate, candidate_name
-            except Exception as exc:
-                # ``current`` is the field or the matcher that raised; a matcher's
-                # handler is ``candidate_name``, a field's every handler indexed on it.
-                what = describe_matcher(current, router.readers(current) or (candidate_name,))
-                failure = _raised(what, exc, None)
+            found = processor.router.match(message)
+            if found.__class__ is Route:
+                handler, name = found
+                hctx.handler_name = name
+                try:
+                    handler(message, hctx)
+                except Exception as exc:
+                    failure = raised(f"handler {name!r}", exc, name)
             else:
-                if matched == 1:
-                    assert handler is not None
-                    hctx.handler_name = name
-                    try:
-                        handler(message, hctx)
-                    except Exception as exc:
-                        failure = _raised(f"handler {name!r}", exc, name)
-                elif matched:
-                    failure = self._several(message)
-                else:
-                    failure = DeadLetterReason("no handler matched the message")
+                failure = found.reason  # type: ignore[union-attr]  # a NoRoute
         hooks = processor.after_handling_hooks
         if hooks:
             failure = self._run_after_handling_hooks(hooks, hctx, failure)
@@ -256,7 +222,7 @@ class ProcessingContext(Generic[M]):
                 hook(self, hctx)
             except Exception as exc:
                 what = f"before_handling hook {callable_name(hook)!r}"
-                return _raised(what, exc, hctx.handler_name)
+                return raised(what, exc, hctx.handler_name)
         return None
 
     def _run_after_handling_hooks(
@@ -271,7 +237,7 @@ class ProcessingContext(Generic[M]):
             except Exception as exc:
                 if failure is None:
                     what = f"after_handling hook {callable_name(hook)!r}"
-                    failure = _raised(what, exc, hctx.handler_name)
+                    failure = raised(what, exc, hctx.handler_name)
                 else:
                     logger.error(
                         "after_handling hook %r also raised %s for message %r",
@@ -280,25 +246,3 @@ class ProcessingContext(Generic[M]):
                         hctx.message.message_id,
                     )
         return failure
-
-    def _several(self, message: M) -> DeadLetterReason:
-        try:
-            found = self.processor.router.candidates(message)
-        except MatcherError as exc:  # it matched a moment ago: a matcher with state
-            return _raised(describe_matcher(exc.matcher, exc.handlers), exc.error, None)
-        names = ", ".join(name for _, name in found)
-        return DeadLetterReason(
-            f"{len(found)} handlers matched the message, exactly one must: {names}"
-        )
-
-
-def _raised(what: str, exc: Exception, handler: str | None) -> DeadLetterReason:
-    if isinstance(exc, MessageDecodeError):
-        return DeadLetterReason(
-            str(exc),
-            summary=f"could not decode the message: {exc.problem}",
-            handler=handler,
-            exc_type=type(exc).__qualname__,
-            exception=exc,
-        )
-    return DeadLetterReason.from_exception(what, exc, handler=handler)

@@ -31,6 +31,6 @@ acked: list[missive.JSONMessage] = client.acked
 
 # A plain callable is a MatcherFunc; an indexed matcher is a missive.Matcher, and
 # a Matcher is also a MatcherFunc.
-is_sign_out: missive.MatcherFunc[missive.JSONMessage] = lambda m: m.raw_data == b"{}"
 is_prefixed: missive.Matcher = missive.matchers.RawPrefix(b"{")
-as_func: missive.MatcherFunc[missive.JSONMessage] = is_prefixed
+matchers: list[missive.MatcherFunc[missive.JSONMessage]] = [lambda m: m.raw_data == b"{}"]
+matchers.append(is_prefixed)
