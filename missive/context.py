@@ -51,15 +51,21 @@ class HandlingContext(Generic[M]):
     A handler must call exactly one of :meth:`ack` or :meth:`nack`.
     """
 
-    __slots__ = ("_state", "handler_name", "message", "outcome")
+    __slots__ = ("_state", "failure", "handler_name", "message", "outcome", "processing_ctx")
 
-    def __init__(self, message: M) -> None:
+    def __init__(self, message: M, processing_ctx: ProcessingContext[M] | None = None) -> None:
         #: The message being handled.
         self.message = message
+        #: The :class:`ProcessingContext` of the run handling it, whose ``state`` the
+        #: ``before_processing`` hooks set; ``None`` for a context built by hand.
+        self.processing_ctx = processing_ctx
         #: The name of the handler chosen for the message, once routing chose one.
         self.handler_name: str | None = None
         #: ACKED or NACKED once the handler settled the message, else ``None``.
         self.outcome: Outcome | None = None
+        #: Why the message cannot be handled, once that is known (the after_handling
+        #: hooks see it); ``None`` while nothing failed.
+        self.failure: DeadLetterReason | None = None
         self._state: State | None = None
 
     @property
@@ -159,7 +165,7 @@ class ProcessingContext(Generic[M]):
         In both cases the message must not be acked.
         """
         processor = self.processor
-        hctx: HandlingContext[M] = HandlingContext(message)
+        hctx: HandlingContext[M] = HandlingContext(message, self)
         failure: DeadLetterReason | None = None
         hooks = processor.before_handling_hooks
         if hooks:
@@ -177,6 +183,7 @@ class ProcessingContext(Generic[M]):
                 failure = found.reason  # type: ignore[union-attr]  # a NoRoute
         hooks = processor.after_handling_hooks
         if hooks:
+            hctx.failure = failure
             failure = self._run_after_handling_hooks(hooks, hctx, failure)
         if failure is None:
             outcome = hctx.outcome
@@ -186,6 +193,7 @@ class ProcessingContext(Generic[M]):
                 f"handler {hctx.handler_name!r} returned without acking or nacking the message",
                 handler=hctx.handler_name,
             )
+        hctx.failure = failure
         return self.dead_letter(message, failure)
 
     def dead_letter(self, message: M, reason: str) -> Outcome:
@@ -237,7 +245,7 @@ class ProcessingContext(Generic[M]):
             except Exception as exc:
                 if failure is None:
                     what = f"after_handling hook {callable_name(hook)!r}"
-                    failure = raised(what, exc, hctx.handler_name)
+                    failure = hctx.failure = raised(what, exc, hctx.handler_name)
                 else:
                     logger.error(
                         "after_handling hook %r also raised %s for message %r",
