@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import logging
+from time import perf_counter
 from types import TracebackType
 from typing import TYPE_CHECKING, Generic
 
@@ -167,6 +168,13 @@ class ProcessingContext(Generic[M]):
         processor = self.processor
         hctx: HandlingContext[M] = HandlingContext(message, self)
         failure: DeadLetterReason | None = None
+        obs = processor.observers
+        # The list, not ``obs``: its truth test is a C call, that of Observers a Python one.
+        observing = obs._list
+        started = 0.0
+        if observing:
+            obs.handling_started(self, hctx)
+            started = perf_counter()
         hooks = processor.before_handling_hooks
         if hooks:
             failure = self._run_before_handling_hooks(hooks, hctx)
@@ -188,12 +196,16 @@ class ProcessingContext(Generic[M]):
         if failure is None:
             outcome = hctx.outcome
             if outcome is not None:
+                if observing:
+                    obs.handling_finished(self, hctx, outcome, perf_counter() - started)
                 return outcome
             failure = DeadLetterReason(
                 f"handler {hctx.handler_name!r} returned without acking or nacking the message",
                 handler=hctx.handler_name,
             )
         hctx.failure = failure
+        if observing:
+            obs.handling_finished(self, hctx, None, perf_counter() - started)
         return self.dead_letter(message, failure)
 
     def dead_letter(self, message: M, reason: str) -> Outcome:
@@ -202,17 +214,28 @@ class ProcessingContext(Generic[M]):
         Adapters call it for messages they cannot give back to their transport (a
         nacked message on stdin, for example).
 
+        Observers see ``dead_lettered`` after the write, or ``dlq_write_failed``
+        (with ``error=None`` when no DLQ is set).
+
         :raises HandlingError: if no DLQ is set.
         :raises DLQWriteError: if the DLQ write failed.
         """
-        dlq = self.processor.dlq
+        processor = self.processor
+        dlq = processor.dlq
         if dlq is None:
+            obs = processor.observers
+            if obs:
+                full = reason if isinstance(reason, DeadLetterReason) else DeadLetterReason(reason)
+                obs.dlq_write_failed(message, full, None)
             raise HandlingError(message.message_id, reason) from getattr(reason, "exception", None)
         if not isinstance(reason, DeadLetterReason):
             reason = DeadLetterReason(reason)
         try:
             dlq[message.message_id] = (message, reason)
         except Exception as exc:
+            obs = processor.observers
+            if obs:
+                obs.dlq_write_failed(message, reason, exc)
             raise DLQWriteError(message.message_id, reason, exc) from exc
         logger.warning(
             "message %r (%d bytes) dead-lettered: %s",
@@ -220,6 +243,9 @@ class ProcessingContext(Generic[M]):
             len(message.raw_data),
             reason.summary,
         )
+        obs = processor.observers
+        if obs:
+            obs.dead_lettered(message, reason)
         return _DEAD_LETTERED
 
     def _run_before_handling_hooks(
