@@ -66,9 +66,12 @@ class Table:
         return sql.Identifier(self.schema, f"{self.name}{ATTEMPTS_SUFFIX}")
 
     def sql(self, template: str, **identifiers: str) -> sql.Composed:
-        """``template`` with ``{table}`` (and each of ``identifiers``) quoted as identifiers."""
+        """``template`` with ``{table}``, ``{attempts}`` (and each of ``identifiers``)
+        quoted as identifiers."""
         names = {key: sql.Identifier(value) for key, value in identifiers.items()}
-        return sql.SQL(template).format(table=sql.Identifier(self.schema, self.name), **names)
+        return sql.SQL(template).format(
+            table=sql.Identifier(self.schema, self.name), attempts=self.attempts, **names
+        )
 
 
 def check_name(value: object, what: str, suffix: str = "") -> str:

@@ -1,0 +1,236 @@
+"""What the SQL stores share: columns, statements, filters, paging and reading rows back.
+
+The statements are written once. A :class:`Dialect` says how one database spells a
+parameter and finds a text in another, and how it stores text and times; each store
+fills in ``{table}`` and ``{attempts}``, its two tables (:class:`Statements`).
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from missive.dlq._codec import (
+    MessageClasses,
+    dead_letter,
+    encode_attributes,
+    paged,
+    reason_fields,
+    utc,
+)
+from missive.dlq.base import DeadLetter, DeadLetterStore
+from missive.message import Message
+
+__all__ = ["COLUMNS", "PAGE", "Dialect", "SQLStore", "Statements"]
+
+#: The dead letters' columns, in the order every query reads them.
+COLUMNS = (
+    "seq", "message_id", "raw_data", "message_class", "attributes", "reason", "summary",
+    "handler", "exc_type", "traceback", "first_dead_lettered_at", "dead_lettered_at", "times",
+)  # fmt: skip
+#: How many rows a query reads at a time.
+PAGE = 500
+
+# A write gives these: the key, then Dialect.fields; times starts at 1.
+_WRITTEN = COLUMNS[1:-1]
+# A rewrite keeps seq, the key, the bytes and the first time, and counts one more.
+_REPLACED = (
+    "message_class", "attributes", "reason", "summary", "handler", "exc_type", "traceback",
+    "dead_lettered_at",
+)  # fmt: skip
+_SET = ",\n    ".join(f"{column} = excluded.{column}" for column in _REPLACED)
+# Stores under a key that is free or holds the same bytes; no row back means the key
+# holds another payload, which is never replaced (the next key is tried).
+_UPSERT = f"""
+INSERT INTO {{table}} AS d ({", ".join(_WRITTEN)}, times)
+VALUES ({", ".join(["?"] * len(_WRITTEN))}, 1)
+ON CONFLICT (message_id) DO UPDATE SET
+    {_SET},
+    times = d.times + 1
+WHERE d.raw_data = excluded.raw_data
+RETURNING seq
+"""  # noqa: S608 - names only, values are parameters
+_SELECT = f"SELECT {', '.join(COLUMNS)} FROM {{table}}"  # noqa: S608 - constants only
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """How one database spells and stores what the SQL stores share."""
+
+    #: A parameter's placeholder.
+    mark: str
+    #: The function giving where a text is in another (0: nowhere).
+    find: str
+    #: A ``str`` as the database can keep it.
+    text: Callable[[str], str] = _same
+    #: An aware UTC datetime as the database keeps it.
+    time: Callable[[datetime], Any] = _same
+    #: A stored time as an aware datetime.
+    read_time: Callable[[Any], datetime] = _same
+
+    def sql(self, template: str) -> str:
+        """``template`` with its ``?`` placeholders in this dialect."""
+        return template if self.mark == "?" else template.replace("?", self.mark)
+
+    def fields(self, message: Message, reason: str, now: datetime) -> tuple[Any, ...]:
+        """What the upsert stores after the key: the message, its reason and ``now``."""
+        full, summary, *optional = reason_fields(reason)  # handler, exc_type, traceback
+        text, stamp = self.text, self.time(now)
+        return (
+            message.raw_data,
+            text(message.class_name),
+            encode_attributes(message.attributes),
+            text(full),
+            text(summary),
+            *(None if value is None else text(value) for value in optional),
+            stamp,
+            stamp,
+        )
+
+    def filters(
+        self,
+        reason: str | None,
+        handler: str | None,
+        since: datetime | None,
+        before: datetime | None,
+    ) -> tuple[str, list[Any]]:
+        """The ``WHERE`` conditions of :meth:`DeadLetterStore.records`' filters, after
+        ``seq > ?`` (the page's start), and their parameters."""
+        where = ["seq > ?"]
+        params: list[Any] = []
+        if reason is not None:
+            where.append(f"{self.find}(reason, ?) > 0")
+            params.append(self.text(reason))
+        if handler is not None:
+            where.append("handler = ?")
+            params.append(self.text(handler))
+        if since is not None:
+            where.append("dead_lettered_at >= ?")
+            params.append(self.time(utc(since, "since")))
+        if before is not None:
+            where.append("dead_lettered_at < ?")
+            params.append(self.time(utc(before, "before")))
+        return " AND ".join(where), params
+
+
+class Statements:
+    """A store's statements, each made once with its tables filled in by ``render``."""
+
+    def __init__(self, dialect: Dialect, render: Callable[[str], Any]) -> None:
+        #: How the store's database spells and stores things.
+        self.dialect = dialect
+        self._render = render
+        self.upsert = self.make(_UPSERT)
+        self.select_one = self.make(f"{_SELECT} WHERE message_id = ?")
+        self.contains = self.make("SELECT 1 FROM {table} WHERE message_id = ?")
+        self.delete = self.make("DELETE FROM {table} WHERE message_id = ?")
+        self.ids = self.make(
+            "SELECT seq, message_id FROM {table} WHERE seq > ? ORDER BY seq LIMIT ?"
+        )
+        self.count = self.make("SELECT count(*) FROM {table}")
+        self.count_attempt = self.make(
+            "INSERT INTO {attempts} AS a VALUES (?, 1, ?) ON CONFLICT (message_id) "
+            "DO UPDATE SET attempts = a.attempts + 1, "
+            "last_attempt_at = excluded.last_attempt_at RETURNING attempts"
+        )
+        self.forget_attempts = self.make("DELETE FROM {attempts} WHERE message_id = ?")
+
+    def make(self, template: str) -> Any:
+        """``template`` in the store's dialect and with its tables."""
+        return self._render(self.dialect.sql(template))
+
+    def select(self, where: str) -> Any:
+        """The dead letters matching ``where``, oldest first, ``LIMIT ?`` of them."""
+        return self.make(f"{_SELECT} WHERE {where} ORDER BY seq LIMIT ?")
+
+
+class SQLStore(DeadLetterStore):
+    """The reading half of a DLQ kept in an SQL table, written once for every dialect.
+
+    A store sets :attr:`_sql` and :attr:`_classes` and runs queries in
+    :meth:`_execute`.
+    """
+
+    _sql: Statements
+    _classes: MessageClasses
+
+    @abc.abstractmethod
+    def _execute(self, what: str, query: Any, params: tuple[Any, ...] = ()) -> list[Any]:
+        """The rows of ``query``; :class:`~missive.DLQError` saying ``what`` failed."""
+
+    def _now(self) -> Any:
+        """The time now, as the store keeps times."""
+        return self._sql.dialect.time(datetime.now(UTC))
+
+    def record(self, message_id: bytes) -> DeadLetter:
+        """The record of ``message_id``; see :meth:`DeadLetterStore.record`."""
+        if type(message_id) is not bytes:
+            raise KeyError(message_id)
+        rows = self._execute(
+            f"read dead letter {message_id!r}", self._sql.select_one, (message_id,)
+        )
+        if not rows:
+            raise KeyError(message_id)
+        return self._dead_letter(rows[0])
+
+    def records(
+        self,
+        *,
+        reason: str | None = None,
+        handler: str | None = None,
+        since: datetime | None = None,
+        before: datetime | None = None,
+        limit: int | None = None,
+    ) -> Iterator[DeadLetter]:
+        """The records, oldest first; see :meth:`DeadLetterStore.records`.
+
+        Rows are read a page at a time, each page its own query: no lock or
+        transaction is held between records, and rows written meanwhile may or may
+        not appear.
+        """
+        where, params = self._sql.dialect.filters(reason, handler, since, before)
+        query = self._sql.select(where)
+
+        def fetch(after: int, count: int) -> list[Any]:
+            return self._execute("read dead letters", query, (after, *params, count))
+
+        return map(self._dead_letter, paged(fetch, limit, PAGE))
+
+    def _dead_letter(self, row: Sequence[Any]) -> DeadLetter:
+        (_, message_id, raw_data, class_name, attributes, reason, summary, handler, exc_type,
+         traceback, first, last, times) = row  # fmt: skip
+        read_time = self._sql.dialect.read_time
+        return dead_letter(
+            self._classes,
+            message_id,
+            raw_data,
+            class_name,
+            attributes,
+            (reason, summary, handler, exc_type, traceback),
+            read_time(first),
+            read_time(last),
+            times,
+        )
+
+    def __contains__(self, message_id: object) -> bool:
+        if type(message_id) is not bytes:
+            return False
+        return bool(self._execute(f"look up {message_id!r}", self._sql.contains, (message_id,)))
+
+    def __iter__(self) -> Iterator[bytes]:
+        def fetch(after: int, count: int) -> list[Any]:
+            return self._execute("list dead letters", self._sql.ids, (after, count))
+
+        for _, message_id in paged(fetch, None, PAGE):
+            yield message_id
+
+    def __len__(self) -> int:
+        count: int = self._execute("count", self._sql.count)[0][0]
+        return count
