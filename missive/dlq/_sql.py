@@ -1,14 +1,15 @@
 """What the SQL stores share: columns, statements, filters, paging and reading rows back.
 
-The statements are written once. A :class:`Dialect` says how one database spells a
-parameter and finds a text in another, and how it stores text and times; each store
-fills in ``{table}`` and ``{attempts}``, its two tables (:class:`Statements`).
+The statements and tables are written once. A :class:`Dialect` says how one database
+spells a parameter, finds a text in another and names its column types, and how it
+stores text and times (:data:`SQLITE`, :data:`POSTGRES`); each store fills in
+``{table}`` and ``{attempts}``, its two tables (:class:`Statements`).
 """
 
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -17,14 +18,16 @@ from missive.dlq._codec import (
     MessageClasses,
     dead_letter,
     encode_attributes,
+    format_time,
     paged,
+    parse_time,
     reason_fields,
     utc,
 )
 from missive.dlq.base import DeadLetter, DeadLetterStore
 from missive.message import Message
 
-__all__ = ["COLUMNS", "PAGE", "Dialect", "SQLStore", "Statements"]
+__all__ = ["COLUMNS", "PAGE", "POSTGRES", "SQLITE", "Dialect", "SQLStore", "Statements"]
 
 #: The dead letters' columns, in the order every query reads them.
 COLUMNS = (
@@ -55,6 +58,28 @@ RETURNING seq
 """  # noqa: S608 - names only, values are parameters
 _SELECT = f"SELECT {', '.join(COLUMNS)} FROM {{table}}"  # noqa: S608 - constants only
 
+# The two tables, each column's type named by its kind (Dialect.types).
+_DEAD_LETTERS_TABLE = """CREATE TABLE IF NOT EXISTS {{table}} (
+        seq {serial},
+        message_id {bytes} NOT NULL UNIQUE,
+        raw_data {bytes} NOT NULL,
+        message_class {text} NOT NULL,
+        attributes {text} NOT NULL,
+        reason {text} NOT NULL,
+        summary {text} NOT NULL,
+        handler {text},
+        exc_type {text},
+        traceback {text},
+        first_dead_lettered_at {time} NOT NULL,
+        dead_lettered_at {time} NOT NULL,
+        times {integer} NOT NULL DEFAULT 1
+    )"""
+_ATTEMPTS_TABLE = """CREATE TABLE IF NOT EXISTS {{attempts}} (
+        message_id {bytes} PRIMARY KEY,
+        attempts {integer} NOT NULL,
+        last_attempt_at {time} NOT NULL
+    )"""
+
 
 def _same(value: Any) -> Any:
     return value
@@ -68,6 +93,9 @@ class Dialect:
     mark: str
     #: The function giving where a text is in another (0: nowhere).
     find: str
+    #: The type of each kind of column: ``serial`` (the primary key, in the order rows
+    #: were added), ``bytes``, ``text``, ``time`` and ``integer``.
+    types: Mapping[str, str]
     #: A ``str`` as the database can keep it.
     text: Callable[[str], str] = _same
     #: An aware UTC datetime as the database keeps it.
@@ -78,6 +106,10 @@ class Dialect:
     def sql(self, template: str) -> str:
         """``template`` with its ``?`` placeholders in this dialect."""
         return template if self.mark == "?" else template.replace("?", self.mark)
+
+    def tables(self) -> tuple[str, str]:
+        """The statements creating the dead letters' table and the attempts' table."""
+        return _DEAD_LETTERS_TABLE.format(**self.types), _ATTEMPTS_TABLE.format(**self.types)
 
     def fields(self, message: Message, reason: str, now: datetime) -> tuple[Any, ...]:
         """What the upsert stores after the key: the message, its reason and ``now``."""
@@ -118,6 +150,40 @@ class Dialect:
             where.append("dead_lettered_at < ?")
             params.append(self.time(utc(before, "before")))
         return " AND ".join(where), params
+
+
+def _nul_free(value: str) -> str:
+    """``value`` as PostgreSQL text can hold it: NUL as U+FFFD."""
+    return value.replace("\x00", "\ufffd") if "\x00" in value else value
+
+
+#: SQLite: times as fixed-width ISO-8601 UTC text, which sorts as time does.
+SQLITE = Dialect(
+    "?",
+    "instr",
+    {
+        "serial": "INTEGER PRIMARY KEY",
+        "bytes": "BLOB",
+        "text": "TEXT",
+        "time": "TEXT",
+        "integer": "INTEGER",
+    },
+    time=format_time,
+    read_time=parse_time,
+)
+#: PostgreSQL: text cannot hold NUL.
+POSTGRES = Dialect(
+    "%s",
+    "strpos",
+    {
+        "serial": "bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
+        "bytes": "bytea",
+        "text": "text",
+        "time": "timestamptz",
+        "integer": "integer",
+    },
+    text=_nul_free,
+)
 
 
 class Statements:

@@ -37,17 +37,11 @@ except ImportError as _exc:  # pragma: no cover - exercised by a test in a subpr
 
 from missive.dlq._codec import MessageClasses, checked_entry, log_stored, storage_keys
 from missive.dlq._postgres_connection import ConnectionPoolLike, Connections
-from missive.dlq._postgres_schema import (
-    INDEX_SUFFIX,
-    SCHEMA_VERSION,
-    Table,
-    check_name,
-    ensure_attempts,
-    prepare,
-    problem,
-    resolve_schema,
-)
-from missive.dlq._sql import Dialect, SQLStore, Statements
+from missive.dlq._postgres_ddl import INDEX_SUFFIX, SCHEMA_VERSION, Table, check_name
+from missive.dlq._postgres_errors import problem
+from missive.dlq._postgres_migrations import ensure_attempts, prepare
+from missive.dlq._postgres_session import resolve_schema
+from missive.dlq._sql import POSTGRES, SQLStore, Statements
 from missive.message import Message
 
 __all__ = ["DEFAULT_TABLE", "SCHEMA_VERSION", "ConnectionPoolLike", "PostgresDLQ"]
@@ -56,14 +50,6 @@ logger = logging.getLogger("missive.dlq.postgres")
 
 #: The table used when none is given.
 DEFAULT_TABLE = "missive_dead_letters"
-
-
-def _text(value: str) -> str:
-    """``value`` as PostgreSQL text can hold it: NUL as U+FFFD."""
-    return value.replace("\x00", "\ufffd") if "\x00" in value else value
-
-
-_DIALECT = Dialect("%s", "strpos", text=_text)
 
 
 class PostgresDLQ(SQLStore):
@@ -143,7 +129,7 @@ class PostgresDLQ(SQLStore):
         except BaseException:
             self.close()
             raise
-        self._sql = Statements(_DIALECT, self.table.sql)
+        self._sql = Statements(POSTGRES, self.table.sql)
         self._attempts_ready = False
         logger.debug("opened DLQ %s table %s", self.where, self.table.qualified)
 
@@ -175,7 +161,7 @@ class PostgresDLQ(SQLStore):
         message, reason = checked_entry(message_id, value)
         what = f"store dead letter {message_id!r}"
         self._writable(what)
-        fields = _DIALECT.fields(message, reason, datetime.now(UTC))
+        fields = POSTGRES.fields(message, reason, datetime.now(UTC))
         for key in storage_keys(message_id, message.raw_data):
             # Each statement decides alone, so concurrent writers need no transaction.
             if self._execute(what, self._sql.upsert, (key, *fields)):  # a row: stored

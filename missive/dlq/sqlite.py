@@ -29,12 +29,10 @@ from typing import Any, TypeVar
 from missive.dlq._codec import (
     MessageClasses,
     checked_entry,
-    format_time,
     log_stored,
-    parse_time,
     storage_keys,
 )
-from missive.dlq._sql import Dialect, SQLStore, Statements
+from missive.dlq._sql import SQLITE, SQLStore, Statements
 from missive.dlq._sqlite_file import FileIdentity
 from missive.dlq._sqlite_schema import (
     ATTEMPTS_TABLE,
@@ -53,10 +51,7 @@ logger = logging.getLogger("missive.dlq.sqlite")
 
 _T = TypeVar("_T")
 
-_SQL = Statements(
-    Dialect("?", "instr", time=format_time, read_time=parse_time),
-    lambda template: template.format(table=TABLE, attempts=ATTEMPTS_TABLE),
-)
+_SQL = Statements(SQLITE, lambda template: template.format(table=TABLE, attempts=ATTEMPTS_TABLE))
 
 # Connections a forked child inherited: never used, closed or freed by the child,
 # since SQLite connections must not cross fork().
