@@ -218,10 +218,11 @@ class Statements:
 
 
 class SQLStore(DeadLetterStore):
-    """The reading half of a DLQ kept in an SQL table, written once for every dialect.
+    """What a DLQ kept in an SQL table does alike in every dialect: reading records,
+    looking up, iterating and counting.
 
-    A store sets :attr:`_sql` and :attr:`_classes` and runs queries in
-    :meth:`_execute`.
+    A store sets :attr:`_sql` (its :class:`Statements`) and :attr:`_classes`, runs
+    queries in :meth:`_execute`, and writes as its database needs.
     """
 
     _sql: Statements

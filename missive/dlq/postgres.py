@@ -159,9 +159,9 @@ class PostgresDLQ(SQLStore):
 
     def __setitem__(self, message_id: bytes, value: tuple[Message, str]) -> None:
         message, reason = checked_entry(message_id, value)
+        fields = POSTGRES.fields(message, reason, datetime.now(UTC))
         what = f"store dead letter {message_id!r}"
         self._writable(what)
-        fields = POSTGRES.fields(message, reason, datetime.now(UTC))
         for key in storage_keys(message_id, message.raw_data):
             # Each statement decides alone, so concurrent writers need no transaction.
             if self._execute(what, self._sql.upsert, (key, *fields)):  # a row: stored
@@ -202,11 +202,7 @@ class PostgresDLQ(SQLStore):
         if type(message_id) is not bytes:
             raise KeyError(message_id)
         self._writable(f"delete {message_id!r}")
-        [deleted] = self._execute(
-            f"delete {message_id!r}",
-            self._sql.delete,
-            (message_id,),
-        )
+        [deleted] = self._execute(f"delete {message_id!r}", self._sql.delete, (message_id,))
         if not deleted:
             raise KeyError(message_id)
 
