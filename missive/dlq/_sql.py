@@ -12,6 +12,7 @@ import abc
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from operator import itemgetter
 from typing import Any
 
 from missive.dlq._codec import (
@@ -81,10 +82,6 @@ _ATTEMPTS_TABLE = """CREATE TABLE IF NOT EXISTS {{attempts}} (
     )"""
 
 
-def _same(value: Any) -> Any:
-    return value
-
-
 @dataclass(frozen=True)
 class Dialect:
     """How one database spells and stores what the SQL stores share."""
@@ -96,12 +93,12 @@ class Dialect:
     #: The type of each kind of column: ``serial`` (the primary key, in the order rows
     #: were added), ``bytes``, ``text``, ``time`` and ``integer``.
     types: Mapping[str, str]
-    #: A ``str`` as the database can keep it.
-    text: Callable[[str], str] = _same
-    #: An aware UTC datetime as the database keeps it.
-    time: Callable[[datetime], Any] = _same
-    #: A stored time as an aware datetime.
-    read_time: Callable[[Any], datetime] = _same
+    #: A ``str`` as the database can keep it (``None``: as it is).
+    text: Callable[[str], str] | None = None
+    #: An aware UTC datetime as the database keeps it (``None``: as it is).
+    time: Callable[[datetime], Any] | None = None
+    #: A stored time as an aware datetime (``None``: as it is).
+    read_time: Callable[[Any], datetime] | None = None
 
     def sql(self, template: str) -> str:
         """``template`` with its ``?`` placeholders in this dialect."""
@@ -111,17 +108,25 @@ class Dialect:
         """The statements creating the dead letters' table and the attempts' table."""
         return _DEAD_LETTERS_TABLE.format(**self.types), _ATTEMPTS_TABLE.format(**self.types)
 
-    def fields(self, message: Message, reason: str, now: datetime) -> tuple[Any, ...]:
-        """What the upsert stores after the key: the message, its reason and ``now``."""
-        full, summary, *optional = reason_fields(reason)  # handler, exc_type, traceback
-        text, stamp = self.text, self.time(now)
+    def fields(self, message: Message, reason: str) -> tuple[Any, ...]:
+        """What the upsert stores after the key: the message, its reason and the time."""
+        full, summary, handler, exc_type, traceback = reason_fields(reason)
+        class_name, text = message.class_name, self.text
+        if text is not None:
+            class_name, full, summary = text(class_name), text(full), text(summary)
+            handler, exc_type, traceback = (
+                None if value is None else text(value) for value in (handler, exc_type, traceback)
+            )
+        stamp = self.now()
         return (
             message.raw_data,
-            text(message.class_name),
+            class_name,
             encode_attributes(message.attributes),
-            text(full),
-            text(summary),
-            *(None if value is None else text(value) for value in optional),
+            full,
+            summary,
+            handler,
+            exc_type,
+            traceback,
             stamp,
             stamp,
         )
@@ -137,19 +142,29 @@ class Dialect:
         ``seq > ?`` (the page's start), and their parameters."""
         where = ["seq > ?"]
         params: list[Any] = []
+        text, time = self.text or _same, self.time or _same
         if reason is not None:
             where.append(f"{self.find}(reason, ?) > 0")
-            params.append(self.text(reason))
+            params.append(text(reason))
         if handler is not None:
             where.append("handler = ?")
-            params.append(self.text(handler))
+            params.append(text(handler))
         if since is not None:
             where.append("dead_lettered_at >= ?")
-            params.append(self.time(utc(since, "since")))
+            params.append(time(utc(since, "since")))
         if before is not None:
             where.append("dead_lettered_at < ?")
-            params.append(self.time(utc(before, "before")))
+            params.append(time(utc(before, "before")))
         return " AND ".join(where), params
+
+    def now(self) -> Any:
+        """The time now, as the database keeps times."""
+        moment = datetime.now(UTC)
+        return moment if self.time is None else self.time(moment)
+
+
+def _same(value: Any) -> Any:
+    return value
 
 
 def _nul_free(value: str) -> str:
@@ -232,10 +247,6 @@ class SQLStore(DeadLetterStore):
     def _execute(self, what: str, query: Any, params: tuple[Any, ...] = ()) -> list[Any]:
         """The rows of ``query``; :class:`~missive.DLQError` saying ``what`` failed."""
 
-    def _now(self) -> Any:
-        """The time now, as the store keeps times."""
-        return self._sql.dialect.time(datetime.now(UTC))
-
     def record(self, message_id: bytes) -> DeadLetter:
         """The record of ``message_id``; see :meth:`DeadLetterStore.record`."""
         if type(message_id) is not bytes:
@@ -274,6 +285,8 @@ class SQLStore(DeadLetterStore):
         (_, message_id, raw_data, class_name, attributes, reason, summary, handler, exc_type,
          traceback, first, last, times) = row  # fmt: skip
         read_time = self._sql.dialect.read_time
+        if read_time is not None:
+            first, last = read_time(first), read_time(last)
         return dead_letter(
             self._classes,
             message_id,
@@ -281,8 +294,8 @@ class SQLStore(DeadLetterStore):
             class_name,
             attributes,
             (reason, summary, handler, exc_type, traceback),
-            read_time(first),
-            read_time(last),
+            first,
+            last,
             times,
         )
 
@@ -295,8 +308,7 @@ class SQLStore(DeadLetterStore):
         def fetch(after: int, count: int) -> list[Any]:
             return self._execute("list dead letters", self._sql.ids, (after, count))
 
-        for _, message_id in paged(fetch, None, PAGE):
-            yield message_id
+        return map(itemgetter(1), paged(fetch, None, PAGE))
 
     def __len__(self) -> int:
         count: int = self._execute("count", self._sql.count)[0][0]

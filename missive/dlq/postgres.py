@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from datetime import UTC, datetime
 from typing import Any
 
 from missive.errors import DLQError, MissingExtraError
@@ -159,7 +158,7 @@ class PostgresDLQ(SQLStore):
 
     def __setitem__(self, message_id: bytes, value: tuple[Message, str]) -> None:
         message, reason = checked_entry(message_id, value)
-        fields = POSTGRES.fields(message, reason, datetime.now(UTC))
+        fields = POSTGRES.fields(message, reason)
         what = f"store dead letter {message_id!r}"
         self._writable(what)
         for key in storage_keys(message_id, message.raw_data):
@@ -184,7 +183,7 @@ class PostgresDLQ(SQLStore):
             except psycopg.Error as exc:
                 raise DLQError(problem(self.where, exc, what, self._connections.dsn)) from None
             self._attempts_ready = True
-        rows = self._execute(what, self._sql.count_attempt, (message_id, self._now()))
+        rows = self._execute(what, self._sql.count_attempt, (message_id, self._sql.dialect.now()))
         return int(rows[0][0])
 
     def forget_attempts(self, message_id: bytes) -> None:

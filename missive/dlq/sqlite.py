@@ -23,7 +23,6 @@ import sqlite3
 import threading
 import weakref
 from collections.abc import Callable, Iterable
-from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from missive.dlq._codec import (
@@ -199,7 +198,7 @@ class SQLiteDLQ(SQLStore):
 
     def __setitem__(self, message_id: bytes, value: tuple[Message, str]) -> None:
         message, reason = checked_entry(message_id, value)
-        fields = self._sql.dialect.fields(message, reason, datetime.now(UTC))
+        fields = self._sql.dialect.fields(message, reason)
 
         def store(conn: sqlite3.Connection) -> bytes:
             for key in storage_keys(message_id, message.raw_data):
@@ -219,7 +218,7 @@ class SQLiteDLQ(SQLStore):
         rows = self._write(
             f"count an attempt at message {message_id!r}",
             lambda conn: conn.execute(
-                self._sql.count_attempt, (message_id, self._now())
+                self._sql.count_attempt, (message_id, self._sql.dialect.now())
             ).fetchall(),
         )
         return int(rows[0][0])
