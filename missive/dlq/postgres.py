@@ -40,7 +40,8 @@ from missive.dlq._postgres_ddl import INDEX_SUFFIX, SCHEMA_VERSION, Table, check
 from missive.dlq._postgres_errors import problem
 from missive.dlq._postgres_migrations import ensure_attempts, prepare
 from missive.dlq._postgres_session import resolve_schema
-from missive.dlq._sql import POSTGRES, SQLStore, Statements
+from missive.dlq._sql import POSTGRES, Statements
+from missive.dlq._sql_store import SQLStore
 from missive.message import Message
 
 __all__ = ["DEFAULT_TABLE", "SCHEMA_VERSION", "ConnectionPoolLike", "PostgresDLQ"]

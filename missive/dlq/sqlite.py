@@ -31,7 +31,8 @@ from missive.dlq._codec import (
     log_stored,
     storage_keys,
 )
-from missive.dlq._sql import SQLITE, SQLStore, Statements
+from missive.dlq._sql import SQLITE, Statements
+from missive.dlq._sql_store import SQLStore
 from missive.dlq._sqlite_file import FileIdentity
 from missive.dlq._sqlite_schema import (
     ATTEMPTS_TABLE,
