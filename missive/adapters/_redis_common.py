@@ -33,6 +33,7 @@ __all__ = [
     "redact",
     "redis_fault",
     "run_reconnecting",
+    "unblock_soon",
 ]
 
 logger = logging.getLogger("missive.adapters.redis")
@@ -77,6 +78,22 @@ def make_client(url: str, client_name: str | None, **options: Any) -> redis.Redi
         client_name=client_name,
         **options,
     )
+
+
+def unblock_soon(url: str, client_name: str | None, client_id: int) -> None:
+    """CLIENT UNBLOCK ``client_id`` from a short-lived thread and connection, best effort.
+
+    Safe from a signal handler: it only starts the thread.
+    """
+
+    def unblock() -> None:
+        try:
+            with make_client(url, client_name) as client:
+                client.client_unblock(client_id)
+        except redis.RedisError as exc:
+            logger.debug("could not wake a blocked read up: %s", exc)
+
+    threading.Thread(target=unblock, name="missive-redis-unblock", daemon=True).start()
 
 
 def redis_fault(exc: BaseException) -> Fault:

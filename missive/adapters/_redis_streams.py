@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import threading
 import time
 from typing import Any
 
@@ -20,7 +19,9 @@ from missive.adapters._redis_common import (
     consumer_name,
     make_client,
     redact,
+    unblock_soon,
 )
+from missive.adapters._redis_groups import Entry, StreamGroup
 from missive.processor import Processor
 from missive.runtime.transport import Batch, Capability, Fault
 
@@ -33,15 +34,8 @@ DEFAULT_STREAM = "missive"
 #: The consumer group :class:`RedisStreamsAdapter` reads in when given none.
 DEFAULT_GROUP = "missive"
 
-_Entry = tuple[bytes, dict[bytes, bytes]]
-_CAPABILITIES = (
-    Capability.REDELIVERY
-    | Capability.DELIVERY_COUNTS
-    | Capability.HAND_BACK
-    | Capability.PERSISTENCE
-    | Capability.CONSUMER_GROUPS
-    | Capability.ORDERED
-)
+_CAPABILITIES = Capability.REDELIVERY | Capability.DELIVERY_COUNTS | Capability.HAND_BACK
+_CAPABILITIES |= Capability.PERSISTENCE | Capability.CONSUMER_GROUPS | Capability.ORDERED
 
 
 class RedisStreamsAdapter(RedisAdapterBase[M]):
@@ -164,14 +158,16 @@ class _StreamsTransport(RedisTransportBase):
     def __init__(self, adapter: RedisStreamsAdapter[Any]) -> None:
         self.adapter = adapter
         self.stream, self.group, self.consumer = adapter.stream, adapter.group, adapter.consumer
+        self.groups = StreamGroup(
+            self.stream, self.group, self.consumer, adapter.start_id, adapter.claim_idle_ms
+        )
         self.ack_limit = adapter.batch_size
         self.redelivery_note = (
             f"It is not acked and will be delivered again after {adapter.claim_idle_ms} ms."
         )
         self._batch = Batch()
         self._client: redis.Redis | None = None
-        # CLIENT ID of the connection that reads, for wake() to unblock its read.
-        self._client_id: int | None = None
+        self._client_id: int | None = None  # for wake() to unblock the read
         # Ids settled but not yet XACKed: kept across reconnections, sent by the next.
         self._owed: list[bytes] = []
         self._lost = False  # the connection failed: close() keeps the owed acks
@@ -187,14 +183,14 @@ class _StreamsTransport(RedisTransportBase):
     def connect(self) -> None:
         """Connect, make the group if it is missing, and note the connection's id."""
         adapter = self.adapter
-        self._lost = False
-        self._next_claim, self._cursor = 0.0, "0-0"
+        self._lost, self._next_claim, self._cursor = False, 0.0, "0-0"
         client = make_client(
             adapter.url, adapter.client_name, socket_timeout=adapter.poll_timeout + 30
         )
         self._client = client
-        if self._create_group(client) and adapter._had_group:
-            self._group_gone("when reconnecting")
+        if self.groups.create(client) and adapter._had_group:
+            self.groups.gone("when reconnecting")
+            self._owed.clear()  # its pending list went with it, so the acks owed are moot
         adapter._had_group = True
         # The client only ever uses one connection at a time, so one connection.
         self._client_id = client.client_id()
@@ -213,25 +209,25 @@ class _StreamsTransport(RedisTransportBase):
         client = self._client
         assert client is not None
         now = time.monotonic()
-        entries: list[_Entry] = []
+        entries: list[Entry] = []
         counts: list[int] | None = None
         if now >= self._next_claim:
             self.flush()
-            entries, counts = self._claim(client)
+            self._cursor, entries, counts = self.groups.claim(client, self._cursor)
             if self._cursor in (b"0-0", "0-0"):  # went round the whole pending list
                 self._next_claim = now + self._claim_every
         if not entries:
-            wait = min(timeout, self._next_claim - now)
+            block = max(1, round(min(timeout, self._next_claim - now) * 1000))
             pipe = client.pipeline(transaction=False)
             owed = self._owed
             if owed:
                 pipe.xack(self.stream, self.group, *owed)
-            block = max(1, round(wait * 1000))
             pipe.xreadgroup(self.group, self.consumer, self._streams, max_messages, block)
             try:
                 read = pipe.execute()[-1]
             except redis.ResponseError as exc:
-                self._recreate_group(client, exc)
+                self.groups.recreate(client, exc)
+                owed.clear()  # the group's pending list went with it
                 return batch
             owed.clear()
             if not read:
@@ -261,14 +257,11 @@ class _StreamsTransport(RedisTransportBase):
         if others:
             attributes["fields"] = others
         data = fields.get(field)
-        problem = (
-            None
-            if data is not None
-            else f"stream entry has no {adapter.field!r} field to read the message from"
-        )
-        self._batch.add(
-            b"" if data is None else data, entry_id, attributes, entry_id, count, problem
-        )
+        problem = f"stream entry has no {adapter.field!r} field to read the message from"
+        if data is not None:
+            self._batch.add(data, entry_id, attributes, entry_id, count)
+        else:
+            self._batch.add(b"", entry_id, attributes, entry_id, count, problem)
 
     def ack(self, handles: list[Any]) -> None:
         """Owe XACKs for ``handles``: sent with the next read, by flush() or close()."""
@@ -284,46 +277,14 @@ class _StreamsTransport(RedisTransportBase):
             self._owed.clear()
 
     def hand_back(self, batch: Batch, start: int) -> None:
-        """Leave unstarted entries pending but idle, so that any consumer claims them at once.
-
-        Their delivery count is set back by the delivery that did not happen.
-        """
-        client = self._client
-        assert client is not None
-        by_count: dict[int, list[Any]] = {}
-        for entry_id, count in zip(batch.handles[start:], batch.counts[start:], strict=True):
-            by_count.setdefault(count or 1, []).append(entry_id)
-        pipe = client.pipeline(transaction=False)
-        for count, ids in by_count.items():
-            pipe.xclaim(
-                self.stream,
-                self.group,
-                self.consumer,
-                0,
-                ids,
-                idle=self.adapter.claim_idle_ms,
-                retrycount=count - 1,
-                justid=True,
-            )
-        pipe.execute()
-        logger.info(
-            "handed back %d unstarted entries of stream %r", len(batch) - start, self.stream
-        )
+        """Make the unstarted entries claimable at once, their delivery count unchanged."""
+        assert self._client is not None
+        self.groups.hand_back(self._client, batch.handles[start:], batch.counts[start:])
 
     def wake(self, from_signal: bool) -> None:
-        """Unblock a waiting read, from a short-lived thread and connection (best effort)."""
-        client_id = self._client_id
-        if client_id is not None:
-            threading.Thread(
-                target=self._unblock, args=(client_id,), name="missive-redis-unblock", daemon=True
-            ).start()
-
-    def _unblock(self, client_id: int) -> None:
-        try:
-            with make_client(self.adapter.url, self.adapter.client_name) as client:
-                client.client_unblock(client_id)
-        except redis.RedisError as exc:
-            logger.debug("could not wake the stream read up on stop: %s", exc)
+        """Unblock a waiting read (best effort: else it ends after ``block_ms``)."""
+        if self._client_id is not None:
+            unblock_soon(self.adapter.url, self.adapter.client_name, self._client_id)
 
     def fault(self, exc: BaseException) -> Fault:
         """Reconnect on a connection error (keeping the owed acks); stop on any other."""
@@ -338,7 +299,8 @@ class _StreamsTransport(RedisTransportBase):
             if not self._lost:
                 with contextlib.suppress(redis.RedisError):
                     self.flush()
-                    self._leave_group(client)
+                    if self.adapter._own_consumer:  # a generated name is never used again
+                        self.groups.leave(client)
             self._client = None
             client.close()
             if self._lost:
@@ -350,71 +312,3 @@ class _StreamsTransport(RedisTransportBase):
                 len(self._owed),
             )
             self._owed.clear()
-
-    def _leave_group(self, client: redis.Redis) -> None:
-        # A generated consumer name is never used again: remove it once it holds nothing.
-        if self.adapter._own_consumer and not client.xpending_range(
-            self.stream, self.group, "-", "+", 1, consumername=self.consumer
-        ):
-            client.xgroup_delconsumer(self.stream, self.group, self.consumer)
-
-    def _create_group(self, client: redis.Redis) -> bool:
-        # Whether the group was missing (and so was made, with the stream if need be).
-        try:
-            client.xgroup_create(self.stream, self.group, id=self.adapter.start_id, mkstream=True)
-        except redis.ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
-            return False
-        return True
-
-    def _recreate_group(self, client: redis.Redis, exc: redis.ResponseError) -> None:
-        # NOGROUP: no such stream or group; UNBLOCKED: the stream went while we waited.
-        if not str(exc).rpartition("caused error: ")[2].startswith(("NOGROUP", "UNBLOCKED")):
-            raise exc
-        self._group_gone("while consuming")
-        self._create_group(client)
-
-    def _group_gone(self, when: str) -> None:
-        # Its pending list went with it, so the acks owed to it are moot.
-        logger.warning(
-            "stream %r group %r was gone %s (deleted, or Redis restarted without keeping "
-            "it on disk); made it again, reading from %r: entries the old group had not "
-            "seen acked are delivered again only if the stream still holds them after "
-            "that id, and are otherwise lost. To keep streams across restarts, run Redis "
-            "with appendonly yes (docs/redis.md, When Redis restarts)",
-            self.stream,
-            self.group,
-            when,
-            self.adapter.start_id,
-        )
-        self._owed.clear()
-
-    def _claim(self, client: redis.Redis) -> tuple[list[_Entry], list[int] | None]:
-        # Entries idle for claim_idle_ms (nacked, or read by a consumer that died), one
-        # at a time: one of them may crash its worker, and every entry claimed with it
-        # would have its delivery count raised by each crash, then be dead-lettered as
-        # poison without ever being handled.
-        try:
-            self._cursor, claimed, *_ = client.xautoclaim(
-                self.stream,
-                self.group,
-                self.consumer,
-                self.adapter.claim_idle_ms,
-                self._cursor,
-                count=1,
-            )
-        except redis.ResponseError as exc:
-            self._recreate_group(client, exc)
-            self._cursor = "0-0"
-            return [], None
-        entries = [(entry_id, fields) for entry_id, fields in claimed if fields is not None]
-        if not entries:
-            return [], None
-        # Their delivery counts, which XAUTOCLAIM raised by one, from the pending list.
-        pipe = client.pipeline(transaction=False)
-        for entry_id, _ in entries:
-            pipe.xpending_range(self.stream, self.group, entry_id, entry_id, 1)
-        counts = [found[0]["times_delivered"] if found else 1 for found in pipe.execute()]
-        logger.info("claimed %d idle pending entries of stream %r", len(entries), self.stream)
-        return entries, counts
