@@ -162,8 +162,10 @@ class _StreamsTransport(RedisTransportBase):
             self.stream, self.group, self.consumer, adapter.start_id, adapter.claim_idle_ms
         )
         self.ack_limit = adapter.batch_size
+        # Follows the error's text, which says the entry is not acked.
         self.redelivery_note = (
-            f"It is not acked and will be delivered again after {adapter.claim_idle_ms} ms."
+            f"The entry stays pending in stream {self.stream!r} and is delivered again "
+            f"after {adapter.claim_idle_ms} ms."
         )
         self._batch = Batch()
         self._client: redis.Redis | None = None
@@ -234,16 +236,21 @@ class _StreamsTransport(RedisTransportBase):
                 return batch
             entries = read[0][1]
         field, fresh = self.adapter._field, self.adapter._attributes
-        bodies, ids, attributes = batch.bodies, batch.ids, batch.attributes
+        add_body, add_id, add_attributes = (
+            batch.bodies.append,
+            batch.ids.append,
+            batch.attributes.append,
+        )
+        add_count, add_handle = batch.counts.append, batch.handles.append
         for index, (entry_id, fields) in enumerate(entries):
             count = counts[index] if counts else 1
             data = fields.get(field)
             if data is not None and len(fields) == 1 and count == 1:
-                bodies.append(data)
-                ids.append(entry_id)
-                attributes.append(fresh)
-                batch.counts.append(1)
-                batch.handles.append(entry_id)
+                add_body(data)
+                add_id(entry_id)
+                add_attributes(fresh)  # one dict shared by every plain row
+                add_count(1)
+                add_handle(entry_id)
             else:
                 self._add_unusual(entry_id, fields, count)
         return batch
