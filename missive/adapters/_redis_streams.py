@@ -64,8 +64,9 @@ class RedisStreamsAdapter(RedisAdapterBase[M]):
       (no DLQ set, DLQ write failed), it is not acked: the error is logged with the
       entry id, and the entry is redelivered after ``claim_idle_ms``, counting
       towards ``max_deliveries``.
-    * **Connection loss**: logged, then the connection is re-established with
-      backoff and consumption goes on; acks that could not be sent are sent then.
+    * **Connection loss**: logged, then the connection is re-established, waiting
+      longer after each failure in a row, and consumption goes on; acks that could
+      not be sent are sent then.
     * **Group gone** (the stream deleted, or lost by a Redis restart that kept
       nothing on disk): the group is made again from ``start_id``, with a WARNING
       naming it, whether found gone while consuming or when reconnecting.
@@ -264,10 +265,10 @@ class _StreamsTransport(RedisTransportBase):
         if others:
             attributes["fields"] = others
         data = fields.get(field)
-        problem = f"stream entry has no {adapter.field!r} field to read the message from"
         if data is not None:
             self._batch.add(data, entry_id, attributes, entry_id, count)
         else:
+            problem = f"stream entry has no {adapter.field!r} field to read the message from"
             self._batch.add(b"", entry_id, attributes, entry_id, count, problem)
 
     def ack(self, handles: list[Any]) -> None:
