@@ -108,6 +108,7 @@ class Policy(Generic[M]):
 
     __slots__ = (
         "_count_key",
+        "_counted",
         "context",
         "count_in_dlq",
         "delays",
@@ -133,6 +134,7 @@ class Policy(Generic[M]):
         self.count_in_dlq = bool(caps & Capability.COUNT_IN_DLQ)
         self.delays = bool(caps & Capability.DELAYED_REQUEUE)
         self._count_key = transport.count_key
+        self._counted = transport.counted
         #: The reason a nacked message is dead-lettered with, without REDELIVERY.
         self.nacked_reason = f"nacked by its handler; {transport.cannot_redeliver}"
         #: What an error from the processor (no DLQ, DLQ write failed) means here.
@@ -165,6 +167,7 @@ class Policy(Generic[M]):
                     key = None
                 else:
                     count = attempts
+                    self._counted(message, stable_id, attempts)
         context = self.context
         try:
             if problem is not None:
