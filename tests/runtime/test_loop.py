@@ -290,9 +290,6 @@ class Recording(Observer):
         return attr
 
 
-@pytest.mark.xfail(
-    reason="dead_lettered is called by ProcessingContext (next commits)", strict=True
-)
 def test_the_events_of_each_outcome_come_in_order() -> None:
     dlq: dict[bytes, Any] = {}
     proc = processor(dlq)
