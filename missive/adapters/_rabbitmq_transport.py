@@ -19,7 +19,7 @@ from pika.adapters.blocking_connection import BlockingChannel, BlockingConnectio
 from pika.spec import Basic, BasicProperties
 
 from missive.adapters._rabbitmq_acks import Acks
-from missive.adapters._rabbitmq_causes import describe
+from missive.adapters._rabbitmq_causes import consume_refused, describe, login_refused
 from missive.message import Message
 from missive.runtime.transport import Batch, Capability, Fault, Transport
 
@@ -35,6 +35,7 @@ _FATAL_CONNECTION_ERRORS = (
 )
 # Channel close codes that a new connection cannot fix: 403 access refused, 404 no queue.
 _FATAL_CHANNEL_CODES = frozenset({403, 404})
+_CLOSED_CHANNEL = pika.exceptions.ChannelClosedByBroker
 
 
 class _ConsumerCancelledError(Exception):
@@ -45,13 +46,9 @@ class _RabbitMQTransport(Transport):
     """One connection and one channel; a consumer per queue whose callback fills a Batch."""
 
     capabilities: ClassVar[Capability] = (
-        Capability.REDELIVERY
-        | Capability.COUNT_IN_DLQ
-        | Capability.DELAYED_REQUEUE
-        | Capability.HAND_BACK
-        | Capability.PERSISTENCE
+        Capability.REDELIVERY | Capability.COUNT_IN_DLQ | Capability.DELAYED_REQUEUE
+        | Capability.HAND_BACK | Capability.ORDERED | Capability.PERSISTENCE
         | Capability.CONSUMER_GROUPS
-        | Capability.ORDERED
     )
     broker_name: ClassVar[str] = "RabbitMQ"
     loss_note: ClassVar[str] = "; unacked messages go back to their queue"
@@ -98,12 +95,8 @@ class _RabbitMQTransport(Transport):
     ) -> Callable[[BlockingChannel, Basic.Deliver, BasicProperties, bytes], None]:
         """The consumer callback for ``queue``: the per-message hot path, one row per call."""
         batch = self._batch
-        add_body, add_id, add_attributes = (
-            batch.bodies.append,
-            batch.ids.append,
-            batch.attributes.append,
-        )
-        add_count, add_handle = batch.counts.append, batch.handles.append
+        add_body, add_id, add_count = batch.bodies.append, batch.ids.append, batch.counts.append
+        add_attributes, add_handle = batch.attributes.append, batch.handles.append
 
         def on_message(
             channel: BlockingChannel,
@@ -216,20 +209,10 @@ class _RabbitMQTransport(Transport):
 
     def fault(self, exc: BaseException) -> Fault:
         if isinstance(exc, _FATAL_CONNECTION_ERRORS):
-            exc.add_note(
-                f"RabbitMQ at {self.where()} refused the login ({describe(exc)}): "
-                "check the user, password and vhost in the URL, then start again"
-            )
+            exc.add_note(login_refused(exc, self.where()))
             return Fault.FATAL
-        if (
-            isinstance(exc, pika.exceptions.ChannelClosedByBroker)
-            and exc.reply_code in _FATAL_CHANNEL_CODES
-        ):
-            exc.add_note(
-                f"RabbitMQ at {self.where()} would not let us consume "
-                f"{', '.join(self._queues)} ({describe(exc)}): declare the "
-                "queues and grant the user read access, then start again"
-            )
+        if isinstance(exc, _CLOSED_CHANNEL) and exc.reply_code in _FATAL_CHANNEL_CODES:
+            exc.add_note(consume_refused(exc, self.where(), self._queues))
             return Fault.FATAL
         if isinstance(exc, pika.exceptions.AMQPError | _ConsumerCancelledError):
             return Fault.RECONNECT
