@@ -72,7 +72,7 @@ class RabbitMQAdapter(Adapter[M]):
     **Shutdown.** :meth:`stop` (thread-safe) or SIGINT/SIGTERM (when :meth:`run` is on
     the main thread): the message in hand is finished and settled, the owed acks are
     sent, the consumers are cancelled and the prefetched messages not yet started are
-    handed back (left unacked, so that closing the channel requeues them), the
+    handed back (rejected with requeue: back in the queue at once), the
     ``after_processing`` hooks run and the connection is closed. Python cannot cut a
     running handler short, so there is no drain timeout: a stop waits for the handler
     in progress to return.
