@@ -6,7 +6,7 @@ import enum
 import logging
 from time import perf_counter
 from types import TracebackType
-from typing import TYPE_CHECKING, Generic
+from typing import TYPE_CHECKING, Any, Generic
 
 from missive._names import callable_name
 from missive._types import HandlingHook, M, ProcessingHook
@@ -120,6 +120,9 @@ class ProcessingContext(Generic[M]):
         self.processor = processor
         #: An attribute bag for the whole run, shared by every hook and handler.
         self.state = State()
+        # Bound once per run: process() is the hot path.
+        self._router = processor.router
+        self._observing = processor.observers._list
 
     def __enter__(self) -> ProcessingContext[M]:
         try:
@@ -168,27 +171,53 @@ class ProcessingContext(Generic[M]):
         processor = self.processor
         hctx: HandlingContext[M] = HandlingContext(message, self)
         failure: DeadLetterReason | None = None
-        obs = processor.observers
-        # The list, not ``obs``: its truth test is a C call, that of Observers a Python one.
-        observing = obs._list
+        # The list, not the Observers: its truth test is a C call, not a Python one.
+        observing = self._observing
         started = 0.0
         if observing:
+            obs = processor.observers
             obs.handling_started(self, hctx)
             started = perf_counter()
         hooks = processor.before_handling_hooks
         if hooks:
             failure = self._run_before_handling_hooks(hooks, hctx)
         if failure is None:
-            found = processor.router.match(message)
-            if found.__class__ is Route:
-                handler, name = found
-                hctx.handler_name = name
-                try:
-                    handler(message, hctx)
-                except Exception as exc:
-                    failure = raised(f"handler {name!r}", exc, name)
+            # Router.match, inlined (this is the hot path; a call costs ~10% here).
+            # The decisions that are not one match stay in the router's methods.
+            router = self._router
+            matched = 0
+            found: Route | None = None
+            route: Route | None = None
+            current: Any = None
+            try:
+                for current, table in router.indexes:
+                    value = current.extract(message)
+                    try:
+                        entries = table.get(value)
+                    except TypeError:  # an unhashable value (a list, a dict) is no key
+                        continue
+                    if entries:
+                        for current, route in entries:
+                            if current is None or current(message):
+                                matched += 1
+                                found = route
+                for current, route in router.plain:
+                    if current(message):
+                        matched += 1
+                        found = route
+            except Exception as exc:
+                failure = router.matcher_failed(current, route, exc).reason
             else:
-                failure = found.reason  # type: ignore[union-attr]  # a NoRoute
+                if matched == 1:
+                    assert found is not None
+                    handler, name = found
+                    hctx.handler_name = name
+                    try:
+                        handler(message, hctx)
+                    except Exception as exc:
+                        failure = raised(f"handler {name!r}", exc, name)
+                else:
+                    failure = router.no_route(matched, message).reason
         hooks = processor.after_handling_hooks
         if hooks:
             hctx.failure = failure

@@ -173,13 +173,20 @@ class Router(Generic[M]):
                     matched += 1
                     found = route
         except Exception as exc:
-            # ``current`` is the field or the matcher that raised; a matcher's handler
-            # is ``route``'s, a field's every handler indexed on it.
-            handlers = self.readers(current) or (() if route is None else (route.name,))
-            return NoRoute("error", raised(describe_matcher(current, handlers), exc))
+            return self.matcher_failed(current, route, exc)
         if matched == 1:
             assert found is not None
             return found
+        return self.no_route(matched, message)
+
+    def matcher_failed(self, current: Any, route: Route | None, exc: Exception) -> NoRoute:
+        """The NoRoute when ``current`` (a field or a matcher, last tried for ``route``) raised."""
+        # A matcher's handler is ``route``'s; a field's, every handler indexed on it.
+        handlers = self.readers(current) or (() if route is None else (route.name,))
+        return NoRoute("error", raised(describe_matcher(current, handlers), exc))
+
+    def no_route(self, matched: int, message: M) -> NoRoute:
+        """The NoRoute when ``matched`` handlers (0, or 2 and more) matched ``message``."""
         if not matched:
             return _UNMATCHED
         return self._several(message)
