@@ -29,9 +29,11 @@ from missive.adapters._wsgi_http import (
 )
 from missive.adapters._wsgi_signature import HMACSignature, SignatureVerifier, StripeSignature
 from missive.adapters.base import Adapter
-from missive.context import Outcome, ProcessingContext
+from missive.context import ProcessingContext
 from missive.errors import DLQWriteError, HandlingError
 from missive.processor import Processor
+from missive.runtime.policy import Verdict
+from missive.runtime.push import PushDelivery
 
 __all__ = [
     "DEFAULT_DROP_HEADERS",
@@ -46,6 +48,9 @@ logger = logging.getLogger("missive.adapters.wsgi")
 #: Headers left out of message attributes by default: credentials do not belong in a DLQ.
 DEFAULT_DROP_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
 _MAX_ID_LENGTH = 256
+_ACK = Verdict.ACK
+_DEAD_LETTERED = Verdict.DEAD_LETTERED
+_REQUEUE = Verdict.REQUEUE
 
 
 class WSGIAdapter(Adapter[M]):
@@ -69,7 +74,9 @@ class WSGIAdapter(Adapter[M]):
     **Processing hooks** run once per process: ``before_processing`` on the first
     request (or :meth:`start`), under a lock, and ``after_processing`` on
     :meth:`close`, which runs at interpreter exit (``atexit``) or from a server hook
-    such as gunicorn's ``worker_exit``. A forked child starts its own run.
+    such as gunicorn's ``worker_exit``. A forked child starts its own run. Observers
+    see ``worker_started`` there, ``worker_stopping`` on :meth:`close`, and the
+    delivery events of each message (a 503 is ``requeued``, a 500 neither settled).
 
     **Threads**: requests may be processed on several threads at once (gunicorn
     ``--threads``), so handlers must be thread-safe. :meth:`close` waits for the
@@ -131,6 +138,8 @@ class WSGIAdapter(Adapter[M]):
     def _reset(self) -> None:
         self._lock = threading.Condition()
         self._context: ProcessingContext[M] | None = None
+        # Set with the context, and reset with it on close: a request's gate.
+        self._push: PushDelivery[M] | None = None
         self._closed = False
         self._active: list[None] = []  # one item per request in progress
 
@@ -156,7 +165,11 @@ class WSGIAdapter(Adapter[M]):
             if self._context is None:
                 context = self.processor.context()
                 context.__enter__()
-                self._context = context
+                push = PushDelivery(self, context)
+                observers = self.processor.observers
+                if observers:  # before any request can see the context
+                    observers.worker_started(self)
+                self._context, self._push = context, push
                 atexit.register(self.close)
                 self._set_ready()
                 logger.info("processing started in process %d", os.getpid())
@@ -181,35 +194,38 @@ class WSGIAdapter(Adapter[M]):
                     len(self._active),
                     timeout,
                 )
-            context, self._context = self._context, None
+            context, self._context, self._push = self._context, None, None
         atexit.unregister(self.close)
         if context is not None:
+            observers = self.processor.observers
+            if observers:
+                observers.worker_stopping(self)
             logger.info("processing stopped in process %d", os.getpid())
             context.__exit__(None, None, None)
 
-    def _begin(self) -> ProcessingContext[M] | None:
-        """The running context with one more request in progress; ``None``: answer 503."""
+    def _begin(self) -> PushDelivery[M] | None:
+        """The running delivery with one more request in progress; ``None``: answer 503."""
         # Counted before the check, so that close() waits for it; list.append and
         # list.pop are atomic, which keeps locks off the common path.
         self._active.append(None)
-        context = self._context
-        if context is None or self._closed:
-            context = self._start_for_request()
-            if context is None:
+        push = self._push
+        if push is None or self._closed:
+            push = self._start_for_request()
+            if push is None:
                 self._end()
-        return context
+        return push
 
-    def _start_for_request(self) -> ProcessingContext[M] | None:
+    def _start_for_request(self) -> PushDelivery[M] | None:
         with self._lock:
             if self._closed:
                 return None
-            if self._context is None:
+            if self._push is None:
                 try:
                     self.start()
                 except Exception:
                     logger.exception("a before_processing hook failed; answering 503")
                     return None
-            return self._context
+            return self._push
 
     def _end(self) -> None:
         self._active.pop()
@@ -258,22 +274,19 @@ class WSGIAdapter(Adapter[M]):
             "headers": headers,
         }
         message = self.message_cls(body, message_id, attributes)
-        context = self._begin()
-        if context is None:
+        push = self._begin()
+        if push is None:
             return self._unavailable(start_response)
         try:
-            return self._process(context, message, start_response)
+            return self._process(push, message, start_response)
         finally:
             self._end()
 
     def _process(
-        self, context: ProcessingContext[M], message: M, start_response: StartResponse
+        self, push: PushDelivery[M], message: M, start_response: StartResponse
     ) -> list[bytes]:
         try:
-            outcome = context.process(message)
-        except (HandlingError, DLQWriteError) as exc:
-            _log_failure(message, exc)
-            return self._failed(message, start_response)
+            verdict = push.deliver(message)
         except Exception as exc:
             logger.error(
                 "message %r (%d bytes): processing raised %s; answered 500 so that the "
@@ -284,14 +297,20 @@ class WSGIAdapter(Adapter[M]):
             )
             logger.debug("the error for message %r", message.message_id, exc_info=True)
             return self._failed(message, start_response)
-        if outcome is Outcome.ACKED:
+        if verdict is _ACK:
             return respond_outcome(start_response, 200, "acked", message.message_id)
-        if outcome is Outcome.DEAD_LETTERED:
+        if verdict is _DEAD_LETTERED:
             return respond_outcome(start_response, 202, "dead-lettered", message.message_id)
-        logger.debug("message %r nacked: answered 503", message.message_id)
-        return respond_outcome(
-            start_response, 503, "nacked", message.message_id, self._retry_headers
-        )
+        if verdict is _REQUEUE:
+            logger.debug("message %r nacked: answered 503", message.message_id)
+            return respond_outcome(
+                start_response, 503, "nacked", message.message_id, self._retry_headers
+            )
+        if isinstance(verdict, Verdict):  # RETRY, LOST, STOP: not from a push delivery
+            logger.error("message %r: verdict %s; answered 500", message.message_id, verdict)
+        else:
+            _log_failure(message, verdict)
+        return self._failed(message, start_response)
 
     def _failed(self, message: M, start_response: StartResponse) -> list[bytes]:
         document = {

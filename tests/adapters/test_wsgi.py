@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 
 import missive
+import missive.events
 from missive.adapters.wsgi import HMACSignature, StripeSignature, WSGIAdapter
 
 SECRET = b"s3cret"
@@ -610,6 +611,93 @@ def test_close_waits_for_the_request_in_progress() -> None:
     request.join(5)
     closer.join(5)
     assert recorder.events == ["before", "handled", "after"]
+
+
+# -- observers -----------------------------------------------------------------------
+
+
+class EventLog(missive.events.Observer):
+    """Records the adapter and delivery events (the processing context's are left out)."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, Any]] = []
+
+    def worker_started(self, adapter: Any) -> None:
+        self.events.append(("worker_started", adapter))
+
+    def worker_stopping(self, adapter: Any) -> None:
+        self.events.append(("worker_stopping", adapter))
+
+    def message_received(self, message: missive.Message, delivery_count: int | None) -> None:
+        self.events.append(("message_received", delivery_count))
+
+    def acked(self, message: missive.Message) -> None:
+        self.events.append(("acked", message.message_id))
+
+    def requeued(self, message: missive.Message, delay: float) -> None:
+        self.events.append(("requeued", delay))
+
+
+def observed(action: str, dlq: Any = None) -> tuple[WSGIAdapter[Any], EventLog]:
+    recorder = Recorder(action)
+    if dlq is not None:
+        recorder.processor.set_dlq(dlq)
+    adapter = adapter_for(recorder)
+    log = adapter.add_observer(EventLog())
+    assert isinstance(log, EventLog)
+    return adapter, log
+
+
+def test_observers_see_start_delivery_ack_and_stop() -> None:
+    adapter, log = observed("ack")
+    response = call(adapter, body=b"x")
+    adapter.close()
+    message_id = response.json["message_id"].encode()
+    assert log.events == [
+        ("worker_started", adapter),
+        ("message_received", 1),
+        ("acked", message_id),
+        ("worker_stopping", adapter),
+    ]
+
+
+def test_observers_see_a_dead_letter_acked_and_a_nack_requeued() -> None:
+    adapter, log = observed("raise", dlq={})
+    stored = call(adapter, body=b"x")
+    adapter.close()
+    assert stored.status == 202
+    assert ("acked", stored.json["message_id"].encode()) in log.events
+    adapter, log = observed("nack")
+    nacked = call(adapter, body=b"x")
+    adapter.close()
+    assert nacked.status == 503
+    assert log.events[1:3] == [("message_received", 1), ("requeued", 0.0)]
+
+
+def test_observers_see_no_settling_of_a_message_answered_500() -> None:
+    adapter, log = observed("raise", dlq=FailingDLQ())
+    response = call(adapter, body=b"x")
+    adapter.close()
+    assert response.status == 500
+    assert [event for event, _ in log.events] == [
+        "worker_started",
+        "message_received",
+        "worker_stopping",
+    ]
+
+
+def test_worker_started_fires_once_and_stopping_not_without_a_start() -> None:
+    adapter, log = observed("ack")
+    adapter.start()
+    adapter.start()
+    call(adapter, body=b"x")
+    assert [event for event, _ in log.events].count("worker_started") == 1
+    adapter.close()
+    adapter.close()
+    assert [event for event, _ in log.events].count("worker_stopping") == 1
+    never_started, log = observed("ack")
+    never_started.close()
+    assert log.events == []
 
 
 # -- development server --------------------------------------------------------------
