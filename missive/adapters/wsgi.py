@@ -10,15 +10,14 @@ Standard library only. See ``docs/wsgi.md`` for status codes, limits and signatu
 
 from __future__ import annotations
 
-import atexit
 import logging
 import os
-import threading
 import weakref
 from collections.abc import Iterable
 from typing import Any
 
 from missive._typing import M
+from missive.adapters._wsgi_lifecycle import ProcessRun
 from missive.adapters._wsgi_request import RejectedError, request_message
 from missive.adapters._wsgi_response import (
     StartResponse,
@@ -32,7 +31,6 @@ from missive.adapters._wsgi_response import (
 )
 from missive.adapters._wsgi_signature import HMACSignature, SignatureVerifier, StripeSignature
 from missive.adapters.base import Adapter
-from missive.context import ProcessingContext
 from missive.processor import Processor
 from missive.runtime.policy import Verdict
 from missive.runtime.push import PushDelivery
@@ -135,17 +133,9 @@ class WSGIAdapter(Adapter[M]):
         self.body_timeout = body_timeout
         self.drop_headers = frozenset(name.lower() for name in drop_headers)
         self._retry_headers = [("Retry-After", str(retry_after))]
-        self._reset()
+        self._process_run: ProcessRun[M] = ProcessRun()
         ref = weakref.ref(self)
         os.register_at_fork(after_in_child=lambda: _reset_in_child(ref))
-
-    def _reset(self) -> None:
-        self._lock = threading.Condition()
-        self._context: ProcessingContext[M] | None = None
-        # Set with the context, and reset with it on close: a request's gate.
-        self._push: PushDelivery[M] | None = None
-        self._closed = False
-        self._active: list[None] = []  # one item per request in progress
 
     @property
     def app(self) -> WSGIAdapter[M]:
@@ -163,20 +153,7 @@ class WSGIAdapter(Adapter[M]):
         :raises Exception: whatever a ``before_processing`` hook raised; the next
             call (or request) tries again.
         """
-        with self._lock:
-            if self._closed:
-                raise RuntimeError("this WSGI adapter is closed; create a new one")
-            if self._context is None:
-                context = self.processor.context()
-                context.__enter__()
-                push = PushDelivery(self, context)
-                observers = self.processor.observers
-                if observers:  # before any request can see the context
-                    observers.worker_started(self)
-                self._context, self._push = context, push
-                atexit.register(self.close)
-                self._set_ready()
-                logger.info("processing started in process %d", os.getpid())
+        self._process_run.start(self)
 
     def close(self, timeout: float | None = None) -> None:
         """Stop taking messages, wait for those in progress, run the ``after_processing`` hooks.
@@ -189,53 +166,7 @@ class WSGIAdapter(Adapter[M]):
             (``None``: as long as they take). The hooks run after it either way.
         :raises Exception: what an ``after_processing`` hook raised.
         """
-        with self._lock:
-            self._closed = True
-            self.stop()
-            if not self._lock.wait_for(lambda: not self._active, timeout):
-                logger.warning(
-                    "closing with %d requests still in progress after %ss",
-                    len(self._active),
-                    timeout,
-                )
-            context, self._context, self._push = self._context, None, None
-        atexit.unregister(self.close)
-        if context is not None:
-            observers = self.processor.observers
-            if observers:
-                observers.worker_stopping(self)
-            logger.info("processing stopped in process %d", os.getpid())
-            context.__exit__(None, None, None)
-
-    def _begin(self) -> PushDelivery[M] | None:
-        """The running delivery with one more request in progress; ``None``: answer 503."""
-        # Counted before the check, so that close() waits for it; list.append and
-        # list.pop are atomic, which keeps locks off the common path.
-        self._active.append(None)
-        push = self._push
-        if push is None or self._closed:
-            push = self._start_for_request()
-            if push is None:
-                self._end()
-        return push
-
-    def _start_for_request(self) -> PushDelivery[M] | None:
-        with self._lock:
-            if self._closed:
-                return None
-            if self._push is None:
-                try:
-                    self.start()
-                except Exception:
-                    logger.exception("a before_processing hook failed; answering 503")
-                    return None
-            return self._push
-
-    def _end(self) -> None:
-        self._active.pop()
-        if self._closed:
-            with self._lock:
-                self._lock.notify_all()
+        self._process_run.close(self, timeout)
 
     # -- requests -------------------------------------------------------------------
 
@@ -255,13 +186,14 @@ class WSGIAdapter(Adapter[M]):
             message = request_message(self, environ, path)
         except RejectedError as rejected:
             return refused(start_response, path, rejected)
-        push = self._begin()
+        run = self._process_run
+        push = run.begin(self)
         if push is None:
             return self._unavailable(start_response)
         try:
             return self._process(push, message, start_response)
         finally:
-            self._end()
+            run.end()
 
     def _process(
         self, push: PushDelivery[M], message: M, start_response: StartResponse
@@ -294,9 +226,10 @@ class WSGIAdapter(Adapter[M]):
             document = {"status": "method not allowed"}
             return respond(start_response, 405, document, [("Allow", "GET, HEAD")])
         head = method == "HEAD"
-        if self._begin() is None:
+        run = self._process_run
+        if run.begin(self) is None:
             return self._unavailable(start_response, head)
-        self._end()
+        run.end()
         return respond(start_response, 200, {"status": "ok"}, head=head)
 
     # -- development server ----------------------------------------------------------
@@ -316,6 +249,4 @@ class WSGIAdapter(Adapter[M]):
 def _reset_in_child(ref: weakref.ref[WSGIAdapter[Any]]) -> None:
     adapter = ref()
     if adapter is not None:
-        closed = adapter._closed
-        adapter._reset()
-        adapter._closed = closed
+        adapter._process_run = ProcessRun(adapter._process_run.closed)
