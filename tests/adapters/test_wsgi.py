@@ -25,6 +25,8 @@ import pytest
 
 import missive
 import missive.events
+import missive.runtime
+import missive.runtime.push
 from missive.adapters.wsgi import HMACSignature, StripeSignature, WSGIAdapter
 
 SECRET = b"s3cret"
@@ -240,6 +242,35 @@ def test_failure_logs_id_and_reason_but_never_the_payload(
     assert response.json["message_id"] in logged
     assert "ValueError" in logged
     assert PAYLOAD_SECRET not in logged
+
+
+def test_an_error_processing_should_never_raise_answers_500_and_is_logged_as_a_bug(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(self: Any, message: missive.Message, count: int | None = 1) -> Any:
+        raise RuntimeError(PAYLOAD_SECRET)
+
+    monkeypatch.setattr(missive.runtime.push.PushDelivery, "deliver", broken)
+    adapter = adapter_for(Recorder())
+    with caplog.at_level(logging.INFO):
+        response = call(adapter, body=b"x")
+    adapter.close()
+    assert response.status == 500
+    assert response.json["status"] == "failed"
+    logged = "\n".join(r.getMessage() for r in caplog.records if r.levelno >= logging.INFO)
+    assert "processing raised RuntimeError" in logged
+    assert PAYLOAD_SECRET not in logged
+
+
+def test_a_verdict_a_push_delivery_never_gives_answers_500(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    retry = missive.runtime.Verdict.RETRY
+    monkeypatch.setattr(missive.runtime.push.PushDelivery, "deliver", lambda *args: retry)
+    adapter = adapter_for(Recorder())
+    response = call(adapter, body=b"x")
+    adapter.close()
+    assert response.status == 500
 
 
 # -- limits, methods and paths -------------------------------------------------------
