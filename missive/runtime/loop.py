@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Generic, NoReturn
 from missive._typing import M
 from missive.errors import DLQWriteError, HandlingError
 from missive.runtime.backoff import Backoff
-from missive.runtime.policy import Policy, Verdict
+from missive.runtime.policy import Policy, Requeue, Verdict
 from missive.runtime.signals import stop_on_signals
 from missive.runtime.transport import Batch, Capability, Fault, Transport
 
@@ -163,8 +163,11 @@ class DeliveryLoop(Generic[M]):
                     if acks:  # settle in delivery order: the earlier rows first
                         ack(acks)
                         acks.clear()
-                    if verdict is _REQUEUE:
-                        delay = policy.nack_delay(count)
+                    if verdict is _REQUEUE or isinstance(verdict, Requeue):
+                        if isinstance(verdict, Requeue):  # the DLQ counted its redeliveries
+                            delay = verdict.delay
+                        else:
+                            delay = policy.nack_delay(count)
                         requeue(handles[i], delay)
                         if observers:
                             observers.requeued(message, delay)
@@ -193,8 +196,8 @@ class DeliveryLoop(Generic[M]):
             transport.ack([batch.handles[i]])
             if observers:
                 observers.acked(message)
-        elif verdict is _REQUEUE:
-            delay = policy.nack_delay(count)
+        elif verdict is _REQUEUE or isinstance(verdict, Requeue):
+            delay = verdict.delay if isinstance(verdict, Requeue) else policy.nack_delay(count)
             transport.requeue(batch.handles[i], delay)
             if observers:
                 observers.requeued(message, delay)
@@ -206,7 +209,7 @@ class DeliveryLoop(Generic[M]):
         policy: Policy[M],
         message: M,
         handle: Any,
-        error: Verdict | HandlingError | DLQWriteError,
+        error: Verdict | Requeue | HandlingError | DLQWriteError,
     ) -> None:
         """A message neither handled nor stored: requeue it, log it as lost, or stop."""
         assert isinstance(error, HandlingError | DLQWriteError)

@@ -206,3 +206,10 @@ class Transport(abc.ABC):
         default counts only those; ``None`` means not counted.
         """
         return message.message_id if stable_id else None
+
+    def counted(self, message: Message, stable_id: bool, attempts: int) -> None:  # noqa: B027
+        """Called once a redelivery of ``message`` is counted in the DLQ (COUNT_IN_DLQ).
+
+        ``attempts`` is its deliveries so far (2 on the first redelivery). A transport
+        may log here, say that a count by content is approximate; a no-op by default.
+        """
