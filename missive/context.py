@@ -122,7 +122,7 @@ class ProcessingContext(Generic[M]):
         self.state = State()
         # Bound once per run: process() is the hot path.
         self._router = processor.router
-        self._observing = processor.observers._list
+        self._observing = processor.observers
 
     def __enter__(self) -> ProcessingContext[M]:
         try:
@@ -171,7 +171,6 @@ class ProcessingContext(Generic[M]):
         processor = self.processor
         hctx: HandlingContext[M] = HandlingContext(message, self)
         failure: DeadLetterReason | None = None
-        # The list, not the Observers: its truth test is a C call, not a Python one.
         observing = self._observing
         started = 0.0
         if observing:
