@@ -31,6 +31,7 @@ from missive.testing.conformance.harness import (
     EXTERNAL_PUBLISHER,
     KILL_CONNECTION,
     PERSISTENCE,
+    PRODUCT_FLAGS,
     REDELIVERY,
     Harness,
 )
@@ -93,6 +94,23 @@ def publish_until_handled(harness: Harness, recorder: Recorder, prefix: bytes) -
 
 class AdapterSuite:
     """The adapter conformance tests; subclass it where a ``harness`` fixture exists."""
+
+    # -- what the transport says of itself -----------------------------------------------
+
+    def test_the_harness_declares_what_the_transport_can_do(self, harness: Harness) -> None:
+        # Given the adapter's transport, where it has one (a push adapter has none)
+        adapter = harness.adapter(missive.RawMessage, Recorder().processor)
+        try:
+            transport = adapter.transport()
+        except NotImplementedError:
+            pytest.skip(f"{harness.name} has no transport to compare its flags with")
+        transport.close()
+        # Then the harness declares exactly the product flags the transport does
+        declared = {name for name in PRODUCT_FLAGS if name in harness.capabilities}
+        actual = {
+            name for name, flag in PRODUCT_FLAGS.items() if flag in type(transport).capabilities
+        }
+        assert declared == actual, f"{type(transport).__name__}.capabilities"
 
     # -- delivery ---------------------------------------------------------------------
 

@@ -44,12 +44,20 @@ from collections.abc import Iterable
 from typing import Any, Protocol
 
 import missive
+from missive.runtime.transport import Capability
 
-#: Capability names used by the suite.
-REDELIVERY = "redelivery"  # a nacked or abandoned message comes back, same id
-PERSISTENCE = "persistence"  # messages published before any consumer runs are kept
-CONSUMER_GROUPS = "consumer_groups"  # several consumers share one queue without duplicates
-PATTERNS = "patterns"  # subscribe by pattern (Redis Pub/Sub psubscribe)
+#: Capability names used by the suite. The product's are the lower-case names of
+#: :class:`missive.runtime.Capability` flags: a harness whose adapter has a transport
+#: must declare exactly the flags its transport does (the suite checks it).
+REDELIVERY = Capability.REDELIVERY.name.lower()  # a nacked or abandoned message comes back
+PERSISTENCE = Capability.PERSISTENCE.name.lower()  # messages published before a consumer kept
+CONSUMER_GROUPS = Capability.CONSUMER_GROUPS.name.lower()  # consumers share a queue, no dups
+PATTERNS = Capability.PATTERNS.name.lower()  # subscribe by pattern (Redis Pub/Sub psubscribe)
+#: The product flags a harness declares by name (the others are the suite's own).
+PRODUCT_FLAGS = {
+    name: Capability[name.upper()] for name in (REDELIVERY, PERSISTENCE, CONSUMER_GROUPS, PATTERNS)
+}
+#: The suite's own flags: what the test setup can do, not the transport.
 KILL_CONNECTION = "kill_connection"  # the server can drop our connection on demand
 EXTERNAL_PUBLISHER = "external_publisher"  # a non-Python publisher is available
 
