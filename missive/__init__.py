@@ -4,6 +4,7 @@ The core imports only the standard library; each transport lives in
 ``missive.adapters.<name>`` and each DLQ backend in ``missive.dlq.<name>``.
 """
 
+from missive._types import DLQ, Handler, MatcherFunc
 from missive.adapters.base import Adapter
 from missive.context import HandlingContext, Outcome, ProcessingContext
 from missive.errors import (
@@ -17,8 +18,9 @@ from missive.errors import (
     MissiveError,
     RegistrationError,
 )
+from missive.matchers import Matcher
 from missive.message import JSONMessage, Message, RawMessage
-from missive.processor import DLQ, Handler, Matcher, Processor
+from missive.processor import Processor
 from missive.reason import DeadLetterReason
 from missive.state import State
 from missive.testing import TestClient
@@ -38,6 +40,7 @@ __all__ = [
     "JSONMessage",
     "Matcher",
     "MatcherError",
+    "MatcherFunc",
     "Message",
     "MessageDecodeError",
     "MissingExtraError",

@@ -1,20 +1,5 @@
-"""Type variables and aliases shared by the core modules."""
+"""The old import path of the message type variable (remove in 0.2): see missive._types."""
 
-from __future__ import annotations
-
-from typing import TYPE_CHECKING
-
-from missive.message import Message
-
-if TYPE_CHECKING:
-    # A default lets `missive.Processor()` mean `Processor[Message]` under mypy
-    # (PEP 696). Only the type checker needs typing_extensions; the runtime does not.
-    from typing_extensions import TypeVar
-
-    M = TypeVar("M", bound=Message, default=Message)
-else:
-    from typing import TypeVar
-
-    M = TypeVar("M", bound=Message)
+from missive._types import M
 
 __all__ = ["M"]

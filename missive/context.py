@@ -4,26 +4,28 @@ from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Callable
+from time import perf_counter
 from types import TracebackType
-from typing import TYPE_CHECKING, Generic
+from typing import TYPE_CHECKING, Any, Generic
 
-from missive._names import callable_name, describe_matcher
-from missive._typing import M
-from missive.errors import (
-    AlreadySettledError,
-    DLQWriteError,
-    HandlingError,
-    MatcherError,
-    MessageDecodeError,
-)
+from missive._names import callable_name
+from missive._types import HandlingHook, M, ProcessingHook
+from missive.errors import AlreadySettledError, DLQWriteError, HandlingError
 from missive.reason import DeadLetterReason
+from missive.routing import Route, raised
 from missive.state import State
 
-if TYPE_CHECKING:
-    from missive.processor import Handler, Processor
+if TYPE_CHECKING:  # processor.py imports this module at runtime
+    from missive.processor import Processor
 
-__all__ = ["HandlingContext", "Outcome", "ProcessingContext"]
+__all__ = [
+    "HandlingContext",
+    "HandlingHook",
+    "Outcome",
+    "ProcessingContext",
+    "ProcessingHook",
+    "callable_name",
+]
 
 logger = logging.getLogger("missive.processor")
 
@@ -50,15 +52,21 @@ class HandlingContext(Generic[M]):
     A handler must call exactly one of :meth:`ack` or :meth:`nack`.
     """
 
-    __slots__ = ("_state", "handler_name", "message", "outcome")
+    __slots__ = ("_state", "failure", "handler_name", "message", "outcome", "processing_ctx")
 
-    def __init__(self, message: M) -> None:
+    def __init__(self, message: M, processing_ctx: ProcessingContext[M] | None = None) -> None:
         #: The message being handled.
         self.message = message
+        #: The :class:`ProcessingContext` of the run handling it, whose ``state`` the
+        #: ``before_processing`` hooks set; ``None`` for a context built by hand.
+        self.processing_ctx = processing_ctx
         #: The name of the handler chosen for the message, once routing chose one.
         self.handler_name: str | None = None
         #: ACKED or NACKED once the handler settled the message, else ``None``.
         self.outcome: Outcome | None = None
+        #: Why the message cannot be handled, once that is known (the after_handling
+        #: hooks see it); ``None`` while nothing failed.
+        self.failure: DeadLetterReason | None = None
         self._state: State | None = None
 
     @property
@@ -98,10 +106,6 @@ class HandlingContext(Generic[M]):
         )
 
 
-ProcessingHook = Callable[["ProcessingContext[M]"], object]
-HandlingHook = Callable[["ProcessingContext[M]", HandlingContext[M]], object]
-
-
 class ProcessingContext(Generic[M]):
     """One run of a processor by an adapter: from startup to shutdown.
 
@@ -116,6 +120,9 @@ class ProcessingContext(Generic[M]):
         self.processor = processor
         #: An attribute bag for the whole run, shared by every hook and handler.
         self.state = State()
+        # Bound once per run: process() is the hot path.
+        self._router = processor.router
+        self._observing = processor.observers
 
     def __enter__(self) -> ProcessingContext[M]:
         try:
@@ -162,62 +169,71 @@ class ProcessingContext(Generic[M]):
         In both cases the message must not be acked.
         """
         processor = self.processor
-        hctx: HandlingContext[M] = HandlingContext(message)
+        hctx: HandlingContext[M] = HandlingContext(message, self)
         failure: DeadLetterReason | None = None
+        observing = self._observing
+        started = 0.0
+        if observing:
+            obs = processor.observers
+            obs.handling_started(self, hctx)
+            started = perf_counter()
         hooks = processor.before_handling_hooks
         if hooks:
             failure = self._run_before_handling_hooks(hooks, hctx)
         if failure is None:
-            # The routing of Router.candidates, inlined: this is the hot path.
-            router = processor.router
+            # Router.match, inlined (this is the hot path; a call costs ~10% here).
+            # The decisions that are not one match stay in the router's methods.
+            router = self._router
             matched = 0
-            handler: Handler[M] | None = None
-            name = candidate_name = ""
-            current: object = None
+            found: Route | None = None
+            route: Route | None = None
+            current: Any = None
             try:
                 for current, table in router.indexes:
                     value = current.extract(message)
                     try:
                         entries = table.get(value)
                     except TypeError:  # an unhashable value (a list, a dict) is no key
-                        entries = None
+                        continue
                     if entries:
-                        for current, candidate, candidate_name in entries:
+                        for current, route in entries:
                             if current is None or current(message):
                                 matched += 1
-                                handler, name = candidate, candidate_name
-                for current, candidate, candidate_name in router.plain:
+                                found = route
+                for current, route in router.plain:
                     if current(message):
                         matched += 1
-                        handler, name = candidate, candidate_name
+                        found = route
             except Exception as exc:
-                # ``current`` is the field or the matcher that raised; a matcher's
-                # handler is ``candidate_name``, a field's every handler indexed on it.
-                what = describe_matcher(current, router.readers(current) or (candidate_name,))
-                failure = _raised(what, exc, None)
+                failure = router.matcher_failed(current, route, exc).reason
             else:
                 if matched == 1:
-                    assert handler is not None
+                    assert found is not None
+                    handler, name = found
                     hctx.handler_name = name
                     try:
                         handler(message, hctx)
                     except Exception as exc:
-                        failure = _raised(f"handler {name!r}", exc, name)
-                elif matched:
-                    failure = self._several(message)
+                        failure = raised(f"handler {name!r}", exc, name)
                 else:
-                    failure = DeadLetterReason("no handler matched the message")
+                    failure = router.no_route(matched, message).reason
         hooks = processor.after_handling_hooks
         if hooks:
+            hctx.failure = failure
             failure = self._run_after_handling_hooks(hooks, hctx, failure)
         if failure is None:
             outcome = hctx.outcome
             if outcome is not None:
+                if observing:
+                    obs.handling_finished(self, hctx, outcome, perf_counter() - started)
                 return outcome
             failure = DeadLetterReason(
                 f"handler {hctx.handler_name!r} returned without acking or nacking the message",
                 handler=hctx.handler_name,
             )
+        hctx.failure = failure
+        if observing:
+            obs.handling_finished(self, hctx, None, perf_counter() - started)
         return self.dead_letter(message, failure)
 
     def dead_letter(self, message: M, reason: str) -> Outcome:
@@ -226,17 +242,28 @@ class ProcessingContext(Generic[M]):
         Adapters call it for messages they cannot give back to their transport (a
         nacked message on stdin, for example).
 
+        Observers see ``dead_lettered`` after the write, or ``dlq_write_failed``
+        (with ``error=None`` when no DLQ is set).
+
         :raises HandlingError: if no DLQ is set.
         :raises DLQWriteError: if the DLQ write failed.
         """
-        dlq = self.processor.dlq
+        processor = self.processor
+        dlq = processor.dlq
         if dlq is None:
+            obs = processor.observers
+            if obs:
+                full = reason if isinstance(reason, DeadLetterReason) else DeadLetterReason(reason)
+                obs.dlq_write_failed(message, full, None)
             raise HandlingError(message.message_id, reason) from getattr(reason, "exception", None)
         if not isinstance(reason, DeadLetterReason):
             reason = DeadLetterReason(reason)
         try:
             dlq[message.message_id] = (message, reason)
         except Exception as exc:
+            obs = processor.observers
+            if obs:
+                obs.dlq_write_failed(message, reason, exc)
             raise DLQWriteError(message.message_id, reason, exc) from exc
         logger.warning(
             "message %r (%d bytes) dead-lettered: %s",
@@ -244,6 +271,9 @@ class ProcessingContext(Generic[M]):
             len(message.raw_data),
             reason.summary,
         )
+        obs = processor.observers
+        if obs:
+            obs.dead_lettered(message, reason)
         return _DEAD_LETTERED
 
     def _run_before_handling_hooks(
@@ -254,7 +284,7 @@ class ProcessingContext(Generic[M]):
                 hook(self, hctx)
             except Exception as exc:
                 what = f"before_handling hook {callable_name(hook)!r}"
-                return _raised(what, exc, hctx.handler_name)
+                return raised(what, exc, hctx.handler_name)
         return None
 
     def _run_after_handling_hooks(
@@ -269,7 +299,7 @@ class ProcessingContext(Generic[M]):
             except Exception as exc:
                 if failure is None:
                     what = f"after_handling hook {callable_name(hook)!r}"
-                    failure = _raised(what, exc, hctx.handler_name)
+                    failure = hctx.failure = raised(what, exc, hctx.handler_name)
                 else:
                     logger.error(
                         "after_handling hook %r also raised %s for message %r",
@@ -278,25 +308,3 @@ class ProcessingContext(Generic[M]):
                         hctx.message.message_id,
                     )
         return failure
-
-    def _several(self, message: M) -> DeadLetterReason:
-        try:
-            found = self.processor.router.candidates(message)
-        except MatcherError as exc:  # it matched a moment ago: a matcher with state
-            return _raised(describe_matcher(exc.matcher, exc.handlers), exc.error, None)
-        names = ", ".join(name for _, name in found)
-        return DeadLetterReason(
-            f"{len(found)} handlers matched the message, exactly one must: {names}"
-        )
-
-
-def _raised(what: str, exc: Exception, handler: str | None) -> DeadLetterReason:
-    if isinstance(exc, MessageDecodeError):
-        return DeadLetterReason(
-            str(exc),
-            summary=f"could not decode the message: {exc.problem}",
-            handler=handler,
-            exc_type=type(exc).__qualname__,
-            exception=exc,
-        )
-    return DeadLetterReason.from_exception(what, exc, handler=handler)

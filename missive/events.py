@@ -89,17 +89,15 @@ class Observer:
         """On a stop, ``count`` messages received but not started went back to the transport."""
 
 
-class Observers:
-    """The registered observers, called in registration order.
+class Observers(list[Observer]):
+    """The registered observers (a list), called in registration order.
 
-    Falsy while empty, so a caller guards each event with one truth test and pays
-    nothing else when nobody observes.
+    Falsy while empty, and a list's truth test costs no Python call, so a caller
+    guards each event with ``if observers:`` and pays nothing else when nobody
+    observes. Register with :meth:`add`, which checks the type.
     """
 
-    __slots__ = ("_list",)
-
-    def __init__(self) -> None:
-        self._list: list[Observer] = []
+    __slots__ = ()
 
     def add(self, observer: Observer) -> None:
         """Register ``observer``; it sees every event from now on."""
@@ -107,16 +105,10 @@ class Observers:
             raise TypeError(
                 f"an observer must be a missive.events.Observer, not {type(observer).__name__}"
             )
-        self._list.append(observer)
-
-    def __bool__(self) -> bool:
-        return bool(self._list)
-
-    def __len__(self) -> int:
-        return len(self._list)
+        self.append(observer)
 
     def _call(self, event: str, *args: Any) -> None:
-        for observer in self._list:
+        for observer in self:
             try:
                 getattr(observer, event)(*args)
             except Exception:

@@ -2,26 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Generic
 
-from missive._typing import M
-from missive.context import HandlingContext, HandlingHook, ProcessingContext, ProcessingHook
+from missive._types import DLQ, Handler, HandlingHook, M, MatcherFunc, ProcessingHook
+from missive.context import ProcessingContext
 from missive.events import Observer, Observers
-from missive.message import Message
 from missive.routing import Router
 
 if TYPE_CHECKING:
     from missive.testing import TestClient
 
-__all__ = ["DLQ", "Handler", "Matcher", "Processor"]
+__all__ = ["DLQ", "Handler", "Matcher", "MatcherFunc", "Processor"]
 
-#: Any callable that says whether a message is for a handler.
-Matcher = Callable[[M], object]
-#: A handler: takes the message and its handling context, and acks or nacks it.
-Handler = Callable[[M, HandlingContext[M]], object]
-#: A dead-letter queue: any mutable mapping from message id to (message, reason).
-DLQ = MutableMapping[bytes, tuple[Message, str]]
+#: The old name of :data:`missive.MatcherFunc` (remove in 0.2).
+Matcher = MatcherFunc
 
 
 class Processor(Generic[M]):
@@ -50,7 +45,7 @@ class Processor(Generic[M]):
         #: Who sees every message and connection event (see :meth:`add_observer`).
         self.observers = Observers()
 
-    def handle_for(self, matcher: Matcher[M]) -> Callable[[Handler[M]], Handler[M]]:
+    def handle_for(self, matcher: MatcherFunc[M]) -> Callable[[Handler[M]], Handler[M]]:
         """Register the decorated function as the handler for messages ``matcher`` accepts.
 
         The handler is returned unchanged. Each message must be matched by exactly one
@@ -74,7 +69,7 @@ class Processor(Generic[M]):
         return register
 
     @property
-    def routes(self) -> list[tuple[Matcher[M], Handler[M], str]]:
+    def routes(self) -> list[tuple[MatcherFunc[M], Handler[M], str]]:
         """``(matcher, handler, handler name)`` for every handler, in registration order."""
         return self.router.routes
 

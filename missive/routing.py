@@ -1,22 +1,85 @@
-"""Router: finds the handlers whose matchers accept a message, using an index where it can."""
+"""Router: finds the handler whose matcher accepts a message, using an index where it can.
+
+The texts of every routing failure are defined here, once: the DLQ reasons and
+``missive routes check`` both use them.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable
-from typing import Any, Generic
+from typing import Any, Generic, NamedTuple
 
-from missive._names import callable_name, matcher_name
-from missive._typing import M
-from missive.context import HandlingContext
-from missive.errors import MatcherError, RegistrationError
+from missive._names import describe_matcher, matcher_name
+from missive._types import Handler, M, MatcherFunc, callable_name
+from missive.errors import MatcherError, MessageDecodeError, RegistrationError
 from missive.matchers import Field, IndexEntry, Matcher
+from missive.reason import DeadLetterReason
 
-__all__ = ["Router"]
+__all__ = [
+    "NO_HANDLER",
+    "SEVERAL",
+    "UNDECODABLE",
+    "NoRoute",
+    "Route",
+    "Router",
+    "raised",
+]
 
-MatcherFn = Callable[[M], object]
-HandlerFn = Callable[[M, HandlingContext[M]], object]
-# (extra condition or None, handler, handler name)
-_Entry = tuple[Callable[[Any], object] | None, HandlerFn[Any], str]
+#: The reason when no handler matches a message.
+NO_HANDLER = "no handler matched the message"
+#: The reason when several do (``count`` of them, their ``names`` joined by ", ").
+SEVERAL = "{count} handlers matched the message, exactly one must: {names}"
+#: The summary when a message could not be decoded (``problem``: the decode error's).
+UNDECODABLE = "could not decode the message: {problem}"
+
+
+class Route(NamedTuple):
+    """The one handler a message goes to, and its name; built once per handler."""
+
+    handler: Handler[Any]
+    name: str
+
+
+class NoRoute:
+    """Why a message goes to no handler.
+
+    ``kind`` is ``"unmatched"`` (no handler matches), ``"ambiguous"`` (several do)
+    or ``"error"`` (a matcher raised, or the message could not be decoded);
+    ``reason`` is the dead-letter reason.
+    """
+
+    __slots__ = ("kind", "reason")
+
+    def __init__(self, kind: str, reason: DeadLetterReason) -> None:
+        self.kind = kind
+        self.reason = reason
+
+    def __repr__(self) -> str:
+        return f"NoRoute({self.kind!r}, {self.reason.summary!r})"
+
+
+_UNMATCHED = NoRoute("unmatched", DeadLetterReason(NO_HANDLER))
+
+
+def raised(what: str, exc: Exception, handler: str | None = None) -> DeadLetterReason:
+    """The reason for ``exc``, raised by ``what`` (``"handler 'greet'"``, a matcher...).
+
+    A :class:`~missive.MessageDecodeError` is summarized as :data:`UNDECODABLE`,
+    whatever raised it, so that alike decode failures group together.
+    """
+    if isinstance(exc, MessageDecodeError):
+        return DeadLetterReason(
+            str(exc),
+            summary=UNDECODABLE.format(problem=exc.problem),
+            handler=handler,
+            exc_type=type(exc).__qualname__,
+            exception=exc,
+        )
+    return DeadLetterReason.from_exception(what, exc, handler=handler)
+
+
+# (extra condition or None, route)
+_Entry = tuple[Callable[[Any], object] | None, Route]
 
 
 class Router(Generic[M]):
@@ -30,14 +93,14 @@ class Router(Generic[M]):
 
     def __init__(self) -> None:
         #: ``(matcher, handler, handler name)`` for every handler, in registration order.
-        self.routes: list[tuple[MatcherFn[M], HandlerFn[M], str]] = []
-        #: The routes offered every message: their matchers are not indexed.
-        self.plain: list[tuple[MatcherFn[M], HandlerFn[M], str]] = []
-        #: ``(field, {value: [(extra condition or None, handler, name)]})``, a field each.
+        self.routes: list[tuple[MatcherFunc[M], Handler[M], str]] = []
+        #: ``(matcher, route)``, offered every message: their matchers are not indexed.
+        self.plain: list[tuple[MatcherFunc[M], Route]] = []
+        #: ``(field, {value: [(extra condition or None, route)]})``, a field each.
         self.indexes: list[tuple[Field, dict[Hashable, list[_Entry]]]] = []
         self._tables: dict[Field, dict[Hashable, list[_Entry]]] = {}
 
-    def add(self, matcher: MatcherFn[M], handler: HandlerFn[M]) -> None:
+    def add(self, matcher: MatcherFunc[M], handler: Handler[M]) -> None:
         """Route messages that ``matcher`` accepts to ``handler``.
 
         :raises TypeError: if ``matcher`` is not callable.
@@ -58,20 +121,22 @@ class Router(Generic[M]):
                     "each handler its own matcher"
                 )
         entry = matcher.index_entry() if isinstance(matcher, Matcher) else None
+        route = Route(handler, name)
         if entry is None:
-            self.plain.append((matcher, handler, name))
+            self.plain.append((matcher, route))
         else:
-            self._index(entry, repr(matcher), handler, name)
+            self._index(entry, repr(matcher), route)
         self.routes.append((matcher, handler, name))
 
-    def _index(self, entry: IndexEntry, matcher: str, handler: HandlerFn[M], name: str) -> None:
+    def _index(self, entry: IndexEntry, matcher: str, route: Route) -> None:
+        name = route.name
         table = self._tables.get(entry.field)
         if table is None:
             table = self._tables[entry.field] = {}
             self.indexes.append((entry.field, table))
         if entry.residual is None:
             for value in entry.values:
-                for residual, _, other in table.get(value, ()):
+                for residual, (_, other) in table.get(value, ()):
                     if residual is None:
                         raise RegistrationError(
                             f"handlers {other!r} and {name!r} both match every message whose "
@@ -79,14 +144,68 @@ class Router(Generic[M]):
                             "to exactly one handler, so make their matchers exclusive"
                         )
         for value in entry.values:
-            table.setdefault(value, []).append((entry.residual, handler, name))
+            table.setdefault(value, []).append((entry.residual, route))
 
-    def candidates(self, message: M) -> list[tuple[HandlerFn[M], str]]:
+    def match(self, message: M) -> Route | NoRoute:
+        """The one route for ``message``, or a :class:`NoRoute` saying why there is none.
+
+        Never raises for a matcher that raised: that is a ``NoRoute`` of kind ``"error"``.
+        This is the hot path: one match builds nothing.
+        """
+        matched = 0
+        found: Route | None = None
+        route: Route | None = None
+        current: Any = None
+        try:
+            for current, table in self.indexes:
+                value = current.extract(message)
+                try:
+                    entries = table.get(value)
+                except TypeError:  # an unhashable value (a list, a dict) is no key
+                    continue
+                if entries:
+                    for current, route in entries:
+                        if current is None or current(message):
+                            matched += 1
+                            found = route
+            for current, route in self.plain:
+                if current(message):
+                    matched += 1
+                    found = route
+        except Exception as exc:
+            return self.matcher_failed(current, route, exc)
+        if matched == 1:
+            assert found is not None
+            return found
+        return self.no_route(matched, message)
+
+    def matcher_failed(self, current: Any, route: Route | None, exc: Exception) -> NoRoute:
+        """The NoRoute when ``current`` (a field or a matcher, last tried for ``route``) raised."""
+        # A matcher's handler is ``route``'s; a field's, every handler indexed on it.
+        handlers = self.readers(current) or (() if route is None else (route.name,))
+        return NoRoute("error", raised(describe_matcher(current, handlers), exc))
+
+    def no_route(self, matched: int, message: M) -> NoRoute:
+        """The NoRoute when ``matched`` handlers (0, or 2 and more) matched ``message``."""
+        if not matched:
+            return _UNMATCHED
+        return self._several(message)
+
+    def _several(self, message: M) -> NoRoute:
+        try:
+            found = self.candidates(message)
+        except MatcherError as exc:  # it matched a moment ago: a matcher with state
+            what = describe_matcher(exc.matcher, exc.handlers)
+            return NoRoute("error", raised(what, exc.error))
+        names = ", ".join(name for _, name in found)
+        return NoRoute("ambiguous", DeadLetterReason(SEVERAL.format(count=len(found), names=names)))
+
+    def candidates(self, message: M) -> list[tuple[Handler[M], str]]:
         """Every ``(handler, name)`` whose matcher accepts ``message``.
 
         :raises MatcherError: if a matcher (or reading an indexed field) raised.
         """
-        found: list[tuple[HandlerFn[M], str]] = []
+        found: list[tuple[Handler[M], str]] = []
         for field, table in self.indexes:
             try:
                 value = field.extract(message)
@@ -97,21 +216,22 @@ class Router(Generic[M]):
             except TypeError:  # an unhashable value (a list, a dict) is no key
                 continue
             if entries:
-                for residual, handler, name in entries:
+                for residual, route in entries:
                     if residual is None:
-                        found.append((handler, name))
+                        found.append(route)
                         continue
                     try:
                         if residual(message):
-                            found.append((handler, name))
+                            found.append(route)
                     except Exception as exc:
-                        raise MatcherError(message.message_id, residual, exc, (name,)) from exc
-        for matcher, handler, name in self.plain:
+                        names = (route.name,)
+                        raise MatcherError(message.message_id, residual, exc, names) from exc
+        for matcher, route in self.plain:
             try:
                 if matcher(message):
-                    found.append((handler, name))
+                    found.append(route)
             except Exception as exc:
-                raise MatcherError(message.message_id, matcher, exc, (name,)) from exc
+                raise MatcherError(message.message_id, matcher, exc, (route.name,)) from exc
         return found
 
     def readers(self, field: object) -> tuple[str, ...]:
@@ -123,6 +243,6 @@ class Router(Generic[M]):
         """
         for indexed, table in self.indexes:
             if indexed is field:
-                names = {name for entries in table.values() for _, _, name in entries}
+                names = {route.name for entries in table.values() for _, route in entries}
                 return tuple(dict.fromkeys(name for _, _, name in self.routes if name in names))
         return ()

@@ -69,3 +69,29 @@ def test_the_handling_context_knows_the_message_and_handler() -> None:
     message = missive.RawMessage(b"x")
     processor_with(handler).test_client().send(message)
     assert seen == [(message, "handler")]
+
+
+def test_a_handler_reads_the_run_state_through_its_processing_context() -> None:
+    seen: list[object] = []
+
+    def handler(message: missive.Message, ctx: Ctx) -> None:
+        assert ctx.processing_ctx is not None
+        seen.append(ctx.processing_ctx.state.database)
+        ctx.ack()
+
+    processor = processor_with(handler)
+
+    @processor.before_processing
+    def connect(processing_ctx: missive.ProcessingContext[Any]) -> None:
+        processing_ctx.state.database = "connected"
+
+    client = processor.test_client()
+    client.send(missive.RawMessage(b"x"))
+    assert seen == ["connected"]
+    assert client.processing_context.state.database == "connected"
+
+
+def test_a_handling_context_built_by_hand_has_no_processing_context_nor_failure() -> None:
+    ctx: Ctx = missive.HandlingContext(missive.RawMessage(b"x"))
+    assert ctx.processing_ctx is None
+    assert ctx.failure is None

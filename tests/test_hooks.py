@@ -177,3 +177,63 @@ def test_every_after_processing_hook_runs_and_the_first_error_propagates() -> No
         pass
     # After-hooks run in reverse registration order, so `second` ran (and failed) first.
     assert ran == ["second", "first"]
+
+
+def failure_seen_by_after_handling(handler: Any) -> list[object]:
+    seen: list[object] = []
+    processor: missive.Processor[missive.Message] = missive.Processor()
+    processor.handle_for(lambda m: True)(handler)
+    processor.set_dlq({})
+
+    @processor.after_handling
+    def look(processing_ctx: PCtx, handling_ctx: Ctx) -> None:
+        seen.append(handling_ctx.failure)
+
+    processor.test_client().send(missive.RawMessage(b"x"))
+    return seen
+
+
+def test_an_after_handling_hook_sees_why_handling_failed() -> None:
+    def handler(message: missive.Message, ctx: Ctx) -> None:
+        raise ValueError("bad")
+
+    [failure] = failure_seen_by_after_handling(handler)
+    assert isinstance(failure, missive.DeadLetterReason)
+    assert failure.summary == "handler 'handler' raised ValueError"
+    assert failure.handler == "handler"
+
+
+def test_an_after_handling_hook_sees_no_failure_on_success() -> None:
+    def handler(message: missive.Message, ctx: Ctx) -> None:
+        ctx.ack()
+
+    assert failure_seen_by_after_handling(handler) == [None]
+
+
+def test_an_after_handling_hook_that_raises_on_success_sets_the_failure() -> None:
+    processor = acking_processor([])
+    seen: list[object] = []
+    processor.set_dlq({})
+
+    @processor.after_handling
+    def first(processing_ctx: PCtx, handling_ctx: Ctx) -> None:  # runs last
+        seen.append(handling_ctx.failure)
+
+    @processor.after_handling
+    def second(processing_ctx: PCtx, handling_ctx: Ctx) -> None:  # runs first
+        raise RuntimeError("boom")
+
+    outcome = processor.test_client().send(missive.RawMessage(b"x"))
+
+    assert outcome is missive.Outcome.DEAD_LETTERED
+    [failure] = seen
+    assert isinstance(failure, missive.DeadLetterReason)
+    assert failure.summary == "after_handling hook 'second' raised RuntimeError"
+
+
+def test_a_hook_sees_the_processing_context_it_is_given() -> None:
+    processor = acking_processor([])
+    seen: list[bool] = []
+    processor.before_handling(lambda p, h: seen.append(h.processing_ctx is p))
+    processor.test_client().send(missive.RawMessage(b"x"))
+    assert seen == [True]

@@ -15,6 +15,16 @@ def test_all_lists_exactly_the_public_names() -> None:
     assert set(missive.__all__) == public | {"__version__"}
 
 
+def test_matcher_is_the_abc_and_matcher_func_the_callable_alias() -> None:
+    import missive.matchers
+    import missive.processor
+
+    assert missive.Matcher is missive.matchers.Matcher
+    assert "MatcherFunc" in missive.__all__
+    # The old import path of the callable alias keeps working.
+    assert missive.processor.Matcher is missive.MatcherFunc
+
+
 def test_every_error_derives_from_missive_error() -> None:
     errors = [getattr(missive, name) for name in missive.__all__ if name.endswith("Error")]
     assert errors

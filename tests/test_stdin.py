@@ -227,3 +227,52 @@ def test_a_line_longer_than_max_line_size_is_dead_lettered_and_reading_goes_on(
     assert message.attributes["line"] == 2
     assert message.attributes["line_size"] == 10_000
     assert "longer than max_line_size (5000 bytes)" in reason
+
+
+def test_a_stop_on_a_pipe_handles_the_lines_already_read_before_returning() -> None:
+    # Given three lines in a pipe, read together, and a handler that stops at the first
+    processor: missive.Processor[missive.Message] = missive.Processor()
+    handled: list[bytes] = []
+    read_fd, write_fd = os.pipe()
+    os.write(write_fd, b"1\n2\n3\n")
+    with os.fdopen(read_fd, "rb") as reader:
+        adapter = StdinAdapter(missive.RawMessage, processor, reader)
+
+        @processor.handle_for(lambda m: True)
+        def stop_at_first(message: missive.Message, ctx: Ctx) -> None:
+            handled.append(message.raw_data)
+            adapter.stop()
+            ctx.ack()
+
+        # When it runs, the pipe still open
+        adapter.run()
+        os.close(write_fd)
+    # Then the lines taken from the pipe were all handled: none is lost
+    assert handled == [b"1", b"2", b"3"]
+
+
+def test_a_long_line_keeps_its_reason_summary() -> None:
+    processor = recording_processor([])
+    dlq: dict[bytes, tuple[missive.Message, str]] = {}
+    processor.set_dlq(dlq)
+    StdinAdapter(
+        missive.RawMessage, processor, io.BytesIO(b"z" * 20 + b"\n"), max_line_size=10
+    ).run()
+    [(_, reason)] = dlq.values()
+    assert isinstance(reason, missive.DeadLetterReason)
+    assert reason.summary == "line longer than max_line_size (10 bytes)"
+    assert reason == (
+        "line longer than max_line_size (10 bytes): line 1 is 20 bytes; its first 20 bytes "
+        "are kept, the rest was skipped"
+    )
+
+
+def test_without_a_dlq_a_long_line_stops_the_run_naming_the_line() -> None:
+    adapter = StdinAdapter(
+        missive.RawMessage, recording_processor([]), io.BytesIO(b"ok\n" + b"z" * 20 + b"\n"),
+        max_line_size=10,
+    )  # fmt: skip
+    with pytest.raises(missive.HandlingError) as info:
+        adapter.run()
+    notes = "".join(getattr(info.value, "__notes__", []))
+    assert "(input line 2: it and the lines after it were not handled; resume from line 2)" in notes

@@ -1,10 +1,12 @@
-"""Why a RabbitMQ connection failed, in words, for the one line the adapter logs."""
+"""Why a RabbitMQ connection failed, in words: for the reconnection line, and for the notes
+of the errors that stop the adapter."""
 
 from __future__ import annotations
 
 import socket
+from collections.abc import Sequence
 
-__all__ = ["describe"]
+__all__ = ["consume_refused", "describe", "login_refused"]
 
 # pika errors that keep their cause only as text (a repr), by class name.
 _BY_NAME = {
@@ -13,6 +15,23 @@ _BY_NAME = {
     "AMQPHeartbeatTimeout": "no heartbeat from the broker",
     "AMQPConnectorStackTimeout": "timed out",
 }
+
+
+def login_refused(exc: BaseException, where: str) -> str:
+    """The note on an error for a login RabbitMQ refused: what to check."""
+    return (
+        f"RabbitMQ at {where} refused the login ({describe(exc)}): "
+        "check the user, password and vhost in the URL, then start again"
+    )
+
+
+def consume_refused(exc: BaseException, where: str, queues: Sequence[str]) -> str:
+    """The note on a channel closed with 403 or 404 when consuming ``queues``."""
+    return (
+        f"RabbitMQ at {where} would not let us consume {', '.join(queues)} "
+        f"({describe(exc)}): declare the queues and grant the user read access, then "
+        "start again"
+    )
 
 
 def describe(exc: BaseException) -> str:

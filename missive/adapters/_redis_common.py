@@ -20,22 +20,27 @@ from redis.retry import Retry
 from missive._typing import M
 from missive.adapters.base import Adapter
 from missive.processor import Processor
+from missive.runtime.transport import Fault, Transport
 
 __all__ = [
     "CONNECTION_ERRORS",
     "DEFAULT_URL",
     "RedisAdapterBase",
+    "RedisTransportBase",
     "consumer_name",
     "default_url",
+    "make_client",
     "redact",
+    "redis_fault",
     "run_reconnecting",
+    "unblock_soon",
 ]
 
 logger = logging.getLogger("missive.adapters.redis")
 
 #: The errors that mean the connection failed: reconnect and go on.
 CONNECTION_ERRORS = (redis.ConnectionError, redis.TimeoutError)
-_NO_RETRY = Retry(NoBackoff(), 0)  # failures surface to run_reconnecting, which logs them
+_NO_RETRY = Retry(NoBackoff(), 0)  # failures surface at once, for the caller to log
 
 #: Where the adapters connect when neither ``url`` nor ``REDIS_URL`` says otherwise.
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
@@ -61,6 +66,50 @@ def redact(url: str) -> str:
     credentials, _, host = rest.rpartition("@")
     user = credentials.partition(":")[0]
     return f"{scheme}://{user + ':***' if user else '***'}@{host}"
+
+
+def make_client(url: str, client_name: str | None, **options: Any) -> redis.Redis:
+    """A client for ``url`` that never retries: a failure reaches the caller at once."""
+    return redis.Redis.from_url(
+        url,
+        retry=_NO_RETRY,
+        socket_connect_timeout=5,
+        socket_keepalive=True,
+        client_name=client_name,
+        **options,
+    )
+
+
+def unblock_soon(url: str, client_name: str | None, client_id: int) -> None:
+    """CLIENT UNBLOCK ``client_id`` from a short-lived thread and connection, best effort.
+
+    Safe from a signal handler: it only starts the thread.
+    """
+
+    def unblock() -> None:
+        try:
+            with make_client(url, client_name) as client:
+                client.client_unblock(client_id)
+        except redis.RedisError as exc:
+            logger.debug("could not wake a blocked read up: %s", exc)
+
+    threading.Thread(target=unblock, name="missive-redis-unblock", daemon=True).start()
+
+
+def redis_fault(exc: BaseException) -> Fault:
+    """RECONNECT for a failed or lost connection, FATAL for any other error."""
+    return Fault.RECONNECT if isinstance(exc, CONNECTION_ERRORS) else Fault.FATAL
+
+
+class RedisTransportBase(Transport):
+    """What both Redis transports share: their name in logs, backoff start, faults."""
+
+    broker_name = "Redis"
+    first_reconnect_delay = 0.05
+
+    def fault(self, exc: BaseException) -> Fault:
+        """Reconnect on a connection error; stop with any other."""
+        return redis_fault(exc)
 
 
 class _Backoff(Protocol):
@@ -127,15 +176,7 @@ class RedisAdapterBase(Adapter[M]):
         self._consuming = False
 
     def _client(self, **options: Any) -> redis.Redis:
-        # No retries inside redis-py: a failure reaches run_reconnecting, which logs it.
-        return redis.Redis.from_url(
-            self.url,
-            retry=_NO_RETRY,
-            socket_connect_timeout=5,
-            socket_keepalive=True,
-            client_name=self.client_name,
-            **options,
-        )
+        return make_client(self.url, self.client_name, **options)
 
     def _run_reconnecting(self, consume: Callable[[], None], describe: str) -> None:
         """Run ``consume`` (which sets ``self._consuming`` once consuming) until stopped."""

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Protocol
 
-from missive.adapters._wsgi_http import decimal
+from missive.adapters._wsgi_request import decimal
 
 __all__ = ["HMACSignature", "SignatureVerifier", "StripeSignature"]
 

@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import logging
+import math
 import sys
-from typing import IO
+from collections.abc import Callable
+from typing import IO, Any
 
 from missive._typing import M
-from missive.adapters._lines import DEFAULT_MAX_LINE_SIZE, KEPT_BYTES, LongLine, Wakeup, open_lines
+from missive.adapters._lines import (
+    DEFAULT_MAX_LINE_SIZE,
+    KEPT_BYTES,
+    LineReader,
+    LongLine,
+    Wakeup,
+    open_lines,
+)
 from missive.adapters.base import Adapter
-from missive.context import Outcome, ProcessingContext
-from missive.errors import MissiveError
 from missive.processor import Processor
 from missive.reason import DeadLetterReason
+from missive.runtime.transport import Batch, Transport
 
 __all__ = ["StdinAdapter"]
 
@@ -58,6 +66,7 @@ class StdinAdapter(Adapter[M]):
     """
 
     shareable = False
+    batch_size = 1
 
     def __init__(
         self,
@@ -72,60 +81,89 @@ class StdinAdapter(Adapter[M]):
             raise ValueError(f"max_line_size must be 1 or more, not {max_line_size!r}")
         self.filelike = filelike
         self.max_line_size = max_line_size
-        self._wakeup: Wakeup | None = None
 
-    def stop(self) -> None:
-        """Ask :meth:`run` to finish the line in hand and return. Thread-safe."""
-        super().stop()
+    def transport(self) -> Transport:
+        """The lines of ``filelike`` (or stdin), for the delivery loop."""
+        return _StdinTransport(self.filelike, self.max_line_size, self.stop_event.is_set)
+
+
+class _StdinTransport(Transport):
+    """One row per line; a line is never given back, so a failure stops the run."""
+
+    cannot_redeliver = "stdin cannot redeliver a line"
+    stop_on_loss = True
+    # On a stop, the loop goes on receiving until the reader says it is done: on a
+    # pipe, the lines it already took from the input are handled (none are lost).
+    drain_timeout = math.inf
+
+    def __init__(
+        self, filelike: IO[bytes] | IO[str] | None, max_line_size: int, stopping: Callable[[], bool]
+    ) -> None:
+        self._filelike = filelike
+        self._max_line_size = max_line_size
+        self._stopping = stopping
+        self._batch = Batch()
+        self._reader: LineReader | None = None
+        self._wakeup: Wakeup | None = None
+        self._line_number = 0
+
+    def connect(self) -> None:
+        stream = self._filelike if self._filelike is not None else sys.stdin.buffer
+        wakeup = Wakeup()
+        try:
+            self._reader = open_lines(stream, self._max_line_size, wakeup)
+        except BaseException:
+            wakeup.close()
+            raise
+        self._wakeup = wakeup
+        logger.info("reading messages, one per line")
+
+    def receive(self, max_messages: int, timeout: float) -> Batch:
+        # The timeout is moot: only wake() ends the wait for a line.
+        batch = self._batch
+        batch.clear()
+        assert self._reader is not None
+        line = self._reader.next(self._stopping)
+        if line is None:
+            batch.ended = True
+            return batch
+        self._line_number = number = self._line_number + 1
+        if isinstance(line, LongLine):
+            attributes = {"line": number, "line_size": line.size}
+            batch.add(line.head, None, attributes, number, problem=self._too_long(number, line))
+        else:
+            batch.add(line, None, {"line": number}, number)
+        return batch
+
+    def wake(self, from_signal: bool) -> None:
         wakeup = self._wakeup
         if wakeup is not None:
             wakeup.set()
 
-    def run(self) -> None:
-        """Process every line until the end of input or a stop; see the class docstring."""
-        stream: IO[bytes] | IO[str] = (
-            self.filelike if self.filelike is not None else sys.stdin.buffer
-        )
-        wakeup = self._wakeup = Wakeup()
-        line_number = 0
-        try:
-            reader = open_lines(stream, self.max_line_size, wakeup)
-            with self.stop_on_signals(), self.processor.context() as context:
-                logger.info("reading messages, one per line")
-                self._set_ready()
-                try:
-                    while (line := reader.next(lambda: self.stop_requested)) is not None:
-                        line_number += 1
-                        self._process(context, line, line_number)
-                finally:
-                    reader.close()
-                logger.info("stopped after %d lines", line_number)
-        finally:
-            self._wakeup = None
+    def close(self) -> None:
+        reader, self._reader = self._reader, None
+        wakeup, self._wakeup = self._wakeup, None
+        if wakeup is not None:
             wakeup.close()
-
-    def _process(self, context: ProcessingContext[M], line: bytes | LongLine, number: int) -> None:
+        if reader is None:
+            return
         try:
-            if isinstance(line, LongLine):
-                attributes = {"line": number, "line_size": line.size}
-                context.dead_letter(
-                    self.message_cls(line.head, None, attributes), self._too_long(number, line)
-                )
-                return
-            message = self.message_cls(line, None, {"line": number})
-            if context.process(message) is Outcome.NACKED:
-                context.dead_letter(
-                    message, "nacked by its handler; stdin cannot redeliver a line"
-                )
-        except MissiveError as exc:
-            exc.add_note(
-                f"(input line {number}: it and the lines after it were not handled; "
-                f"resume from line {number})"
-            )
-            raise
+            reader.close()
+        except (OSError, ValueError) as exc:  # the file object was closed under us
+            logger.warning("could not leave the input after the last line handled: %s", exc)
+        logger.info("stopped after %d lines", self._line_number)
+
+    def where(self) -> str:
+        return "stdin"
+
+    def locate(self, handle: Any) -> str:
+        return (
+            f"input line {handle}: it and the lines after it were not handled; "
+            f"resume from line {handle}"
+        )
 
     def _too_long(self, number: int, line: LongLine) -> DeadLetterReason:
-        summary = f"line longer than max_line_size ({self.max_line_size} bytes)"
+        summary = f"line longer than max_line_size ({self._max_line_size} bytes)"
         return DeadLetterReason(
             f"{summary}: line {number} is {line.size} bytes; its first "
             f"{min(KEPT_BYTES, line.size)} bytes are kept, the rest was skipped",

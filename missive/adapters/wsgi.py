@@ -10,28 +10,30 @@ Standard library only. See ``docs/wsgi.md`` for status codes, limits and signatu
 
 from __future__ import annotations
 
-import atexit
 import logging
 import os
-import threading
 import weakref
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any
 
 from missive._typing import M
-from missive.adapters._wsgi_http import (
-    RejectedError,
+from missive.adapters._wsgi_lifecycle import ProcessRun
+from missive.adapters._wsgi_request import RejectedError, request_message
+from missive.adapters._wsgi_response import (
     StartResponse,
-    read_body,
-    request_headers,
+    failed,
+    log_bug,
+    log_failure,
+    refused,
     respond,
     respond_outcome,
+    unavailable,
 )
 from missive.adapters._wsgi_signature import HMACSignature, SignatureVerifier, StripeSignature
 from missive.adapters.base import Adapter
-from missive.context import Outcome, ProcessingContext
-from missive.errors import DLQWriteError, HandlingError
 from missive.processor import Processor
+from missive.runtime.policy import Verdict
+from missive.runtime.push import PushDelivery
 
 __all__ = [
     "DEFAULT_DROP_HEADERS",
@@ -45,7 +47,9 @@ logger = logging.getLogger("missive.adapters.wsgi")
 
 #: Headers left out of message attributes by default: credentials do not belong in a DLQ.
 DEFAULT_DROP_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
-_MAX_ID_LENGTH = 256
+_ACK = Verdict.ACK
+_DEAD_LETTERED = Verdict.DEAD_LETTERED
+_REQUEUE = Verdict.REQUEUE
 
 
 class WSGIAdapter(Adapter[M]):
@@ -69,7 +73,9 @@ class WSGIAdapter(Adapter[M]):
     **Processing hooks** run once per process: ``before_processing`` on the first
     request (or :meth:`start`), under a lock, and ``after_processing`` on
     :meth:`close`, which runs at interpreter exit (``atexit``) or from a server hook
-    such as gunicorn's ``worker_exit``. A forked child starts its own run.
+    such as gunicorn's ``worker_exit``. A forked child starts its own run. Observers
+    see ``worker_started`` there, ``worker_stopping`` on :meth:`close`, and the
+    delivery events of each message (a 503 is ``requeued``, a 500 neither settled).
 
     **Threads**: requests may be processed on several threads at once (gunicorn
     ``--threads``), so handlers must be thread-safe. :meth:`close` waits for the
@@ -92,6 +98,9 @@ class WSGIAdapter(Adapter[M]):
     :param drop_headers: header names (any case) left out of the message attributes.
     :raises ValueError: for a path not starting with ``/``, equal paths, or negative sizes.
     """
+
+    #: The address :meth:`run` serves on, once it serves.
+    server_address: tuple[str, int]
 
     def __init__(
         self,
@@ -124,15 +133,9 @@ class WSGIAdapter(Adapter[M]):
         self.body_timeout = body_timeout
         self.drop_headers = frozenset(name.lower() for name in drop_headers)
         self._retry_headers = [("Retry-After", str(retry_after))]
-        self._reset()
+        self._process_run: ProcessRun[M] = ProcessRun()
         ref = weakref.ref(self)
         os.register_at_fork(after_in_child=lambda: _reset_in_child(ref))
-
-    def _reset(self) -> None:
-        self._lock = threading.Condition()
-        self._context: ProcessingContext[M] | None = None
-        self._closed = False
-        self._active: list[None] = []  # one item per request in progress
 
     @property
     def app(self) -> WSGIAdapter[M]:
@@ -150,16 +153,7 @@ class WSGIAdapter(Adapter[M]):
         :raises Exception: whatever a ``before_processing`` hook raised; the next
             call (or request) tries again.
         """
-        with self._lock:
-            if self._closed:
-                raise RuntimeError("this WSGI adapter is closed; create a new one")
-            if self._context is None:
-                context = self.processor.context()
-                context.__enter__()
-                self._context = context
-                atexit.register(self.close)
-                self._set_ready()
-                logger.info("processing started in process %d", os.getpid())
+        self._process_run.start(self)
 
     def close(self, timeout: float | None = None) -> None:
         """Stop taking messages, wait for those in progress, run the ``after_processing`` hooks.
@@ -172,50 +166,7 @@ class WSGIAdapter(Adapter[M]):
             (``None``: as long as they take). The hooks run after it either way.
         :raises Exception: what an ``after_processing`` hook raised.
         """
-        with self._lock:
-            self._closed = True
-            self.stop()
-            if not self._lock.wait_for(lambda: not self._active, timeout):
-                logger.warning(
-                    "closing with %d requests still in progress after %ss",
-                    len(self._active),
-                    timeout,
-                )
-            context, self._context = self._context, None
-        atexit.unregister(self.close)
-        if context is not None:
-            logger.info("processing stopped in process %d", os.getpid())
-            context.__exit__(None, None, None)
-
-    def _begin(self) -> ProcessingContext[M] | None:
-        """The running context with one more request in progress; ``None``: answer 503."""
-        # Counted before the check, so that close() waits for it; list.append and
-        # list.pop are atomic, which keeps locks off the common path.
-        self._active.append(None)
-        context = self._context
-        if context is None or self._closed:
-            context = self._start_for_request()
-            if context is None:
-                self._end()
-        return context
-
-    def _start_for_request(self) -> ProcessingContext[M] | None:
-        with self._lock:
-            if self._closed:
-                return None
-            if self._context is None:
-                try:
-                    self.start()
-                except Exception:
-                    logger.exception("a before_processing hook failed; answering 503")
-                    return None
-            return self._context
-
-    def _end(self) -> None:
-        self._active.pop()
-        if self._closed:
-            with self._lock:
-                self._lock.notify_all()
+        self._process_run.close(self, timeout)
 
     # -- requests -------------------------------------------------------------------
 
@@ -232,102 +183,54 @@ class WSGIAdapter(Adapter[M]):
                 start_response, 405, {"status": "method not allowed"}, [("Allow", "POST")]
             )
         try:
-            body = read_body(environ, self.max_body_size, self.body_timeout)
-            headers = request_headers(environ)
-            if self.signature is not None:
-                problem = self.signature.verify(body, headers)
-                if problem is not None:
-                    document = {"status": "rejected", "error": "invalid or missing signature"}
-                    raise RejectedError(401, document, problem)
-            message_id = self._message_id(headers)
+            message = request_message(self, environ, path)
         except RejectedError as rejected:
-            logger.warning(
-                "POST %s refused with %d, not processed: %s",
-                path,
-                rejected.status,
-                rejected.reason,
-            )
-            return respond(start_response, rejected.status, rejected.document, rejected.headers)
-        if self.drop_headers.intersection(headers):
-            headers = {k: v for k, v in headers.items() if k not in self.drop_headers}
-        attributes = {
-            "method": method,
-            "path": path,
-            "query_string": environ.get("QUERY_STRING", ""),
-            "remote_addr": environ.get("REMOTE_ADDR"),
-            "headers": headers,
-        }
-        message = self.message_cls(body, message_id, attributes)
-        context = self._begin()
-        if context is None:
+            return refused(start_response, path, rejected)
+        run = self._process_run
+        push = run.begin(self)
+        if push is None:
             return self._unavailable(start_response)
         try:
-            return self._process(context, message, start_response)
+            return self._process(push, message, start_response)
         finally:
-            self._end()
+            run.end()
 
     def _process(
-        self, context: ProcessingContext[M], message: M, start_response: StartResponse
+        self, push: PushDelivery[M], message: M, start_response: StartResponse
     ) -> list[bytes]:
         try:
-            outcome = context.process(message)
-        except (HandlingError, DLQWriteError) as exc:
-            _log_failure(message, exc)
-            return self._failed(message, start_response)
-        except Exception as exc:
-            logger.error(
-                "message %r (%d bytes): processing raised %s; answered 500 so that the "
-                "sender retries. This is a bug in Missive or a message class: report it.",
-                message.message_id,
-                len(message.raw_data),
-                type(exc).__qualname__,
-            )
-            logger.debug("the error for message %r", message.message_id, exc_info=True)
-            return self._failed(message, start_response)
-        if outcome is Outcome.ACKED:
+            verdict = push.deliver(message)
+        except Exception as exc:  # a bug in Missive or in the message class
+            log_bug(message, exc)
+            return failed(start_response, message)
+        if verdict is _ACK:
             return respond_outcome(start_response, 200, "acked", message.message_id)
-        if outcome is Outcome.DEAD_LETTERED:
+        if verdict is _DEAD_LETTERED:
             return respond_outcome(start_response, 202, "dead-lettered", message.message_id)
-        logger.debug("message %r nacked: answered 503", message.message_id)
-        return respond_outcome(
-            start_response, 503, "nacked", message.message_id, self._retry_headers
-        )
-
-    def _failed(self, message: M, start_response: StartResponse) -> list[bytes]:
-        document = {
-            "status": "failed",
-            "message_id": message.message_id.decode("latin-1"),
-            "error": "the message was not handled and not stored; retry later",
-        }
-        return respond(start_response, 500, document)
+        if verdict is _REQUEUE:
+            logger.debug("message %r nacked: answered 503", message.message_id)
+            return respond_outcome(
+                start_response, 503, "nacked", message.message_id, self._retry_headers
+            )
+        if isinstance(verdict, Verdict):  # RETRY, LOST, STOP: not from a push delivery
+            logger.error("message %r: verdict %s; answered 500", message.message_id, verdict)
+        else:
+            log_failure(message, verdict)
+        return failed(start_response, message)
 
     def _unavailable(self, start_response: StartResponse, head: bool = False) -> list[bytes]:
-        document = {"status": "unavailable", "retry_after": self.retry_after}
-        return respond(start_response, 503, document, self._retry_headers, head=head)
+        return unavailable(start_response, self.retry_after, self._retry_headers, head)
 
     def _health(self, method: str, start_response: StartResponse) -> list[bytes]:
         if method not in ("GET", "HEAD"):
             document = {"status": "method not allowed"}
             return respond(start_response, 405, document, [("Allow", "GET, HEAD")])
         head = method == "HEAD"
-        if self._begin() is None:
+        run = self._process_run
+        if run.begin(self) is None:
             return self._unavailable(start_response, head)
-        self._end()
+        run.end()
         return respond(start_response, 200, {"status": "ok"}, head=head)
-
-    def _message_id(self, headers: Mapping[str, str]) -> bytes | None:
-        if self.message_id_header is None:
-            return None
-        value = headers.get(self.message_id_header, "").strip()
-        if not value:
-            return None
-        if len(value) > _MAX_ID_LENGTH:
-            raise RejectedError(
-                400,
-                {"status": "rejected", "error": f"message id longer than {_MAX_ID_LENGTH}"},
-                f"{self.message_id_header} header of {len(value)} characters",
-            )
-        return value.encode("latin-1")
 
     # -- development server ----------------------------------------------------------
 
@@ -338,65 +241,12 @@ class WSGIAdapter(Adapter[M]):
         after :meth:`stop`, SIGINT or SIGTERM, having run the ``after_processing``
         hooks. :attr:`server_address` holds the bound address (for ``port=0``).
         """
-        server = _make_server(host, port, self, self.body_timeout)
-        self.server_address: tuple[str, int] = tuple(server.server_address[:2])
-        server.timeout = 0.2
-        with server, self.stop_on_signals():
-            try:
-                self.start()
-                logger.info("serving on http://%s:%d%s", host, self.server_address[1], self.path)
-                while not self.stop_requested:
-                    server.handle_request()
-            finally:
-                self.close()
+        from missive.adapters._wsgi_devserver import serve  # loads http.server
 
-
-def _make_server(host: str, port: int, app: Any, timeout: float | None) -> Any:
-    # Imported here: production servers never load http.server.
-    import wsgiref.simple_server
-
-    class QuietHandler(wsgiref.simple_server.WSGIRequestHandler):
-        # A socket timeout on every read of the connection, the body's included.
-        pass
-
-    QuietHandler.timeout = timeout
-
-    class _Quiet(QuietHandler):
-        def log_message(self, format: str, *args: Any) -> None:
-            logger.debug("%s " + format, self.address_string(), *args)
-
-    return wsgiref.simple_server.make_server(host, port, app, handler_class=_Quiet)
+        serve(self, host, port)
 
 
 def _reset_in_child(ref: weakref.ref[WSGIAdapter[Any]]) -> None:
     adapter = ref()
     if adapter is not None:
-        closed = adapter._closed
-        adapter._reset()
-        adapter._closed = closed
-
-
-def _log_failure(message: Any, exc: HandlingError | DLQWriteError) -> None:
-    reason = exc.reason
-    summary = getattr(reason, "summary", reason)
-    if isinstance(exc, DLQWriteError):
-        cause = exc.__cause__
-        what = f"writing it to the DLQ failed ({type(cause).__name__}: {cause})"
-        advice = "Check the DLQ's storage"
-    else:
-        what = "no DLQ is set"
-        advice = "Fix the cause, or set a DLQ to store such messages"
-    logger.error(
-        "message %r (%d bytes) could not be handled (%s) and %s: answered 500, it is "
-        "neither acked nor stored, the sender should retry. %s.",
-        message.message_id,
-        len(message.raw_data),
-        summary,
-        what,
-        advice,
-    )
-    # The full reason may quote the payload (exception text): debug level only.
-    logger.debug("message %r full reason: %s", message.message_id, reason)
-    traceback = getattr(reason, "traceback", None)
-    if traceback:
-        logger.debug("message %r traceback:\n%s", message.message_id, traceback)
+        adapter._process_run = ProcessRun(adapter._process_run.closed)

@@ -13,14 +13,13 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import IO, Any
 
-from missive._names import describe_matcher
 from missive.adapters._lines import DEFAULT_MAX_LINE_SIZE, LongLine, open_lines
 from missive.cli._common import CLIError, format_id, import_object, load_processor, open_store
 from missive.cli._dlq import add_table_option
 from missive.cli._output import Output, safe_text
-from missive.errors import MatcherError, MessageDecodeError
+from missive.errors import MessageDecodeError
 from missive.message import JSONMessage, Message
-from missive.routing import Router
+from missive.routing import NoRoute, Router
 
 __all__ = ["Route", "add_parser", "load_message_class", "route"]
 
@@ -38,27 +37,25 @@ class Route(enum.Enum):
     ERROR = "error"
 
 
+_KINDS = {"unmatched": Route.NONE, "ambiguous": Route.SEVERAL, "error": Route.ERROR}
+
+
 def route(router: Router[Any], message: Message) -> tuple[Route, str]:
     """Where ``router`` would send ``message``, and a line saying so (no payload).
 
-    A matcher that raised is named as in dead-letter reasons, with its handler; a
-    message that cannot be decoded says where, to help fix the sample.
+    The line is the handler's name, or the summary of the dead-letter reason the
+    processor would give. A message that cannot be decoded also says where, to
+    help fix the sample.
     """
-    try:
-        found = router.candidates(message)
-    except MatcherError as exc:
-        error = exc.error
-        if isinstance(error, MessageDecodeError):
-            where = "" if error.detail is None else f" {error.detail}"
-            return Route.ERROR, f"could not decode the message: {error.problem}{where}"
-        what = describe_matcher(exc.matcher, exc.handlers)
-        return Route.ERROR, f"{what} raised {type(error).__qualname__}"
-    if len(found) == 1:
-        return Route.ONE, found[0][1]
-    if not found:
-        return Route.NONE, "no handler matches"
-    names = ", ".join(name for _, name in found)
-    return Route.SEVERAL, f"{len(found)} handlers match: {names}"
+    found = router.match(message)
+    if isinstance(found, NoRoute):
+        reason = found.reason
+        error = reason.exception
+        text = reason.summary
+        if isinstance(error, MessageDecodeError) and error.detail is not None:
+            text = f"{text} {error.detail}"
+        return _KINDS[found.kind], text
+    return Route.ONE, found.name
 
 
 def load_message_class(path: str) -> type[Message]:

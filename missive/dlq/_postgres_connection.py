@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import psycopg
 from psycopg.pq import TransactionStatus
 
-from missive.dlq._postgres_schema import connect, describe, describe_connection
+from missive.dlq._postgres_session import connect, describe, describe_connection
 from missive.errors import DLQError
 
 __all__ = ["ConnectionPoolLike", "Connections"]

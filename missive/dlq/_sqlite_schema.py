@@ -7,6 +7,7 @@ import sqlite3
 from pathlib import Path
 from urllib.parse import quote
 
+from missive.dlq._sql import SQLITE
 from missive.dlq._sqlite_file import APPLICATION_ID
 from missive.errors import DLQError
 
@@ -28,29 +29,12 @@ TABLE = "missive_dead_letters"
 #: The table that counts attempts at handling redelivered messages.
 ATTEMPTS_TABLE = "missive_attempts"
 
+_DEAD_LETTERS, _ATTEMPTS = SQLITE.tables()
 _SCHEMA = (
-    f"""CREATE TABLE IF NOT EXISTS {TABLE} (
-        seq INTEGER PRIMARY KEY,
-        message_id BLOB NOT NULL UNIQUE,
-        raw_data BLOB NOT NULL,
-        message_class TEXT NOT NULL,
-        attributes TEXT NOT NULL,
-        reason TEXT NOT NULL,
-        summary TEXT NOT NULL,
-        handler TEXT,
-        exc_type TEXT,
-        traceback TEXT,
-        first_dead_lettered_at TEXT NOT NULL,
-        dead_lettered_at TEXT NOT NULL,
-        times INTEGER NOT NULL DEFAULT 1
-    )""",
+    _DEAD_LETTERS.format(table=TABLE),
     f"CREATE INDEX IF NOT EXISTS {TABLE}_dead_lettered_at ON {TABLE} (dead_lettered_at)",
     # Added without a version change: older readers ignore a table they do not use.
-    f"""CREATE TABLE IF NOT EXISTS {ATTEMPTS_TABLE} (
-        message_id BLOB PRIMARY KEY,
-        attempts INTEGER NOT NULL,
-        last_attempt_at TEXT NOT NULL
-    )""",
+    _ATTEMPTS.format(attempts=ATTEMPTS_TABLE),
     f"PRAGMA user_version = {SCHEMA_VERSION}",
 )
 

@@ -23,42 +23,25 @@ Uses psycopg 3; only this module imports it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator, Sequence
-from datetime import UTC, datetime
+from collections.abc import Iterable
 from typing import Any
 
 from missive.errors import DLQError, MissingExtraError
 
 try:
     import psycopg
-    from psycopg import sql
     from psycopg.rows import tuple_row
 except ImportError as _exc:  # pragma: no cover - exercised by a test in a subprocess
     raise MissingExtraError("postgres", "missive.dlq.postgres") from _exc
 
-from missive.dlq._codec import (
-    MessageClasses,
-    checked_entry,
-    dead_letter,
-    encode_attributes,
-    log_stored,
-    paged,
-    reason_fields,
-    storage_keys,
-    utc,
-)
+from missive.dlq._codec import MessageClasses, checked_entry, log_stored, storage_keys
 from missive.dlq._postgres_connection import ConnectionPoolLike, Connections
-from missive.dlq._postgres_schema import (
-    INDEX_SUFFIX,
-    SCHEMA_VERSION,
-    Table,
-    check_name,
-    ensure_attempts,
-    prepare,
-    problem,
-    resolve_schema,
-)
-from missive.dlq.base import DeadLetter, DeadLetterStore
+from missive.dlq._postgres_ddl import INDEX_SUFFIX, SCHEMA_VERSION, Table, check_name
+from missive.dlq._postgres_errors import problem
+from missive.dlq._postgres_migrations import ensure_attempts, prepare
+from missive.dlq._postgres_session import resolve_schema
+from missive.dlq._sql import POSTGRES, Statements
+from missive.dlq._sql_store import SQLStore
 from missive.message import Message
 
 __all__ = ["DEFAULT_TABLE", "SCHEMA_VERSION", "ConnectionPoolLike", "PostgresDLQ"]
@@ -68,43 +51,8 @@ logger = logging.getLogger("missive.dlq.postgres")
 #: The table used when none is given.
 DEFAULT_TABLE = "missive_dead_letters"
 
-_COLUMNS = (
-    "seq, message_id, raw_data, message_class, attributes, reason, summary, handler, "
-    "exc_type, traceback, first_dead_lettered_at, dead_lettered_at, times"
-)
-# Stores under a key that is free or holds the same bytes; no row back means the key
-# holds another payload, which is never replaced (the next key is tried).
-_UPSERT = """
-INSERT INTO {table} AS d (
-    message_id, raw_data, message_class, attributes, reason, summary, handler, exc_type,
-    traceback, first_dead_lettered_at, dead_lettered_at
-) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
-ON CONFLICT (message_id) DO UPDATE SET
-    message_class = EXCLUDED.message_class,
-    attributes = EXCLUDED.attributes,
-    reason = EXCLUDED.reason,
-    summary = EXCLUDED.summary,
-    handler = EXCLUDED.handler,
-    exc_type = EXCLUDED.exc_type,
-    traceback = EXCLUDED.traceback,
-    dead_lettered_at = EXCLUDED.dead_lettered_at,
-    times = d.times + 1
-WHERE d.raw_data = EXCLUDED.raw_data
-RETURNING seq
-"""
-_PAGE = 500
 
-
-def _text(value: str) -> str:
-    """``value`` as PostgreSQL text can hold it: NUL as U+FFFD."""
-    return value.replace("\x00", "\ufffd") if "\x00" in value else value
-
-
-def _optional_text(value: str | None) -> str | None:
-    return None if value is None else _text(value)
-
-
-class PostgresDLQ(DeadLetterStore):
+class PostgresDLQ(SQLStore):
     """A DLQ in a PostgreSQL table; see :class:`~missive.dlq.DeadLetterStore`.
 
     Given a URL, the store owns one autocommit connection per process, guarded by a
@@ -181,7 +129,7 @@ class PostgresDLQ(DeadLetterStore):
         except BaseException:
             self.close()
             raise
-        self._upsert = self.table.sql(_UPSERT)
+        self._sql = Statements(POSTGRES, self.table.sql)
         self._attempts_ready = False
         logger.debug("opened DLQ %s table %s", self.where, self.table.qualified)
 
@@ -211,25 +159,12 @@ class PostgresDLQ(DeadLetterStore):
 
     def __setitem__(self, message_id: bytes, value: tuple[Message, str]) -> None:
         message, reason = checked_entry(message_id, value)
-        full, summary, handler, exc_type, traceback = reason_fields(reason)
+        fields = POSTGRES.fields(message, reason)
         what = f"store dead letter {message_id!r}"
         self._writable(what)
-        now = datetime.now(UTC)
-        fields = (
-            message.raw_data,
-            _text(message.class_name),
-            encode_attributes(message.attributes),
-            _text(full),
-            _text(summary),
-            _optional_text(handler),
-            _optional_text(exc_type),
-            _optional_text(traceback),
-            now,
-            now,
-        )
         for key in storage_keys(message_id, message.raw_data):
             # Each statement decides alone, so concurrent writers need no transaction.
-            if self._execute(what, self._upsert, (key, *fields)):  # a row: stored
+            if self._execute(what, self._sql.upsert, (key, *fields)):  # a row: stored
                 break
         else:
             raise DLQError(
@@ -249,15 +184,7 @@ class PostgresDLQ(DeadLetterStore):
             except psycopg.Error as exc:
                 raise DLQError(problem(self.where, exc, what, self._connections.dsn)) from None
             self._attempts_ready = True
-        rows = self._execute(
-            what,
-            sql.SQL(
-                "INSERT INTO {attempts} AS a VALUES (%s, 1, %s) ON CONFLICT (message_id) "
-                "DO UPDATE SET attempts = a.attempts + 1, "
-                "last_attempt_at = excluded.last_attempt_at RETURNING attempts"
-            ).format(attempts=self.table.attempts),
-            (message_id, datetime.now(UTC)),
-        )
+        rows = self._execute(what, self._sql.count_attempt, (message_id, self._sql.dialect.now()))
         return int(rows[0][0])
 
     def forget_attempts(self, message_id: bytes) -> None:
@@ -267,111 +194,17 @@ class PostgresDLQ(DeadLetterStore):
             return  # the processor forgets only what it counted through this store
         self._execute(
             f"forget the attempts at message {message_id!r}",
-            sql.SQL("DELETE FROM {attempts} WHERE message_id = %s").format(
-                attempts=self.table.attempts
-            ),
+            self._sql.forget_attempts,
             (message_id,),
-        )
-
-    def record(self, message_id: bytes) -> DeadLetter:
-        """The record of ``message_id``; see :meth:`DeadLetterStore.record`."""
-        if type(message_id) is not bytes:
-            raise KeyError(message_id)
-        rows = self._execute(
-            f"read dead letter {message_id!r}",
-            self.table.sql(f"SELECT {_COLUMNS} FROM {{table}} WHERE message_id = %s"),  # noqa: S608
-            (message_id,),
-        )
-        if not rows:
-            raise KeyError(message_id)
-        return self._dead_letter(rows[0])
-
-    def records(
-        self,
-        *,
-        reason: str | None = None,
-        handler: str | None = None,
-        since: datetime | None = None,
-        before: datetime | None = None,
-        limit: int | None = None,
-    ) -> Iterator[DeadLetter]:
-        """The records, oldest first; see :meth:`DeadLetterStore.records`.
-
-        Rows are read a page at a time, each page its own query: no transaction is
-        held between records, and rows written meanwhile may or may not appear.
-        """
-        where = ["seq > %s"]
-        params: list[Any] = []
-        if reason is not None:
-            where.append("strpos(reason, %s) > 0")
-            params.append(_text(reason))
-        if handler is not None:
-            where.append("handler = %s")
-            params.append(_text(handler))
-        if since is not None:
-            where.append("dead_lettered_at >= %s")
-            params.append(utc(since, "since"))
-        if before is not None:
-            where.append("dead_lettered_at < %s")
-            params.append(utc(before, "before"))
-        query = self.table.sql(
-            f"SELECT {_COLUMNS} FROM {{table}} WHERE {' AND '.join(where)} "  # noqa: S608
-            "ORDER BY seq LIMIT %s"
-        )
-        def fetch(after: int, count: int) -> list[Any]:
-            return self._execute("read dead letters", query, (after, *params, count))
-
-        return map(self._dead_letter, paged(fetch, limit, _PAGE))
-
-    def _dead_letter(self, row: Sequence[Any]) -> DeadLetter:
-        (_, message_id, raw_data, class_name, attributes, reason, summary, handler, exc_type,
-         traceback, first, last, times) = row  # fmt: skip
-        return dead_letter(
-            self._classes,
-            message_id,
-            raw_data,
-            class_name,
-            attributes,
-            (reason, summary, handler, exc_type, traceback),
-            first,
-            last,
-            times,
         )
 
     def __delitem__(self, message_id: bytes) -> None:
         if type(message_id) is not bytes:
             raise KeyError(message_id)
         self._writable(f"delete {message_id!r}")
-        [deleted] = self._execute(
-            f"delete {message_id!r}",
-            self.table.sql("DELETE FROM {table} WHERE message_id = %s"),
-            (message_id,),
-        )
+        [deleted] = self._execute(f"delete {message_id!r}", self._sql.delete, (message_id,))
         if not deleted:
             raise KeyError(message_id)
-
-    def __contains__(self, message_id: object) -> bool:
-        if type(message_id) is not bytes:
-            return False
-        query = self.table.sql("SELECT 1 FROM {table} WHERE message_id = %s")
-        return bool(self._execute(f"look up {message_id!r}", query, (message_id,)))
-
-    def __iter__(self) -> Iterator[bytes]:
-        query = self.table.sql(
-            "SELECT seq, message_id FROM {table} WHERE seq > %s ORDER BY seq LIMIT %s"
-        )
-        last = 0
-        while True:
-            rows = self._execute("list dead letters", query, (last, _PAGE))
-            for _, message_id in rows:
-                yield message_id
-            if len(rows) < _PAGE:
-                return
-            last = rows[-1][0]
-
-    def __len__(self) -> int:
-        count: int = self._execute("count", self.table.sql("SELECT count(*) FROM {table}"))[0][0]
-        return count
 
     def close(self) -> None:
         """Close the store's own connection; idempotent. A connection or pool it was

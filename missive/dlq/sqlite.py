@@ -22,23 +22,17 @@ import os
 import sqlite3
 import threading
 import weakref
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 from missive.dlq._codec import (
     MessageClasses,
     checked_entry,
-    dead_letter,
-    encode_attributes,
-    format_time,
     log_stored,
-    paged,
-    parse_time,
-    reason_fields,
     storage_keys,
-    utc,
 )
+from missive.dlq._sql import SQLITE, Statements
+from missive.dlq._sql_store import SQLStore
 from missive.dlq._sqlite_file import FileIdentity
 from missive.dlq._sqlite_schema import (
     ATTEMPTS_TABLE,
@@ -48,7 +42,6 @@ from missive.dlq._sqlite_schema import (
     open_database,
     problem,
 )
-from missive.dlq.base import DeadLetter, DeadLetterStore
 from missive.errors import DLQError
 from missive.message import Message
 
@@ -58,41 +51,7 @@ logger = logging.getLogger("missive.dlq.sqlite")
 
 _T = TypeVar("_T")
 
-_COUNT_ATTEMPT = f"""
-INSERT INTO {ATTEMPTS_TABLE} VALUES (?, 1, ?)
-ON CONFLICT (message_id) DO UPDATE SET
-    attempts = attempts + 1, last_attempt_at = excluded.last_attempt_at
-RETURNING attempts
-"""  # noqa: S608 - the table's name is a constant
-_FORGET_ATTEMPTS = f"DELETE FROM {ATTEMPTS_TABLE} WHERE message_id = ?"  # noqa: S608
-
-# Stores under a key that is free or holds the same bytes; no row back means the key
-# holds another payload, which is never replaced (the next key is tried).
-_UPSERT = f"""
-INSERT INTO {TABLE} (
-    message_id, raw_data, message_class, attributes, reason, summary, handler, exc_type,
-    traceback, first_dead_lettered_at, dead_lettered_at, times
-) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)
-ON CONFLICT (message_id) DO UPDATE SET
-    message_class = excluded.message_class,
-    attributes = excluded.attributes,
-    reason = excluded.reason,
-    summary = excluded.summary,
-    handler = excluded.handler,
-    exc_type = excluded.exc_type,
-    traceback = excluded.traceback,
-    dead_lettered_at = excluded.dead_lettered_at,
-    times = times + 1
-WHERE raw_data = excluded.raw_data
-RETURNING seq
-"""  # noqa: S608 - TABLE is a constant
-
-_COLUMNS = (
-    "seq, message_id, raw_data, message_class, attributes, reason, summary, handler, "
-    "exc_type, traceback, first_dead_lettered_at, dead_lettered_at, times"
-)
-_SELECT = f"SELECT {_COLUMNS} FROM {TABLE}"  # noqa: S608 - constants only
-_PAGE = 500
+_SQL = Statements(SQLITE, lambda template: template.format(table=TABLE, attempts=ATTEMPTS_TABLE))
 
 # Connections a forked child inherited: never used, closed or freed by the child,
 # since SQLite connections must not cross fork().
@@ -111,7 +70,7 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-class SQLiteDLQ(DeadLetterStore):
+class SQLiteDLQ(SQLStore):
     """A DLQ in an SQLite database file; see :class:`~missive.dlq.DeadLetterStore`.
 
     The file and its table are created if missing. One connection serves the whole
@@ -143,6 +102,8 @@ class SQLiteDLQ(DeadLetterStore):
         and no DLQ table), was written by a newer schema version, or does not exist
         and ``create`` is false (or ``read_only`` is true).
     """
+
+    _sql = _SQL
 
     def __init__(
         self,
@@ -228,35 +189,22 @@ class SQLiteDLQ(DeadLetterStore):
                 self._identity.check(what)
             return result
 
-    def _execute(self, what: str, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
+    def _execute(self, what: str, query: Any, params: tuple[Any, ...] = ()) -> list[Any]:
         with self._lock:
             conn = self._conn()
             try:
-                return conn.execute(sql, params).fetchall()
+                return conn.execute(query, params).fetchall()
             except sqlite3.Error as exc:
                 raise DLQError(problem(self.path, exc, what, self.timeout)) from exc
 
     def __setitem__(self, message_id: bytes, value: tuple[Message, str]) -> None:
         message, reason = checked_entry(message_id, value)
-        full, summary, handler, exc_type, traceback = reason_fields(reason)
-        now = format_time(datetime.now(UTC))
-        fields = (
-            message.raw_data,
-            message.class_name,
-            encode_attributes(message.attributes),
-            full,
-            summary,
-            handler,
-            exc_type,
-            traceback,
-            now,
-            now,
-        )
+        fields = self._sql.dialect.fields(message, reason)
 
         def store(conn: sqlite3.Connection) -> bytes:
             for key in storage_keys(message_id, message.raw_data):
                 # Each statement decides alone: no transaction is needed around them.
-                if conn.execute(_UPSERT, (key, *fields)).fetchall():
+                if conn.execute(self._sql.upsert, (key, *fields)).fetchall():
                     return key
             raise DLQError(
                 f"SQLite DLQ at {self.path!r}: cannot store dead letter {message_id!r}: "
@@ -271,7 +219,7 @@ class SQLiteDLQ(DeadLetterStore):
         rows = self._write(
             f"count an attempt at message {message_id!r}",
             lambda conn: conn.execute(
-                _COUNT_ATTEMPT, (message_id, format_time(datetime.now(UTC)))
+                self._sql.count_attempt, (message_id, self._sql.dialect.now())
             ).fetchall(),
         )
         return int(rows[0][0])
@@ -280,67 +228,7 @@ class SQLiteDLQ(DeadLetterStore):
         """Drop the attempts counted for ``message_id``; see :class:`DeadLetterStore`."""
         self._write(
             f"forget the attempts at message {message_id!r}",
-            lambda conn: conn.execute(_FORGET_ATTEMPTS, (message_id,)),
-        )
-
-    def record(self, message_id: bytes) -> DeadLetter:
-        """The record of ``message_id``; see :meth:`DeadLetterStore.record`."""
-        if type(message_id) is not bytes:
-            raise KeyError(message_id)
-        rows = self._execute(
-            f"read dead letter {message_id!r}", f"{_SELECT} WHERE message_id = ?", (message_id,)
-        )
-        if not rows:
-            raise KeyError(message_id)
-        return self._dead_letter(rows[0])
-
-    def records(
-        self,
-        *,
-        reason: str | None = None,
-        handler: str | None = None,
-        since: datetime | None = None,
-        before: datetime | None = None,
-        limit: int | None = None,
-    ) -> Iterator[DeadLetter]:
-        """The records, oldest first; see :meth:`DeadLetterStore.records`.
-
-        Rows are read a page at a time, so no lock or transaction is held between
-        records; rows written meanwhile may or may not appear.
-        """
-        where = ["seq > ?"]
-        params: list[Any] = []
-        if reason is not None:
-            where.append("instr(reason, ?) > 0")
-            params.append(reason)
-        if handler is not None:
-            where.append("handler = ?")
-            params.append(handler)
-        if since is not None:
-            where.append("dead_lettered_at >= ?")
-            params.append(format_time(utc(since, "since")))
-        if before is not None:
-            where.append("dead_lettered_at < ?")
-            params.append(format_time(utc(before, "before")))
-        sql = f"{_SELECT} WHERE {' AND '.join(where)} ORDER BY seq LIMIT ?"
-        def fetch(after: int, count: int) -> list[Any]:
-            return self._execute("read dead letters", sql, (after, *params, count))
-
-        return map(self._dead_letter, paged(fetch, limit, _PAGE))
-
-    def _dead_letter(self, row: Sequence[Any]) -> DeadLetter:
-        (_, message_id, raw_data, class_name, attributes_text, reason, summary, handler,
-         exc_type, traceback, first, last, times) = row  # fmt: skip
-        return dead_letter(
-            self._classes,
-            message_id,
-            raw_data,
-            class_name,
-            attributes_text,
-            (reason, summary, handler, exc_type, traceback),
-            parse_time(first),
-            parse_time(last),
-            times,
+            lambda conn: conn.execute(self._sql.forget_attempts, (message_id,)),
         )
 
     def __delitem__(self, message_id: bytes) -> None:
@@ -348,34 +236,10 @@ class SQLiteDLQ(DeadLetterStore):
             raise KeyError(message_id)
         deleted = self._write(
             f"delete {message_id!r}",
-            lambda conn: conn.execute(
-                f"DELETE FROM {TABLE} WHERE message_id = ?",  # noqa: S608 - constant
-                (message_id,),
-            ).rowcount,
+            lambda conn: conn.execute(self._sql.delete, (message_id,)).rowcount,
         )
         if not deleted:
             raise KeyError(message_id)
-
-    def __contains__(self, message_id: object) -> bool:
-        if type(message_id) is not bytes:
-            return False
-        sql = f"SELECT 1 FROM {TABLE} WHERE message_id = ?"  # noqa: S608 - constant
-        return bool(self._execute(f"look up {message_id!r}", sql, (message_id,)))
-
-    def __iter__(self) -> Iterator[bytes]:
-        sql = f"SELECT seq, message_id FROM {TABLE} WHERE seq > ? ORDER BY seq LIMIT ?"  # noqa: S608
-        last = 0
-        while True:
-            rows = self._execute("list dead letters", sql, (last, _PAGE))
-            for _, message_id in rows:
-                yield message_id
-            if len(rows) < _PAGE:
-                return
-            last = rows[-1][0]
-
-    def __len__(self) -> int:
-        count: int = self._execute("count", f"SELECT count(*) FROM {TABLE}")[0][0]  # noqa: S608
-        return count
 
     def close(self) -> None:
         """Close the connection; idempotent. The store cannot be used afterwards."""

@@ -7,7 +7,7 @@ the poison rule, settling, reconnection and stopping live here, once.
 
 from missive.runtime.backoff import Backoff
 from missive.runtime.loop import DeliveryLoop
-from missive.runtime.policy import Policy, Verdict
+from missive.runtime.policy import Policy, Requeue, Verdict
 from missive.runtime.push import PushDelivery
 from missive.runtime.transport import Batch, Capability, Fault, Transport
 
@@ -19,6 +19,7 @@ __all__ = [
     "Fault",
     "Policy",
     "PushDelivery",
+    "Requeue",
     "Transport",
     "Verdict",
 ]

@@ -12,12 +12,12 @@ import logging
 import signal
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Generic
+from typing import TYPE_CHECKING, Any, Generic, NoReturn
 
 from missive._typing import M
 from missive.errors import DLQWriteError, HandlingError
 from missive.runtime.backoff import Backoff
-from missive.runtime.policy import Policy, Verdict
+from missive.runtime.policy import Policy, Requeue, Verdict
 from missive.runtime.signals import stop_on_signals
 from missive.runtime.transport import Batch, Capability, Fault, Transport
 
@@ -163,8 +163,11 @@ class DeliveryLoop(Generic[M]):
                     if acks:  # settle in delivery order: the earlier rows first
                         ack(acks)
                         acks.clear()
-                    if verdict is _REQUEUE:
-                        delay = policy.nack_delay(count)
+                    if verdict is _REQUEUE or isinstance(verdict, Requeue):
+                        if isinstance(verdict, Requeue):  # the DLQ counted its redeliveries
+                            delay = verdict.delay
+                        else:
+                            delay = policy.nack_delay(count)
                         requeue(handles[i], delay)
                         if observers:
                             observers.requeued(message, delay)
@@ -193,8 +196,8 @@ class DeliveryLoop(Generic[M]):
             transport.ack([batch.handles[i]])
             if observers:
                 observers.acked(message)
-        elif verdict is _REQUEUE:
-            delay = policy.nack_delay(count)
+        elif verdict is _REQUEUE or isinstance(verdict, Requeue):
+            delay = verdict.delay if isinstance(verdict, Requeue) else policy.nack_delay(count)
             transport.requeue(batch.handles[i], delay)
             if observers:
                 observers.requeued(message, delay)
@@ -206,7 +209,7 @@ class DeliveryLoop(Generic[M]):
         policy: Policy[M],
         message: M,
         handle: Any,
-        error: Verdict | HandlingError | DLQWriteError,
+        error: Verdict | Requeue | HandlingError | DLQWriteError,
     ) -> None:
         """A message neither handled nor stored: requeue it, log it as lost, or stop."""
         assert isinstance(error, HandlingError | DLQWriteError)
@@ -215,6 +218,10 @@ class DeliveryLoop(Generic[M]):
         if verdict is Verdict.RETRY:
             delay = self.adapter.retry_delay
             transport.requeue(handle, delay)
+            if transport.stop_on_loss:  # it is back on the transport; the error stops run()
+                if observers:
+                    observers.requeued(message, delay)
+                self._raise(error, handle)
             # The error's text is safe to log: the id, the reason's summary, what to do.
             note = transport.redelivery_note or f"Requeuing it in {delay:.1f} s."
             logger.error("%s %s", error, note)
@@ -233,11 +240,15 @@ class DeliveryLoop(Generic[M]):
             if observers:
                 observers.lost(message, error)
         else:
-            where = transport.locate(handle)
-            if where is not None:
-                error.add_note(f"({where})")
-            self._stop_failure = error
-            raise error
+            self._raise(error, handle)
+
+    def _raise(self, error: HandlingError | DLQWriteError, handle: Any) -> NoReturn:
+        """Stop ``run()`` with ``error``, noting where its row is in the input."""
+        where = self.transport.locate(handle)
+        if where is not None:
+            error.add_note(f"({where})")
+        self._stop_failure = error
+        raise error
 
     def _stop(self, policy: Policy[M], batch: Batch | None, start: int) -> None:
         """The stop sequence: hand back or handle what was received, drain, flush."""

@@ -20,6 +20,7 @@ from missive.runtime.transport import Capability, Transport
 __all__ = [
     "MAX_NACK_DELAY",
     "Policy",
+    "Requeue",
     "Verdict",
     "forget_attempts",
     "poison_reason",
@@ -53,6 +54,19 @@ class Verdict(enum.Enum):
     #: Neither handled nor stored, and the transport cannot redeliver: stop ``run()``
     #: with the error, so that the rest of the input stays unread.
     STOP = "stop"
+
+
+class Requeue:
+    """Requeue after ``delay`` seconds: a nack whose redeliveries the DLQ counted.
+
+    :meth:`Policy.handle` returns one instead of :attr:`Verdict.REQUEUE` only when the
+    count it used is not the row's (so the loop's ``nack_delay(count)`` would be wrong).
+    """
+
+    __slots__ = ("delay",)
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
 
 
 def record_attempt(dlq: object, key: bytes) -> int | None:
@@ -94,6 +108,7 @@ class Policy(Generic[M]):
 
     __slots__ = (
         "_count_key",
+        "_counted",
         "context",
         "count_in_dlq",
         "delays",
@@ -119,6 +134,7 @@ class Policy(Generic[M]):
         self.count_in_dlq = bool(caps & Capability.COUNT_IN_DLQ)
         self.delays = bool(caps & Capability.DELAYED_REQUEUE)
         self._count_key = transport.count_key
+        self._counted = transport.counted
         #: The reason a nacked message is dead-lettered with, without REDELIVERY.
         self.nacked_reason = f"nacked by its handler; {transport.cannot_redeliver}"
         #: What an error from the processor (no DLQ, DLQ write failed) means here.
@@ -132,13 +148,15 @@ class Policy(Generic[M]):
 
     def handle(
         self, message: M, count: int | None, problem: str | None, stable_id: bool
-    ) -> Verdict | HandlingError | DLQWriteError:
+    ) -> Verdict | Requeue | HandlingError | DLQWriteError:
         """Process ``message`` (or dead-letter it) and return what to do on the transport.
 
         ``count`` is its delivery count (``None``: redelivered, count unknown),
         ``problem`` a reason to dead-letter it unhandled, ``stable_id`` whether its id
         came from the transport. An error the processor raised is returned, not
-        raised: the caller applies :attr:`on_failure`.
+        raised: the caller applies :attr:`on_failure`. A nack is :attr:`Verdict.REQUEUE`
+        (after :meth:`nack_delay` of ``count``), or a :class:`Requeue` with its delay
+        where the DLQ counted the redeliveries.
         """
         key: bytes | None = None
         if count != 1 and self.count_in_dlq:
@@ -149,6 +167,7 @@ class Policy(Generic[M]):
                     key = None
                 else:
                     count = attempts
+                    self._counted(message, stable_id, attempts)
         context = self.context
         try:
             if problem is not None:
@@ -159,7 +178,9 @@ class Policy(Generic[M]):
                 outcome = context.process(message)
                 if outcome is _NACKED:
                     if self.redelivers:
-                        return Verdict.REQUEUE
+                        if key is None or not self.delays:
+                            return Verdict.REQUEUE
+                        return Requeue(self.nack_delay(count))  # the counted attempts
                     outcome = context.dead_letter(message, self.nacked_reason)
         except (HandlingError, DLQWriteError) as exc:
             return exc

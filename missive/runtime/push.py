@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar, Generic
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, cast
 
 from missive._typing import M
 from missive.context import ProcessingContext
@@ -56,7 +56,11 @@ class PushDelivery(Generic[M]):
         observers = self._observers
         if observers:
             observers.message_received(message, count)
-        verdict = self._policy.handle(message, count, None, False)
+        # No id the sender gave is counted (stable_id False), so never a Requeue.
+        verdict = cast(
+            Verdict | HandlingError | DLQWriteError,
+            self._policy.handle(message, count, None, False),
+        )
         if observers:
             if verdict is Verdict.ACK or verdict is Verdict.DEAD_LETTERED:
                 observers.acked(message)

@@ -130,8 +130,9 @@ class Transport(abc.ABC):
     capabilities: ClassVar[Capability] = Capability.NONE
     #: Why a nacked message is dead-lettered on a transport without REDELIVERY.
     cannot_redeliver: ClassVar[str] = "this transport cannot redeliver a message"
-    #: Without REDELIVERY: whether a message neither handled nor stored stops ``run()``
-    #: with the error (stdin: the rest stays unread), rather than being logged as lost.
+    #: Whether a message neither handled nor stored stops ``run()`` with the error.
+    #: Without REDELIVERY the rest stays unread (stdin), rather than the message being
+    #: logged as lost; with it, the message is requeued first, rather than retried.
     stop_on_loss: ClassVar[bool] = False
     #: The broker's name in logs ("Redis", "RabbitMQ").
     broker_name: ClassVar[str] = "the broker"
@@ -205,3 +206,10 @@ class Transport(abc.ABC):
         default counts only those; ``None`` means not counted.
         """
         return message.message_id if stable_id else None
+
+    def counted(self, message: Message, stable_id: bool, attempts: int) -> None:  # noqa: B027
+        """Called once a redelivery of ``message`` is counted in the DLQ (COUNT_IN_DLQ).
+
+        ``attempts`` is its deliveries so far (2 on the first redelivery). A transport
+        may log here, say that a count by content is approximate; a no-op by default.
+        """

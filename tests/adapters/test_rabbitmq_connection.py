@@ -16,7 +16,7 @@ from missive.adapters.rabbitmq import RabbitMQAdapter
 from missive.testing.conformance.support import wait_until
 from tests.services import require
 
-LOGGER = "missive.adapters.rabbitmq"
+LOGGER = "missive.runtime"  # the delivery loop logs the reconnections
 
 
 @contextmanager

@@ -16,8 +16,10 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from redis import ConnectionError as ConnectionError_
 
 import missive
+import missive.runtime
 from missive.adapters.redis import RedisStreamsAdapter
 from missive.testing.conformance.adapter_suite import AdapterSuite
 from missive.testing.conformance.support import Recorder, memory_growth, running, wait_until
@@ -327,3 +329,48 @@ def test_a_stop_wakes_a_read_waiting_for_entries(harness: RedisStreamsHarness) -
     # Then run() returns at once, not when the wait ends
     assert not thread.is_alive()
     assert time.monotonic() - started < 1.0
+
+
+# -- The transport under the delivery loop ----------------------------------------------
+
+
+def test_acks_owed_when_the_connection_fails_are_sent_by_the_next_connection(
+    harness: RedisStreamsHarness,
+) -> None:
+    # Given a transport that received an entry and owes its ack
+    harness.publish([b"x"])
+    transport = harness.adapter(missive.RawMessage, Recorder().processor).transport()
+    transport.connect()
+    batch = transport.receive(10, 0.1)
+    transport.ack(list(batch.handles))
+    transport.receive(10, 0.001)  # sends the owed ack with the read
+    harness.publish([b"y"])
+    batch = transport.receive(10, 0.1)
+    assert batch.bodies == [b"y"]
+    transport.ack(list(batch.handles))
+    # When its connection fails before the ack is sent
+    assert transport.fault(ConnectionError_()) is missive.runtime.Fault.RECONNECT
+    transport.close()
+    # Then the entry stays pending, and the next connection acks it
+    assert len(harness.pending()) == 1
+    transport.connect()
+    transport.receive(10, 0.001)
+    transport.close()
+    assert harness.remaining() == 0
+
+
+def test_a_stop_after_a_lost_connection_warns_of_the_acks_unsent(
+    harness: RedisStreamsHarness, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given a transport that owes an ack when its connection fails
+    harness.publish([b"x"])
+    transport = harness.adapter(missive.RawMessage, Recorder().processor).transport()
+    transport.connect()
+    transport.ack(list(transport.receive(10, 0.1).handles))
+    transport.fault(ConnectionError_())
+    transport.close()
+    # When the loop closes it for good, without reconnecting
+    transport.close()
+    # Then a warning says how many acks were not sent
+    assert any("stopped with 1 acks unsent" in r.getMessage() for r in caplog.records)
+    assert len(harness.pending()) == 1

@@ -24,6 +24,9 @@ from typing import Any
 import pytest
 
 import missive
+import missive.events
+import missive.runtime
+import missive.runtime.push
 from missive.adapters.wsgi import HMACSignature, StripeSignature, WSGIAdapter
 
 SECRET = b"s3cret"
@@ -239,6 +242,35 @@ def test_failure_logs_id_and_reason_but_never_the_payload(
     assert response.json["message_id"] in logged
     assert "ValueError" in logged
     assert PAYLOAD_SECRET not in logged
+
+
+def test_an_error_processing_should_never_raise_answers_500_and_is_logged_as_a_bug(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(self: Any, message: missive.Message, count: int | None = 1) -> Any:
+        raise RuntimeError(PAYLOAD_SECRET)
+
+    monkeypatch.setattr(missive.runtime.push.PushDelivery, "deliver", broken)
+    adapter = adapter_for(Recorder())
+    with caplog.at_level(logging.INFO):
+        response = call(adapter, body=b"x")
+    adapter.close()
+    assert response.status == 500
+    assert response.json["status"] == "failed"
+    logged = "\n".join(r.getMessage() for r in caplog.records if r.levelno >= logging.INFO)
+    assert "processing raised RuntimeError" in logged
+    assert PAYLOAD_SECRET not in logged
+
+
+def test_a_verdict_a_push_delivery_never_gives_answers_500(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    retry = missive.runtime.Verdict.RETRY
+    monkeypatch.setattr(missive.runtime.push.PushDelivery, "deliver", lambda *args: retry)
+    adapter = adapter_for(Recorder())
+    response = call(adapter, body=b"x")
+    adapter.close()
+    assert response.status == 500
 
 
 # -- limits, methods and paths -------------------------------------------------------
@@ -610,6 +642,93 @@ def test_close_waits_for_the_request_in_progress() -> None:
     request.join(5)
     closer.join(5)
     assert recorder.events == ["before", "handled", "after"]
+
+
+# -- observers -----------------------------------------------------------------------
+
+
+class EventLog(missive.events.Observer):
+    """Records the adapter and delivery events (the processing context's are left out)."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, Any]] = []
+
+    def worker_started(self, adapter: Any) -> None:
+        self.events.append(("worker_started", adapter))
+
+    def worker_stopping(self, adapter: Any) -> None:
+        self.events.append(("worker_stopping", adapter))
+
+    def message_received(self, message: missive.Message, delivery_count: int | None) -> None:
+        self.events.append(("message_received", delivery_count))
+
+    def acked(self, message: missive.Message) -> None:
+        self.events.append(("acked", message.message_id))
+
+    def requeued(self, message: missive.Message, delay: float) -> None:
+        self.events.append(("requeued", delay))
+
+
+def observed(action: str, dlq: Any = None) -> tuple[WSGIAdapter[Any], EventLog]:
+    recorder = Recorder(action)
+    if dlq is not None:
+        recorder.processor.set_dlq(dlq)
+    adapter = adapter_for(recorder)
+    log = adapter.add_observer(EventLog())
+    assert isinstance(log, EventLog)
+    return adapter, log
+
+
+def test_observers_see_start_delivery_ack_and_stop() -> None:
+    adapter, log = observed("ack")
+    response = call(adapter, body=b"x")
+    adapter.close()
+    message_id = response.json["message_id"].encode()
+    assert log.events == [
+        ("worker_started", adapter),
+        ("message_received", 1),
+        ("acked", message_id),
+        ("worker_stopping", adapter),
+    ]
+
+
+def test_observers_see_a_dead_letter_acked_and_a_nack_requeued() -> None:
+    adapter, log = observed("raise", dlq={})
+    stored = call(adapter, body=b"x")
+    adapter.close()
+    assert stored.status == 202
+    assert ("acked", stored.json["message_id"].encode()) in log.events
+    adapter, log = observed("nack")
+    nacked = call(adapter, body=b"x")
+    adapter.close()
+    assert nacked.status == 503
+    assert log.events[1:3] == [("message_received", 1), ("requeued", 0.0)]
+
+
+def test_observers_see_no_settling_of_a_message_answered_500() -> None:
+    adapter, log = observed("raise", dlq=FailingDLQ())
+    response = call(adapter, body=b"x")
+    adapter.close()
+    assert response.status == 500
+    assert [event for event, _ in log.events] == [
+        "worker_started",
+        "message_received",
+        "worker_stopping",
+    ]
+
+
+def test_worker_started_fires_once_and_stopping_not_without_a_start() -> None:
+    adapter, log = observed("ack")
+    adapter.start()
+    adapter.start()
+    call(adapter, body=b"x")
+    assert [event for event, _ in log.events].count("worker_started") == 1
+    adapter.close()
+    adapter.close()
+    assert [event for event, _ in log.events].count("worker_stopping") == 1
+    never_started, log = observed("ack")
+    never_started.close()
+    assert log.events == []
 
 
 # -- development server --------------------------------------------------------------

@@ -138,8 +138,11 @@ def test_dry_run_says_where_each_would_go_and_changes_nothing(cli: CLI, tmp_path
     assert result.returncode == 0, result.stderr
     rows = {row.split("\t")[0]: row.split("\t")[1:] for row in result.stdout.splitlines()[1:]}
     assert rows["order-1"] == ["routed", "orders"]
-    assert rows["gift"] == ["unmatched", "no handler matches"]
-    assert rows["any"] == ["ambiguous", "2 handlers match: refunds, anything"]
+    assert rows["gift"] == ["unmatched", "no handler matched the message"]
+    assert rows["any"] == [
+        "ambiguous",
+        "2 handlers matched the message, exactly one must: refunds, anything",
+    ]
     assert rows["junk"][0] == "error"
     assert rows["junk"][1].startswith("could not decode the message: invalid JSON")
     assert not (tmp_path / "handled.log").exists()

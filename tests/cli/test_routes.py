@@ -33,8 +33,11 @@ def test_each_sample_is_reported_routed_unmatched_ambiguous_or_error(
     assert result.returncode == 1
     report = rows(result.stdout)
     assert report["line 1"] == ["routed", "orders"]
-    assert report["line 2"] == ["unmatched", "no handler matches"]
-    assert report["line 3"] == ["ambiguous", "2 handlers match: refunds, anything"]
+    assert report["line 2"] == ["unmatched", "no handler matched the message"]
+    assert report["line 3"] == [
+        "ambiguous",
+        "2 handlers matched the message, exactly one must: refunds, anything",
+    ]
     assert report["line 4"][0] == "error"
     assert report["line 4"][1].startswith("could not decode the message: invalid JSON")
     assert "4 message(s): 1 routed, 1 unmatched, 1 ambiguous, 1 error" in result.stderr
@@ -69,7 +72,7 @@ def test_dead_letters_can_be_the_samples(cli: CLI, tmp_path: Path, dlq_path: Pat
 
     assert rows(result.stdout) == {
         "order-1": ["routed", "orders"],
-        "gift": ["unmatched", "no handler matches"],
+        "gift": ["unmatched", "no handler matched the message"],
     }
 
 
@@ -81,7 +84,7 @@ def test_an_adapters_message_class_is_used_for_the_samples(cli: CLI, tmp_path: P
 
     assert rows(result.stdout) == {
         "line 1": ["routed", "greet"],
-        "line 2": ["unmatched", "no handler matches"],
+        "line 2": ["unmatched", "no handler matched the message"],
     }
 
 

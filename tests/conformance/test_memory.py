@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from missive.testing.conformance import AdapterSuite, MemoryHarness
+from missive.testing.conformance import AdapterSuite, EventsSuite, MemoryHarness
 
 
 @pytest.fixture
@@ -19,5 +19,5 @@ def harness() -> Iterator[MemoryHarness]:
     h.close()
 
 
-class TestMemoryConformance(AdapterSuite):
-    """Every test of the suite, on the in-memory broker."""
+class TestMemoryConformance(AdapterSuite, EventsSuite):
+    """Every test of both suites, on the in-memory broker."""

@@ -24,7 +24,7 @@ import pytest
 from psycopg import sql
 
 import missive
-import missive.dlq.postgres as postgres_module
+import missive.dlq._sql_store as sql_store_module
 from missive.dlq import open_dlq
 from missive.dlq.postgres import SCHEMA_VERSION, PostgresDLQ
 from missive.testing.conformance.dlq_suite import Features, StoreSuite, failure, put
@@ -320,7 +320,7 @@ def test_a_nul_character_in_a_reason_is_stored_as_a_replacement(
 def test_records_and_iteration_read_past_one_page(
     open_pg: Callable[..., PostgresDLQ], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(postgres_module, "_PAGE", 2)
+    monkeypatch.setattr(sql_store_module, "PAGE", 2)
     dlq = open_pg()
     ids = [b"id-%d" % number for number in range(5)]
     for message_id in ids:

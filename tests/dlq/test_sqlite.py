@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 import missive
-import missive.dlq.sqlite as sqlite_module
+import missive.dlq._sql_store as sql_store_module
 from missive.dlq.sqlite import SCHEMA_VERSION, TABLE, SQLiteDLQ
 from missive.testing.conformance.dlq_suite import Features, StoreSuite, failure, put
 from tests.dlq import _writer
@@ -264,7 +264,7 @@ def test_a_class_whose_constructor_fails_reads_back_as_raw(
 def test_records_and_iteration_read_past_one_page(
     open_sqlite: Callable[..., SQLiteDLQ], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(sqlite_module, "_PAGE", 2)
+    monkeypatch.setattr(sql_store_module, "PAGE", 2)
     dlq = open_sqlite()
     ids = [b"id-%d" % number for number in range(5)]
     for message_id in ids:

@@ -5,11 +5,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
 
 import missive
+from missive.dlq.sqlite import SQLiteDLQ
 from missive.events import Observer
 from missive.runtime import Capability
 from tests.runtime.fake import ConnectRefusedError, Row, ScriptedAdapter, ScriptedTransport, Step
@@ -95,6 +97,24 @@ def test_a_nack_waits_longer_each_redelivery_where_the_transport_delays() -> Non
         retry_delay=1.0,
     )
     assert [c[2] for c in t.settled()] == [1.0, 4.0, 30.0]
+
+
+def test_a_nack_counted_in_the_dlq_waits_after_the_counted_attempts(tmp_path: Path) -> None:
+    class CountingDelaying(ScriptedTransport):
+        capabilities: ClassVar[Capability] = (
+            ScriptedTransport.capabilities
+            | Capability.DELAYED_REQUEUE
+            | Capability.COUNT_IN_DLQ
+        )
+
+    # a first delivery, then redeliveries the transport cannot count (None)
+    script: list[Step] = [rows(b"nack"), *[rows(b"nack", count=None)] * 3, None]
+    with SQLiteDLQ(str(tmp_path / "dlq.db")) as dlq:
+        proc = processor()
+        proc.set_dlq(dlq)
+        t = run(script, proc, transport_cls=CountingDelaying, retry_delay=1.0)
+    # the DLQ counted deliveries 2, 3 and 4: the delay doubles each time
+    assert [c[2] for c in t.settled()] == [1.0, 2.0, 4.0, 8.0]
 
 
 def test_a_failure_is_dead_lettered_and_acked() -> None:
@@ -300,9 +320,6 @@ class Recording(Observer):
         return attr
 
 
-@pytest.mark.xfail(
-    reason="dead_lettered is called by ProcessingContext (next commits)", strict=True
-)
 def test_the_events_of_each_outcome_come_in_order() -> None:
     dlq: dict[bytes, Any] = {}
     proc = processor(dlq)
@@ -343,3 +360,21 @@ def test_processing_hooks_run_once_around_the_loop() -> None:
     proc.after_processing(lambda p: seen.append("after"))
     run([ConnectionError("reset"), rows(b"ack"), None], proc, max_reconnect_delay=0.01)
     assert seen == ["before", "after"]
+
+
+class RequeueThenStop(ScriptedTransport):
+    stop_on_loss: ClassVar[bool] = True
+
+
+def test_a_redelivering_transport_that_stops_on_loss_requeues_then_raises() -> None:
+    # Given a transport that redelivers but stops on a message neither handled nor stored
+    script: list[Step] = [rows(b"ack", b"raise", b"ack2"), None]
+    adapter = ScriptedAdapter(processor(None), lambda a: RequeueThenStop(script, a))
+    # When a row cannot be handled and there is no DLQ
+    with pytest.raises(missive.HandlingError) as info:
+        adapter.run()
+    # Then it went back to the transport (after the earlier ack) and run() raised
+    assert "(row 2)" in info.value.__notes__
+    [t] = adapter.transports
+    assert t.settled() == [("ack", [1]), ("requeue", 2, 0.0)]
+    assert t.calls[-1] == ("close",)

@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 import missive
 from missive.dlq.sqlite import SQLiteDLQ
 from missive.runtime import Capability, Policy, Verdict
+from missive.runtime.policy import Requeue
 from tests.runtime.fake import ScriptedTransport
 
 
@@ -90,3 +91,50 @@ def test_nack_delays_grow_only_where_the_transport_delays() -> None:
         delaying = Policy(context, Delaying([]), None, retry_delay=1.0)
     assert plain.nack_delay(5) == 0.0
     assert [delaying.nack_delay(c) for c in (1, None, 3, 50)] == [1.0, 2.0, 4.0, 30.0]
+
+
+def test_a_nack_counted_in_the_dlq_is_requeued_after_the_counted_attempts(
+    tmp_path: Path,
+) -> None:
+    class CountingDelaying(ScriptedTransport):
+        capabilities: ClassVar[Capability] = (
+            Capability.REDELIVERY | Capability.COUNT_IN_DLQ | Capability.DELAYED_REQUEUE
+        )
+
+    proc = processor([])
+    with SQLiteDLQ(str(tmp_path / "dlq.db")) as dlq:
+        proc.set_dlq(dlq)
+        with proc.context() as context:
+            policy = Policy(context, CountingDelaying([]), None, retry_delay=0.5)
+            message = missive.RawMessage(b"nack", b"m-3")
+            first = policy.handle(message, 1, None, True)
+            later = [policy.handle(message, None, None, True) for _ in range(3)]
+    # the first delivery is not counted: the loop applies nack_delay(1) to it
+    assert first is Verdict.REQUEUE
+    # the redeliveries' count is unknown to the transport but counted in the DLQ
+    assert [v.delay for v in later if isinstance(v, Requeue)] == [1.0, 2.0, 4.0]
+
+
+def test_the_transport_hears_of_each_counted_redelivery(tmp_path: Path) -> None:
+    class Listening(Counting):
+        def __init__(self) -> None:
+            super().__init__([])
+            self.heard: list[tuple[bytes, bool, int]] = []
+
+        def count_key(self, message: missive.Message, stable_id: bool) -> bytes | None:
+            return b"by-content"  # counts ids it did not give, too
+
+        def counted(self, message: missive.Message, stable_id: bool, attempts: int) -> None:
+            self.heard.append((message.message_id, stable_id, attempts))
+
+    proc = processor([])
+    transport = Listening()
+    with SQLiteDLQ(str(tmp_path / "dlq.db")) as dlq:
+        proc.set_dlq(dlq)
+        with proc.context() as context:
+            policy = Policy(context, transport, None)
+            message = missive.RawMessage(b"nack", b"generated")
+            for count in (1, None, None):
+                policy.handle(message, count, None, False)
+    # the first delivery is not counted; each redelivery is, once
+    assert transport.heard == [(b"generated", False, 2), (b"generated", False, 3)]

@@ -28,3 +28,9 @@ def start(
 client = json_processor.test_client()
 outcome: missive.Outcome = client.send(missive.JSONMessage(b"{}"))
 acked: list[missive.JSONMessage] = client.acked
+
+# A plain callable is a MatcherFunc; an indexed matcher is a missive.Matcher, and
+# a Matcher is also a MatcherFunc.
+is_prefixed: missive.Matcher = missive.matchers.RawPrefix(b"{")
+matchers: list[missive.MatcherFunc[missive.JSONMessage]] = [lambda m: m.raw_data == b"{}"]
+matchers.append(is_prefixed)

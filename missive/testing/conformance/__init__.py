@@ -26,7 +26,9 @@ A DLQ: subclass :class:`MappingSuite` (any mapping) or :class:`StoreSuite` (a
 fixture (see :mod:`missive.testing.conformance.dlq_suite`).
 
 The harness's capability flags (:data:`REDELIVERY`, :data:`PERSISTENCE`, ...) decide
-which tests apply; the others are skipped, saying why.
+which tests apply; the others are skipped, saying why. :class:`EventsSuite` checks, the
+same way, the events an adapter's observers see (a
+:class:`RecordingObserver` records them): subclass both.
 """
 
 from __future__ import annotations
@@ -40,7 +42,10 @@ except ImportError as _exc:  # pragma: no cover - depends on what is installed
 
 # Before the suites are imported, so that a failing assert in them explains itself.
 pytest.register_assert_rewrite(
-    *(f"{__name__}.{name}" for name in ("adapter_suite", "dlq_suite", "memory", "support"))
+    *(
+        f"{__name__}.{name}"
+        for name in ("adapter_suite", "dlq_suite", "events_suite", "memory", "support")
+    )
 )
 
 from missive.testing.conformance.adapter_suite import AdapterSuite, needs  # noqa: E402
@@ -51,6 +56,7 @@ from missive.testing.conformance.dlq_suite import (  # noqa: E402
     failure,
     put,
 )
+from missive.testing.conformance.events_suite import EventsSuite  # noqa: E402
 from missive.testing.conformance.harness import (  # noqa: E402
     CONSUMER_GROUPS,
     EXTERNAL_PUBLISHER,
@@ -64,10 +70,12 @@ from missive.testing.conformance.memory import (  # noqa: E402
     MemoryAdapter,
     MemoryBroker,
     MemoryHarness,
+    MemoryTransport,
 )
 from missive.testing.conformance.support import (  # noqa: E402
     TIMEOUT,
     Recorder,
+    RecordingObserver,
     memory_growth,
     running,
     wait_until,
@@ -82,13 +90,16 @@ __all__ = [
     "REDELIVERY",
     "TIMEOUT",
     "AdapterSuite",
+    "EventsSuite",
     "Features",
     "Harness",
     "MappingSuite",
     "MemoryAdapter",
     "MemoryBroker",
     "MemoryHarness",
+    "MemoryTransport",
     "Recorder",
+    "RecordingObserver",
     "StoreSuite",
     "failure",
     "memory_growth",

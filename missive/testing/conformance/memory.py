@@ -1,10 +1,11 @@
-"""An in-memory broker, an adapter running a processor's test client on it, and its harness.
+"""An in-memory broker, its transport and adapter on the delivery loop, and its harness.
 
-Public, for tests only: it lets the adapter suite check itself (and the test client's
-semantics) without a broker, and it is the smallest complete example of a
+Public, for tests only: it lets the adapter suite check itself (and the delivery loop)
+without a broker, and it is the smallest complete example of a
+:class:`~missive.runtime.Transport` and a
 :class:`~missive.testing.conformance.Harness` for a third-party adapter's author. The
-broker is a queue with acks, nacks (redelivered at once, same id), competing consumers
-and connections that can be dropped::
+broker is a queue with acks, nacks (redelivered at once or after a delay, same id,
+counted), competing consumers and connections that can be dropped::
 
     @pytest.fixture
     def harness():
@@ -20,21 +21,20 @@ from __future__ import annotations
 
 import collections
 import itertools
-import logging
 import threading
+import time
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, ClassVar
 
 import missive
 from missive.adapters.base import Adapter
+from missive.runtime import Batch, Capability, Fault, Transport
 from missive.testing.conformance.harness import (
     CONSUMER_GROUPS,
     KILL_CONNECTION,
     PERSISTENCE,
     REDELIVERY,
 )
-
-logger = logging.getLogger(__name__)
 
 
 class ConnectionLostError(Exception):
@@ -47,6 +47,8 @@ class MemoryBroker:
     def __init__(self) -> None:
         self._ready: collections.deque[tuple[bytes, bytes]] = collections.deque()
         self._unacked: dict[bytes, tuple[bytes, int]] = {}  # id -> (body, connection)
+        self._deliveries: dict[bytes, int] = {}  # id -> times delivered, until acked
+        self._delayed: list[tuple[float, bytes, bytes]] = []  # (when due, id, body)
         self._condition = threading.Condition()
         self._ids = itertools.count(1)
         self._connections = itertools.count(1)
@@ -63,33 +65,50 @@ class MemoryBroker:
             self._alive.add(connection)
             return connection
 
-    def get(self, connection: int, timeout: float) -> tuple[bytes, bytes] | None:
+    def get(self, connection: int, timeout: float) -> tuple[bytes, bytes, int] | None:
+        """The next message ``(id, body, times delivered)``, or ``None`` after ``timeout``."""
         with self._condition:
             self._check(connection)
-            if not self._ready:
-                self._condition.wait(timeout)
+            self._release_due()
+            if not self._ready and timeout > 0:
+                if self._delayed:
+                    timeout = min(timeout, min(self._delayed)[0] - time.monotonic())
+                self._condition.wait(max(timeout, 0.0))
                 self._check(connection)
-                if not self._ready:
-                    return None
+                self._release_due()
+            if not self._ready:
+                return None
             message_id, body = self._ready.popleft()
             self._unacked[message_id] = (body, connection)
-            return message_id, body
+            count = self._deliveries[message_id] = self._deliveries.get(message_id, 0) + 1
+            return message_id, body, count
 
-    def settle(self, connection: int, message_id: bytes, ack: bool) -> None:
+    def settle(self, connection: int, message_id: bytes, ack: bool, delay: float = 0.0) -> None:
+        """Ack a message, or requeue it (after ``delay`` seconds)."""
         with self._condition:
             self._check(connection)
             body, _ = self._unacked.pop(message_id)
-            if not ack:
+            if ack:
+                del self._deliveries[message_id]
+            elif delay > 0:
+                self._delayed.append((time.monotonic() + delay, message_id, body))
+            else:
                 self._ready.appendleft((message_id, body))
                 self._condition.notify()
 
     def disconnect(self, connection: int) -> None:
         with self._condition:
             self._alive.discard(connection)
-            for message_id, (body, owner) in list(self._unacked.items()):
+            # Back to the front, the last first: they keep the order they came in.
+            for message_id, (body, owner) in reversed(list(self._unacked.items())):
                 if owner == connection:
                     del self._unacked[message_id]
                     self._ready.appendleft((message_id, body))
+            self._condition.notify_all()
+
+    def wake(self) -> None:
+        """End every wait in :meth:`get` now (they return ``None``)."""
+        with self._condition:
             self._condition.notify_all()
 
     def kill_connections(self) -> None:
@@ -99,15 +118,95 @@ class MemoryBroker:
 
     def remaining(self) -> int:
         with self._condition:
-            return len(self._ready) + len(self._unacked)
+            return len(self._ready) + len(self._unacked) + len(self._delayed)
+
+    def _release_due(self) -> None:
+        now = time.monotonic()
+        due = [entry for entry in self._delayed if entry[0] <= now]
+        for entry in due:
+            self._delayed.remove(entry)
+            self._ready.appendleft(entry[1:])
 
     def _check(self, connection: int) -> None:
         if connection not in self._alive:
             raise ConnectionLostError(f"connection {connection} was dropped")
 
 
+class MemoryTransport(Transport):
+    """A connection to a :class:`MemoryBroker`, for the delivery loop."""
+
+    capabilities: ClassVar[Capability] = (
+        Capability.REDELIVERY
+        | Capability.DELIVERY_COUNTS
+        | Capability.DELAYED_REQUEUE
+        | Capability.HAND_BACK
+        | Capability.PERSISTENCE
+        | Capability.CONSUMER_GROUPS
+    )
+    broker_name: ClassVar[str] = "the memory broker"
+    first_reconnect_delay: ClassVar[float] = 0.01
+    ack_limit = 10
+
+    def __init__(self, broker: MemoryBroker) -> None:
+        self.broker = broker
+        self._connection: int | None = None
+        self._batch = Batch()
+
+    def connect(self) -> None:
+        self._connection = self.broker.connect()
+
+    def receive(self, max_messages: int, timeout: float) -> Batch:
+        batch = self._batch
+        batch.clear()
+        connection = self._live()
+        delivery = self.broker.get(connection, timeout)
+        while delivery is not None:
+            message_id, body, count = delivery
+            batch.add(body, message_id, {"queue": "memory"}, message_id, count)
+            if len(batch) >= max_messages:
+                break
+            delivery = self.broker.get(connection, 0.0)
+        return batch
+
+    def ack(self, handles: list[Any]) -> None:
+        connection = self._live()
+        for message_id in handles:
+            self.broker.settle(connection, message_id, ack=True)
+
+    def requeue(self, handle: Any, delay: float = 0.0) -> None:
+        self.broker.settle(self._live(), handle, ack=False, delay=delay)
+
+    def hand_back(self, batch: Batch, start: int) -> None:
+        # Each goes back to the front of the queue: the last first keeps their order.
+        for message_id in reversed(batch.handles[start:]):
+            self.requeue(message_id)
+
+    def wake(self, from_signal: bool) -> None:
+        if not from_signal:  # a signal handler must not wait for the broker's lock
+            self.broker.wake()
+
+    def close(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            self.broker.disconnect(connection)
+
+    def fault(self, exc: BaseException) -> Fault:
+        return Fault.RECONNECT if isinstance(exc, ConnectionLostError) else Fault.FATAL
+
+    def where(self) -> str:
+        return "memory"
+
+    def _live(self) -> int:
+        if self._connection is None:
+            raise ConnectionLostError("not connected")
+        return self._connection
+
+
 class MemoryAdapter(Adapter[Any]):
-    """Consumes a :class:`MemoryBroker` through the processor's :class:`missive.TestClient`."""
+    """Consumes a :class:`MemoryBroker` through the delivery loop (a :class:`MemoryTransport`)."""
+
+    batch_size = 10
+    poll_timeout = 0.05
 
     def __init__(
         self,
@@ -118,31 +217,9 @@ class MemoryAdapter(Adapter[Any]):
         super().__init__(message_cls, processor)
         self.broker = broker
 
-    def run(self) -> None:
-        with self.stop_on_signals(), self.processor.test_client() as client:
-            while not self.stop_requested:
-                connection = self.broker.connect()
-                self._set_ready()
-                try:
-                    self._consume(client, connection)
-                except ConnectionLostError:
-                    logger.warning("connection lost; reconnecting")
-                finally:
-                    self.broker.disconnect(connection)
-
-    def _consume(self, client: missive.TestClient[Any], connection: int) -> None:
-        while not self.stop_requested:
-            delivery = self.broker.get(connection, 0.05)
-            if delivery is None:
-                continue
-            message_id, body = delivery
-            message = self.message_cls(body, message_id, {"queue": "memory"})
-            try:
-                outcome = client.send(message)
-            except (missive.HandlingError, missive.DLQWriteError):
-                logger.exception("message %r not handled; redelivering it", message_id)
-                outcome = missive.Outcome.NACKED
-            self.broker.settle(connection, message_id, outcome is not missive.Outcome.NACKED)
+    def transport(self) -> MemoryTransport:
+        """A new connection to the broker."""
+        return MemoryTransport(self.broker)
 
 
 class MemoryHarness:

@@ -1,4 +1,5 @@
-"""Helpers for adapter tests: run an adapter in a thread, wait with a bound, record messages.
+"""Helpers for adapter tests: run an adapter in a thread, wait with a bound, record messages
+and events.
 
 Public: what :class:`~missive.testing.conformance.AdapterSuite` is built on, for a
 third-party adapter's own tests too::
@@ -19,6 +20,10 @@ from contextlib import contextmanager
 from typing import Any
 
 import missive
+from missive.context import HandlingContext, Outcome, ProcessingContext
+from missive.errors import MissiveError
+from missive.events import Observer
+from missive.reason import DeadLetterReason
 
 #: The longest any test waits for anything: a broken adapter fails, it does not hang.
 TIMEOUT = 30.0
@@ -125,3 +130,86 @@ def memory_growth(harness: Any, warm_up: int = 1000, measured: int = 5000) -> in
     finally:
         tracemalloc.stop()
     return after - before
+
+
+class RecordingObserver(Observer):
+    """Records every event, in order, as ``(event, message id or None, arguments)``.
+
+    Thread-safe: the adapter's threads record while a test reads. Add it with
+    ``adapter.add_observer(RecordingObserver())``; events that concern no message
+    (``worker_started``, ``connection_lost``, ``handed_back``, ...) have ``None`` as
+    their message id.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._calls: list[tuple[str, bytes | None, tuple[Any, ...]]] = []
+
+    @property
+    def calls(self) -> list[tuple[str, bytes | None, tuple[Any, ...]]]:
+        """Every event so far: ``(event, message id or None, arguments)``."""
+        with self._lock:
+            return list(self._calls)
+
+    def events(self, message_id: bytes | None = None) -> list[str]:
+        """The events' names in order: all of them, or those of one message."""
+        return [e for e, i, _ in self.calls if message_id is None or i == message_id]
+
+    def arguments(self, event: str) -> list[tuple[Any, ...]]:
+        """The arguments of each call of ``event``, in order."""
+        return [args for e, _, args in self.calls if e == event]
+
+    def message_ids(self) -> list[bytes]:
+        """The id of each message received, in order (a redelivered one again)."""
+        return [i for e, i, _ in self.calls if e == "message_received" and i is not None]
+
+    def _record(self, event: str, message_id: bytes | None, *args: Any) -> None:
+        with self._lock:
+            self._calls.append((event, message_id, args))
+
+    def worker_started(self, adapter: Any) -> None:
+        self._record("worker_started", None, adapter)
+
+    def worker_stopping(self, adapter: Any) -> None:
+        self._record("worker_stopping", None, adapter)
+
+    def connection_lost(self, where: str, error: BaseException, retry_in: float) -> None:
+        self._record("connection_lost", None, where, error, retry_in)
+
+    def connection_restored(self, where: str) -> None:
+        self._record("connection_restored", None, where)
+
+    def message_received(self, message: missive.Message, delivery_count: int | None) -> None:
+        self._record("message_received", message.message_id, message, delivery_count)
+
+    def handling_started(self, pctx: ProcessingContext[Any], hctx: HandlingContext[Any]) -> None:
+        self._record("handling_started", hctx.message.message_id, pctx, hctx)
+
+    def handling_finished(
+        self,
+        pctx: ProcessingContext[Any],
+        hctx: HandlingContext[Any],
+        outcome: Outcome | None,
+        duration: float,
+    ) -> None:
+        self._record("handling_finished", hctx.message.message_id, pctx, hctx, outcome, duration)
+
+    def acked(self, message: missive.Message) -> None:
+        self._record("acked", message.message_id, message)
+
+    def requeued(self, message: missive.Message, delay: float) -> None:
+        self._record("requeued", message.message_id, message, delay)
+
+    def dead_lettered(self, message: missive.Message, reason: DeadLetterReason) -> None:
+        self._record("dead_lettered", message.message_id, message, reason)
+
+    def dlq_write_failed(
+        self, message: missive.Message, reason: DeadLetterReason, error: BaseException | None
+    ) -> None:
+        self._record("dlq_write_failed", message.message_id, message, reason, error)
+
+    def lost(self, message: missive.Message, error: MissiveError) -> None:
+        self._record("lost", message.message_id, message, error)
+
+    def handed_back(self, count: int) -> None:
+        self._record("handed_back", None, count)

@@ -1,43 +1,29 @@
-"""The HTTP side of the WSGI adapter: reading a bounded body, headers, JSON responses."""
+"""The request side of the WSGI adapter: a bounded body, headers, and the message they make."""
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
+from missive._typing import M
 from missive.adapters._wsgi_deadline import watch
 
+if TYPE_CHECKING:
+    from missive.adapters.wsgi import WSGIAdapter
+
 __all__ = [
+    "MAX_ID_LENGTH",
     "RejectedError",
-    "StartResponse",
     "decimal",
     "read_body",
     "request_headers",
-    "respond",
-    "respond_outcome",
+    "request_message",
 ]
 
-StartResponse = Callable[..., Any]
-
-STATUS = {
-    200: "200 OK",
-    202: "202 Accepted",
-    400: "400 Bad Request",
-    401: "401 Unauthorized",
-    404: "404 Not Found",
-    405: "405 Method Not Allowed",
-    408: "408 Request Timeout",
-    411: "411 Length Required",
-    413: "413 Content Too Large",
-    500: "500 Internal Server Error",
-    503: "503 Service Unavailable",
-}
-
+#: The longest message id taken from a sender's header, in characters.
+MAX_ID_LENGTH = 256
 _CHUNK = 64 * 1024
 _MAX_LENGTH_DIGITS = 18  # far above any limit, far below int()'s bound
-_encode = json.JSONEncoder(separators=(",", ":")).encode
-_quote: Callable[[str], str] = json.encoder.encode_basestring_ascii
 
 
 def decimal(text: str, max_digits: int) -> int | None:
@@ -68,43 +54,43 @@ class RejectedError(Exception):
         self.headers = list(headers)
 
 
-def respond(
-    start_response: StartResponse,
-    status: int,
-    document: Mapping[str, Any],
-    headers: Iterable[tuple[str, str]] = (),
-    head: bool = False,
-) -> list[bytes]:
-    """Start a JSON response; returns the WSGI body (empty for a HEAD request)."""
-    body = _encode(document).encode("utf-8")
-    start_response(
-        STATUS[status],
-        [
-            ("Content-Type", "application/json"),
-            ("Content-Length", str(len(body))),
-            *headers,
-        ],
-    )
-    return [] if head else [body]
+def request_message(adapter: WSGIAdapter[M], environ: Mapping[str, Any], path: str) -> M:
+    """The message a POST to ``path`` carries, read and checked with ``adapter``'s settings.
 
-
-def respond_outcome(
-    start_response: StartResponse,
-    status: int,
-    outcome: str,
-    message_id: bytes,
-    headers: Iterable[tuple[str, str]] = (),
-) -> list[bytes]:
-    """Start ``{"status": outcome, "message_id": ...}``: the common case, made cheap."""
-    body = b'{"status":"%s","message_id":%s}' % (
-        outcome.encode("ascii"),
-        _quote(message_id.decode("latin-1")).encode("ascii"),
-    )
-    start_response(
-        STATUS[status],
-        [("Content-Type", "application/json"), ("Content-Length", str(len(body))), *headers],
-    )
-    return [body]
+    :raises RejectedError: for a body refused by :func:`read_body`, a failed
+        signature (401) or a sender's message id over :data:`MAX_ID_LENGTH` (400).
+    """
+    body = read_body(environ, adapter.max_body_size, adapter.body_timeout)
+    headers = request_headers(environ)
+    signature = adapter.signature
+    if signature is not None:
+        problem = signature.verify(body, headers)
+        if problem is not None:
+            document = {"status": "rejected", "error": "invalid or missing signature"}
+            raise RejectedError(401, document, problem)
+    message_id: bytes | None = None
+    id_header = adapter.message_id_header
+    if id_header is not None:
+        value = headers.get(id_header, "").strip()
+        if len(value) > MAX_ID_LENGTH:
+            raise RejectedError(
+                400,
+                {"status": "rejected", "error": f"message id longer than {MAX_ID_LENGTH}"},
+                f"{id_header} header of {len(value)} characters",
+            )
+        if value:
+            message_id = value.encode("latin-1")
+    drop = adapter.drop_headers
+    if drop.intersection(headers):
+        headers = {k: v for k, v in headers.items() if k not in drop}
+    attributes = {
+        "method": "POST",
+        "path": path,
+        "query_string": environ.get("QUERY_STRING", ""),
+        "remote_addr": environ.get("REMOTE_ADDR"),
+        "headers": headers,
+    }
+    return adapter.message_cls(body, message_id, attributes)
 
 
 # environ key -> header name, bounded so that senders inventing header names

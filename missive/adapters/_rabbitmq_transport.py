@@ -1,0 +1,259 @@
+"""The RabbitMQ transport: one pika connection and channel, consumers that fill a Batch.
+
+:class:`~missive.adapters.rabbitmq.RabbitMQAdapter` returns one from ``transport()``; the
+delivery loop drives it. Only imported once :mod:`missive.adapters.rabbitmq` found pika.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
+
+import pika
+import pika.exceptions
+from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
+from pika.spec import Basic, BasicProperties
+
+from missive.adapters._rabbitmq_acks import Acks
+from missive.adapters._rabbitmq_causes import consume_refused, describe, login_refused
+from missive.message import Message
+from missive.runtime.transport import Batch, Capability, Fault, Transport
+
+__all__: list[str] = []
+
+logger = logging.getLogger("missive.adapters.rabbitmq")
+
+# Connection errors that a new connection cannot fix: the configuration must change.
+_FATAL_CONNECTION_ERRORS = (
+    pika.exceptions.AuthenticationError,
+    pika.exceptions.ProbableAuthenticationError,
+    pika.exceptions.ProbableAccessDeniedError,
+)
+# Channel close codes that a new connection cannot fix: 403 access refused, 404 no queue.
+_FATAL_CHANNEL_CODES = frozenset({403, 404})
+_CLOSED_CHANNEL = pika.exceptions.ChannelClosedByBroker
+
+
+class _ConsumerCancelledError(Exception):
+    """The broker cancelled one of our consumers (queue deleted, leader moved): reconnect."""
+
+
+class _RabbitMQTransport(Transport):
+    """One connection and one channel; a consumer per queue whose callback fills a Batch."""
+
+    capabilities: ClassVar[Capability] = (
+        Capability.REDELIVERY | Capability.COUNT_IN_DLQ | Capability.DELAYED_REQUEUE
+        | Capability.HAND_BACK | Capability.ORDERED | Capability.PERSISTENCE
+        | Capability.CONSUMER_GROUPS
+    )
+    broker_name: ClassVar[str] = "RabbitMQ"
+    loss_note: ClassVar[str] = "; unacked messages go back to their queue"
+    first_reconnect_delay: ClassVar[float] = 0.5
+
+    def __init__(
+        self, parameters: pika.URLParameters, queues: Sequence[str], prefetch: int
+    ) -> None:
+        self._parameters = parameters
+        self._queues = tuple(queues)
+        self._prefetch = prefetch
+        self.ack_limit = max(1, prefetch // 2)
+        self._batch = Batch()
+        self._lock = threading.Lock()  # guards _connection, which wake() reads
+        self._connection: BlockingConnection | None = None
+        self._channel: BlockingChannel | None = None
+        self._acks: Acks | None = None
+        self._consumers: list[str] = []
+        self._woken = False  # a stop woke us: never wait again
+
+    def connect(self) -> None:
+        try:
+            connection = pika.BlockingConnection(self._parameters)
+        except ValueError as exc:
+            # pika raises ValueError ("Expected connected socket, but getpeername()
+            # failed") when the socket is reset while it connects: a lost connection.
+            raise pika.exceptions.AMQPConnectionError("connection reset while connecting") from exc
+        except OSError as exc:  # a host name that does not resolve (yet): retried
+            raise pika.exceptions.AMQPConnectionError(exc) from exc
+        with self._lock:
+            self._connection = connection
+        self._channel = channel = connection.channel()
+        channel.basic_qos(prefetch_count=self._prefetch)
+        channel.add_on_cancel_callback(_on_cancelled_by_broker)
+        self._acks = Acks(channel)
+        self._consumers = [
+            channel.basic_consume(queue, self._on_message_callback(queue)) for queue in self._queues
+        ]
+        queues = ", ".join(self._queues)
+        logger.info("consuming %s on %s (prefetch %d)", queues, self.where(), self._prefetch)
+
+    def _on_message_callback(
+        self, queue: str
+    ) -> Callable[[BlockingChannel, Basic.Deliver, BasicProperties, bytes], None]:
+        """The consumer callback for ``queue``: the per-message hot path, one row per call."""
+        batch = self._batch
+        add_body, add_id, add_count = batch.bodies.append, batch.ids.append, batch.counts.append
+        add_attributes, add_handle = batch.attributes.append, batch.handles.append
+
+        def on_message(
+            channel: BlockingChannel,
+            method: Basic.Deliver,
+            properties: BasicProperties,
+            body: bytes,
+        ) -> None:
+            # No settling here: a reject or an ack is sent at once, and pika reads while
+            # it sends, so what it frees could join this dispatch, forever.
+            headers = properties.headers
+            redelivered = method.redelivered
+            count: int | None = None if redelivered else 1
+            if headers:
+                previous = headers.get("x-delivery-count")
+                if isinstance(previous, int):  # quorum queues count earlier deliveries
+                    count = previous + 1
+            publisher_id = properties.message_id
+            add_body(body)
+            add_id(publisher_id.encode() if publisher_id else None)
+            add_attributes(
+                {
+                    "queue": queue,
+                    "exchange": method.exchange,
+                    "routing_key": method.routing_key,
+                    "redelivered": redelivered,
+                    "delivery_count": count,
+                    "headers": headers if headers else {},
+                    "publisher_id": bool(publisher_id),
+                    "content_type": properties.content_type,
+                    "correlation_id": properties.correlation_id,
+                    "reply_to": properties.reply_to,
+                }
+            )
+            add_count(count)
+            add_handle(method.delivery_tag)
+
+        return on_message
+
+    def receive(self, max_messages: int, timeout: float) -> Batch:
+        # ``max_messages`` is moot: the prefetch bounds what pika holds.
+        batch = self._batch
+        batch.clear()
+        assert self._connection is not None, "receive() before connect()"
+        events = self._connection.process_data_events
+        events(time_limit=0)
+        if not batch.bodies and not self._woken:  # that call may have run a wake-up
+            events(time_limit=timeout)
+        return batch
+
+    def ack(self, handles: list[Any]) -> None:
+        assert self._acks is not None
+        self._acks.send(handles)
+
+    def requeue(self, handle: Any, delay: float = 0.0) -> None:
+        assert self._acks is not None
+        self._acks.requeue(handle, delay)
+
+    def hand_back(self, batch: Batch, start: int) -> None:
+        # Cancelled first, so that the rows rejected below are not delivered back to us.
+        # pika rejects the deliveries it holds but has not dispatched, and those that
+        # come before the cancel's reply; one last dispatch may still add rows.
+        channel, connection = self._channel, self._connection
+        assert channel is not None
+        assert connection is not None
+        self._cancel_consumers(channel)
+        connection.process_data_events(time_limit=0)
+        for tag in batch.handles[start:]:  # the rows not started, and any it just added
+            channel.basic_reject(tag, requeue=True)
+
+    def wake(self, from_signal: bool) -> None:
+        if from_signal:
+            # On the loop's own thread (a handler interrupted): the loop sees the stop
+            # within poll_timeout; pika's wake-up takes a lock that thread may hold.
+            return
+        self._woken = True
+        with self._lock:
+            connection = self._connection
+            if connection is not None:
+                # An error means it is closing already: the loop is leaving.
+                with contextlib.suppress(pika.exceptions.AMQPError):
+                    connection.add_callback_threadsafe(_wake_up)
+
+    def close(self) -> None:
+        with self._lock:
+            connection, self._connection = self._connection, None
+        channel, self._channel = self._channel, None
+        acks, self._acks = self._acks, None
+        if connection is None:
+            return
+        if acks is not None and acks.owed:
+            logger.warning(
+                "%d handled messages were not acked yet when the connection dropped; "
+                "RabbitMQ will deliver them again",
+                acks.owed,
+            )
+        if connection.is_open and channel is not None and channel.is_open:
+            with contextlib.suppress(pika.exceptions.AMQPError):
+                self._cancel_consumers(channel)  # pika rejects the deliveries it still holds
+                channel.close()  # RabbitMQ requeues the ones still unacked
+        self._consumers = []
+        if connection.is_open:
+            # On error the broker requeues what we did not ack anyway.
+            with contextlib.suppress(pika.exceptions.AMQPError):
+                connection.close()
+
+    def _cancel_consumers(self, channel: BlockingChannel) -> None:
+        consumers, self._consumers = self._consumers, []
+        for tag in consumers:
+            channel.basic_cancel(tag)
+
+    def fault(self, exc: BaseException) -> Fault:
+        if isinstance(exc, _FATAL_CONNECTION_ERRORS):
+            exc.add_note(login_refused(exc, self.where()))
+            return Fault.FATAL
+        if isinstance(exc, _CLOSED_CHANNEL) and exc.reply_code in _FATAL_CHANNEL_CODES:
+            exc.add_note(consume_refused(exc, self.where(), self._queues))
+            return Fault.FATAL
+        if isinstance(exc, pika.exceptions.AMQPError | _ConsumerCancelledError):
+            return Fault.RECONNECT
+        return Fault.FATAL
+
+    def describe(self, exc: BaseException) -> str:
+        return describe(exc)
+
+    def where(self) -> str:
+        # Never the URL: it may hold a password.
+        params = self._parameters
+        return f"{params.host}:{params.port} vhost {params.virtual_host!r}"
+
+    def count_key(self, message: Message, stable_id: bool) -> bytes | None:
+        if stable_id:
+            return message.message_id
+        attributes = message.attributes
+        return _content_key(attributes["queue"], attributes["routing_key"], message.raw_data)
+
+    def counted(self, message: Message, stable_id: bool, attempts: int) -> None:
+        if attempts == 2 and not stable_id:  # once per message: at its first redelivery
+            logger.warning(
+                "message %r from queue %r has no publisher message_id: its redeliveries are "
+                "counted by a hash of its queue, routing key and body, so identical messages "
+                "share one count and max_deliveries is approximate for them; set message_id "
+                "when publishing",
+                message.message_id,
+                message.attributes["queue"],
+            )
+
+
+def _on_cancelled_by_broker(frame: Any) -> None:
+    raise _ConsumerCancelledError("RabbitMQ cancelled a consumer (queue deleted or moved)")
+
+
+def _content_key(queue: str, routing_key: str | None, body: bytes) -> bytes:
+    """A stable key for a message without a publisher id: identical messages share it."""
+    digest = hashlib.sha256(f"{queue}\0{routing_key}\0".encode())
+    digest.update(body)
+    return b"amqp-content:" + digest.hexdigest().encode()
+
+
+def _wake_up() -> None:
+    """Run on the connection's thread by :meth:`_RabbitMQTransport.wake` to end its wait."""

@@ -1,0 +1,79 @@
+"""The RabbitMQ transport's own verbs: how Acks settles, and hand_back on the real broker."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import missive
+from missive.adapters._rabbitmq_acks import Acks
+from missive.testing.conformance.support import wait_until
+from tests.adapters.test_rabbitmq import (
+    RabbitMQHarness,
+    harness,  # noqa: F401 - fixture
+)
+
+
+class FakeChannel:
+    """Records what Acks sends; call_later keeps the timers for the test to run."""
+
+    is_open = True
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, int, bool]] = []
+        self.timers: list[tuple[float, Callable[[], None]]] = []
+        self.connection = self
+
+    def basic_ack(self, tag: int, multiple: bool = False) -> None:
+        self.sent.append(("ack", tag, multiple))
+
+    def basic_nack(self, tag: int, requeue: bool = True) -> None:
+        self.sent.append(("nack", tag, requeue))
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> None:
+        self.timers.append((delay, callback))
+
+
+def test_acks_are_one_multiple_ack_unless_a_delayed_requeue_is_pending() -> None:
+    channel = FakeChannel()
+    acks = Acks(channel)  # type: ignore[arg-type]
+    acks.send([1, 2, 3])
+    acks.requeue(4, 0.0)  # at once
+    acks.requeue(5, 2.5)  # later: until then, a multiple ack would ack it too
+    acks.send([6, 7])
+    [(delay, nack_5)] = channel.timers
+    nack_5()
+    acks.send([8, 9])
+    assert delay == 2.5
+    assert channel.sent == [
+        ("ack", 3, True),
+        ("nack", 4, True),
+        ("ack", 6, False),
+        ("ack", 7, False),
+        ("nack", 5, True),
+        ("ack", 9, True),
+    ]
+    assert acks.owed == 0
+
+
+def test_hand_back_gives_the_unstarted_rows_back_and_returns(
+    harness: RabbitMQHarness,  # noqa: F811
+) -> None:
+    # Given a transport holding prefetched rows, the first two handled and acked
+    harness.publish([b"%d" % i for i in range(20)])
+    adapter = harness.adapter(missive.RawMessage, missive.Processor(), prefetch=10)
+    transport: Any = adapter.transport()
+    transport.connect()
+    try:
+        wait_until(lambda: harness.ready() == 10, "the broker sent the prefetch")
+        batch = transport.receive(100, 5.0)
+        assert len(batch) == 10
+        transport.ack(batch.handles[:2])
+        # When the rest are handed back (a stop)
+        transport.hand_back(batch, 2)
+        # Then they are ready again at once, for another consumer, and nothing more comes
+        wait_until(lambda: harness.ready() == 18, "18 messages are ready")
+        assert len(transport.receive(100, 0.2)) == 0
+    finally:
+        transport.close()
+    assert harness.remaining() == 18
