@@ -17,9 +17,14 @@ from typing import Any, ClassVar
 import redis
 
 from missive._typing import M
-from missive.adapters._redis_common import CONNECTION_ERRORS, RedisAdapterBase, redact
+from missive.adapters._redis_common import (
+    CONNECTION_ERRORS,
+    RedisAdapterBase,
+    RedisTransportBase,
+    redact,
+)
 from missive.processor import Processor
-from missive.runtime.transport import Batch, Capability, Fault, Transport
+from missive.runtime.transport import Batch, Capability, Transport
 
 __all__ = ["DEFAULT_CHANNEL", "RedisPubSubAdapter"]
 
@@ -109,12 +114,11 @@ class RedisPubSubAdapter(RedisAdapterBase[M]):
         return _PubSubTransport(self)
 
 
-class _PubSubTransport(Transport):
+class _PubSubTransport(RedisTransportBase):
     """Pub/Sub on one connection: a reader thread parses the socket into a local queue."""
 
     capabilities: ClassVar[Capability] = Capability.PATTERNS
     cannot_redeliver: ClassVar[str] = "Redis Pub/Sub cannot redeliver a message"
-    broker_name: ClassVar[str] = "Redis"
     ack_limit = 1 << 30  # acks are no-ops here: no call per message
 
     def __init__(self, adapter: RedisPubSubAdapter[Any]) -> None:
@@ -218,10 +222,6 @@ class _PubSubTransport(Transport):
         with contextlib.suppress(Exception):
             if client is not None:
                 client.close()
-
-    def fault(self, exc: BaseException) -> Fault:
-        """Reconnect after a connection error; anything else stops :meth:`run`."""
-        return Fault.RECONNECT if isinstance(exc, CONNECTION_ERRORS) else Fault.FATAL
 
     def where(self) -> str:
         """The channels and patterns, and the URL without its password."""

@@ -24,6 +24,7 @@ from missive.adapters._redis_pubsub import _END, _WAKE
 from missive.adapters.redis import RedisPubSubAdapter
 from missive.runtime import Fault
 from missive.testing.conformance.adapter_suite import AdapterSuite
+from missive.testing.conformance.events_suite import EventsSuite
 from missive.testing.conformance.support import Recorder, memory_growth, running, wait_until
 from tests.conformance.redis_harness import URL, RedisPubSubHarness
 from tests.services import require
@@ -37,8 +38,8 @@ def harness() -> Iterator[RedisPubSubHarness]:
     h.close()
 
 
-class TestRedisPubSubConformance(AdapterSuite):
-    """Every test of the adapter suite, on Redis Pub/Sub."""
+class TestRedisPubSubConformance(AdapterSuite, EventsSuite):
+    """Every test of the adapter and events suites, on Redis Pub/Sub."""
 
 
 # -- Pub/Sub specifics -------------------------------------------------------------------
