@@ -5,12 +5,14 @@ Private: import it from :mod:`missive.adapters.redis`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
 from collections.abc import Iterable
+from itertools import repeat
 from queue import Empty, SimpleQueue
-from typing import Any
+from typing import Any, ClassVar
 
 import redis
 
@@ -18,11 +20,11 @@ from missive._typing import M
 from missive.adapters._redis_common import (
     CONNECTION_ERRORS,
     RedisAdapterBase,
+    RedisTransportBase,
     redact,
 )
-from missive.context import Outcome, ProcessingContext
-from missive.errors import DLQWriteError, HandlingError
 from missive.processor import Processor
+from missive.runtime.transport import Batch, Capability, Transport
 
 __all__ = ["DEFAULT_CHANNEL", "RedisPubSubAdapter"]
 
@@ -31,9 +33,9 @@ logger = logging.getLogger("missive.adapters.redis")
 #: The channel :class:`RedisPubSubAdapter` subscribes to when given none.
 DEFAULT_CHANNEL = "missive"
 
-_NACKED = Outcome.NACKED
-_POLL = 0.2  # seconds between looks at stop() while idle
+_POLL = 0.2  # seconds between looks for the subscription's confirmations
 _END = object()  # the reader's last item: every subscription is confirmed gone
+_WAKE = object()  # put by wake(): ends a waiting receive, then skipped
 
 
 class RedisPubSubAdapter(RedisAdapterBase[M]):
@@ -48,8 +50,8 @@ class RedisPubSubAdapter(RedisAdapterBase[M]):
     * a message that cannot be handled and cannot be dead-lettered (no DLQ set, or
       the DLQ write failed) is logged at ERROR with its id and the adapter goes on:
       it is lost, as Pub/Sub cannot redeliver it;
-    * a dropped connection is logged and re-established with backoff; messages
-      published in between are missed.
+    * a dropped connection is logged and re-established, after waits that grow
+      with each failure in a row; messages published in between are missed.
 
     Messages get a generated id and the attributes ``channel`` (and ``pattern`` for
     a pattern subscription). A reader thread drains the socket into a local queue so
@@ -107,47 +109,132 @@ class RedisPubSubAdapter(RedisAdapterBase[M]):
         self.drain_timeout = drain_timeout
         self.health_check_interval = health_check_interval
 
-    def run(self) -> None:
-        """Subscribe and handle messages until :meth:`stop`; see the class docstring."""
-        names = ", ".join([*self.channels, *(f"pattern {p}" for p in self.patterns)])
-        describe = f"Pub/Sub {names} at {redact(self.url)}"
-        with self.processor.context() as context:
-            self._run_reconnecting(lambda: self._consume(context), describe)
-        logger.info("Pub/Sub adapter stopped")
+    def transport(self) -> Transport:
+        """A new Pub/Sub transport for :meth:`run`; see the class docstring."""
+        return _PubSubTransport(self)
 
-    def _consume(self, context: ProcessingContext[M]) -> None:
-        client = self._client(health_check_interval=self.health_check_interval)
-        pubsub = client.pubsub()  # type: ignore[no-untyped-call]
+
+class _PubSubTransport(RedisTransportBase):
+    """Pub/Sub on one connection: a reader thread parses the socket into a local queue."""
+
+    capabilities: ClassVar[Capability] = Capability.PATTERNS
+    cannot_redeliver: ClassVar[str] = "Redis Pub/Sub cannot redeliver a message"
+    ack_limit = 1 << 30  # acks are no-ops here: no call per message
+
+    def __init__(self, adapter: RedisPubSubAdapter[Any]) -> None:
+        self._adapter = adapter
+        self.drain_timeout = adapter.drain_timeout
+        names = ", ".join([*adapter.channels, *(f"pattern {p}" for p in adapter.patterns)])
+        self._where = f"Pub/Sub {names} at {redact(adapter.url)}"
+        self._batch = Batch()
+        self._queue: SimpleQueue[Any] = SimpleQueue()
+        self._failure: BaseException | None = None  # raised by the next receive
+        self._client: redis.Redis | None = None
+        self._pubsub: Any = None
+        self._reader: threading.Thread | None = None
+
+    def connect(self) -> None:
+        """Subscribe (waiting for every confirmation), then start the reader thread."""
+        adapter = self._adapter
         queue: SimpleQueue[Any] = SimpleQueue()
-        reader: threading.Thread | None = None
+        self._queue, self._failure = queue, None
+        self._client = adapter._client(health_check_interval=adapter.health_check_interval)
+        self._pubsub = pubsub = self._client.pubsub()  # type: ignore[no-untyped-call]
+        self._subscribe(pubsub, queue)
+        self._reader = threading.Thread(
+            target=self._read, args=(pubsub, queue), name="missive-redis-pubsub", daemon=True
+        )
+        self._reader.start()
+        logger.info(
+            "subscribed to %d channel(s) and %d pattern(s) at %s",
+            len(adapter.channels),
+            len(adapter.patterns),
+            redact(adapter.url),
+        )
+
+    def receive(self, max_messages: int, timeout: float) -> Batch:
+        """Up to ``max_messages`` from the reader's queue, waiting ``timeout`` for the first."""
+        batch = self._batch
+        batch.clear()
+        if (failure := self._failure) is not None:
+            self._failure = None
+            raise failure
+        queue = self._queue
         try:
-            self._subscribe(pubsub, queue)
-            reader = threading.Thread(
-                target=self._read, args=(pubsub, queue), name="missive-redis-pubsub", daemon=True
-            )
-            reader.start()
-            self._consuming = True
-            logger.info(
-                "subscribed to %d channel(s) and %d pattern(s) at %s",
-                len(self.channels),
-                len(self.patterns),
-                redact(self.url),
-            )
-            self._set_ready()
-            self._process(context, pubsub, queue)
-        finally:
-            pubsub.close()  # shuts the socket down: a reader still blocked in it ends
-            if reader is not None:
-                reader.join(5)
-            client.close()
+            item = queue.get(timeout=timeout) if timeout > 0 else queue.get_nowait()
+        except Empty:
+            return batch
+        get = queue.get_nowait
+        add_body, add_attributes = batch.bodies.append, batch.attributes.append
+        n = 0
+        while True:
+            if item.__class__ is list:
+                if len(item) == 3:  # [b"message", channel, data]
+                    add_attributes({"channel": item[1].decode("utf-8", "replace")})
+                else:  # [b"pmessage", pattern, channel, data]
+                    pattern = item[1].decode("utf-8", "replace")
+                    add_attributes(
+                        {"channel": item[2].decode("utf-8", "replace"), "pattern": pattern}
+                    )
+                add_body(item[-1])
+                n += 1
+                if n == max_messages:
+                    break
+            elif item is _END:
+                batch.ended = True
+                break
+            elif item is not _WAKE:
+                if not n:
+                    raise item
+                self._failure = item  # the rows before it are handled first
+                break
+            try:
+                item = get()
+            except Empty:
+                break
+        # Every row has a generated id, count 1 and no handle: filled per batch, not per row.
+        batch.ids.extend(repeat(None, n))
+        batch.counts.extend(repeat(1, n))
+        batch.handles.extend(repeat(None, n))
+        return batch
+
+    def begin_drain(self) -> None:
+        """Unsubscribe from everything; what Redis sent before still comes, then ``_END``."""
+        try:
+            self._pubsub.unsubscribe()
+            self._pubsub.punsubscribe()
+        except CONNECTION_ERRORS:
+            pass  # the reader sees the failure too, and queues it
+
+    def wake(self, from_signal: bool) -> None:
+        """End a waiting :meth:`receive`, from any thread (SimpleQueue.put is reentrant)."""
+        self._queue.put(_WAKE)
+
+    def close(self) -> None:
+        """Close the subscription, wait for the reader, close the client. Never raises."""
+        pubsub, reader, client = self._pubsub, self._reader, self._client
+        self._pubsub = self._reader = self._client = None
+        with contextlib.suppress(Exception):
+            if pubsub is not None:
+                pubsub.close()  # shuts the socket down: a reader still blocked in it ends
+        if reader is not None:
+            reader.join(5)
+        with contextlib.suppress(Exception):
+            if client is not None:
+                client.close()
+
+    def where(self) -> str:
+        """The channels and patterns, and the URL without its password."""
+        return self._where
 
     def _subscribe(self, pubsub: Any, queue: SimpleQueue[Any]) -> None:
         # Wait for every confirmation so that, once ready, nothing published is missed.
-        if self.channels:
-            pubsub.subscribe(*self.channels)
-        if self.patterns:
-            pubsub.psubscribe(*self.patterns)
-        expected = len(self.channels) + len(self.patterns)
+        adapter = self._adapter
+        if adapter.channels:
+            pubsub.subscribe(*adapter.channels)
+        if adapter.patterns:
+            pubsub.psubscribe(*adapter.patterns)
+        expected = len(adapter.channels) + len(adapter.patterns)
         deadline = time.monotonic() + 10
         while expected:
             response = pubsub.parse_response(block=False, timeout=_POLL)
@@ -169,7 +256,7 @@ class RedisPubSubAdapter(RedisAdapterBase[M]):
         # declares the connection dead when a PING got no reply within an interval.
         put = queue.put
         parse = pubsub.parse_response
-        interval = self.health_check_interval
+        interval = self._adapter.health_check_interval
         connection = pubsub.connection
         try:
             while True:
@@ -188,97 +275,5 @@ class RedisPubSubAdapter(RedisAdapterBase[M]):
                 if not pubsub.subscribed:
                     put(_END)
                     return
-        except Exception as exc:  # handed to the processing thread, which decides
+        except Exception as exc:  # handed to the loop's thread, which decides
             put(exc)
-
-    def _process(self, context: ProcessingContext[M], pubsub: Any, queue: SimpleQueue[Any]) -> None:
-        get = queue.get
-        handle = self._handle
-        stop_requested = self.stop_event.is_set
-        while not stop_requested():
-            try:
-                item = get(timeout=_POLL)
-            except Empty:
-                continue
-            if item.__class__ is list:
-                handle(context, item)
-            elif item is _END:
-                return
-            else:
-                raise item
-        self._drain(context, pubsub, queue)
-
-    def _drain(self, context: ProcessingContext[M], pubsub: Any, queue: SimpleQueue[Any]) -> None:
-        try:
-            pubsub.unsubscribe()
-            pubsub.punsubscribe()
-        except CONNECTION_ERRORS:
-            pass  # the reader sees the failure too, and queues it
-        deadline = time.monotonic() + self.drain_timeout
-        handled = 0
-        while True:
-            left = deadline - time.monotonic()
-            try:
-                item = queue.get(timeout=left) if left > 0 else queue.get_nowait()
-            except Empty:
-                break
-            if item.__class__ is not list:
-                if item is not _END:
-                    logger.warning("connection failed while stopping: %s", item)
-                logger.info("handled %d messages received before the unsubscribe", handled)
-                return
-            if left > 0:
-                self._handle(context, item)
-                handled += 1
-            else:
-                self._dead_letter(
-                    context,
-                    self._message(item),
-                    "the adapter stopped before "
-                    f"handling it (drain_timeout={self.drain_timeout} s passed); "
-                    "Redis Pub/Sub cannot redeliver a message",
-                )
-        logger.warning(
-            "stopped after drain_timeout=%s s with the subscription still open; messages "
-            "Redis sends after this point are not received",
-            self.drain_timeout,
-        )
-
-    def _message(self, response: list[bytes]) -> M:
-        if len(response) == 3:
-            attributes = {"channel": response[1].decode("utf-8", "replace")}
-        else:
-            attributes = {
-                "channel": response[2].decode("utf-8", "replace"),
-                "pattern": response[1].decode("utf-8", "replace"),
-            }
-        return self.message_cls(response[-1], None, attributes)
-
-    def _handle(self, context: ProcessingContext[M], response: list[bytes]) -> None:
-        message = self._message(response)
-        try:
-            outcome = context.process(message)
-        except (HandlingError, DLQWriteError) as exc:
-            self._lost(message, exc)
-            return
-        if outcome is _NACKED:
-            self._dead_letter(
-                context, message, "nacked by its handler; Redis Pub/Sub cannot redeliver a message"
-            )
-
-    def _dead_letter(self, context: ProcessingContext[M], message: M, reason: str) -> None:
-        try:
-            context.dead_letter(message, reason)
-        except (HandlingError, DLQWriteError) as exc:
-            self._lost(message, exc)
-
-    @staticmethod
-    def _lost(message: M, exc: HandlingError | DLQWriteError) -> None:
-        logger.error(
-            "message %r (%d bytes, channel %s) was not handled and is lost, as Redis Pub/Sub "
-            "cannot redeliver it: %s",
-            message.message_id,
-            len(message.raw_data),
-            message.attributes.get("channel"),
-            exc,
-        )

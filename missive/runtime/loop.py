@@ -259,37 +259,55 @@ class DeliveryLoop(Generic[M]):
                 observers = self.adapter.processor.observers
                 if observers:
                     observers.handed_back(len(batch) - start)
-            else:
+                batch = None
+            elif transport.drain_timeout is None:
                 for i in range(start, len(batch)):
                     self._settle(policy, batch, i)
+                batch = None
+        else:
+            batch = None
         if transport.drain_timeout is not None:
-            self._drain(policy, transport.drain_timeout)
+            self._drain(policy, transport.drain_timeout, batch, start)
         transport.flush()
 
-    def _drain(self, policy: Policy[M], drain_timeout: float) -> None:
-        """Handle what the transport still sends after :meth:`Transport.begin_drain`."""
+    def _drain(
+        self, policy: Policy[M], drain_timeout: float, batch: Batch | None, start: int
+    ) -> None:
+        """Handle what the transport still sends after :meth:`Transport.begin_drain`.
+
+        The rows ``start:`` of ``batch`` (received, not started) come first, under the
+        same deadline as what the transport sends afterwards.
+        """
         transport = self.transport
         transport.begin_drain()
         deadline = time.monotonic() + drain_timeout
-        handled = 0
+        reason = (
+            f"the adapter stopped before handling it (drain_timeout={drain_timeout} s "
+            f"passed); {transport.cannot_redeliver}"
+        )
+        size, handled = self.adapter.batch_size, 0
         try:
-            while (left := deadline - time.monotonic()) > 0:
-                batch = transport.receive(self.adapter.batch_size, left)
-                for i in range(len(batch)):
-                    self._settle(policy, batch, i)
-                handled += len(batch)
+            while True:
+                late = False
+                if batch is None:
+                    left = deadline - time.monotonic()
+                    late = left <= 0
+                    batch = (
+                        transport.receive(1 << 30, 0.0) if late else transport.receive(size, left)
+                    )
+                    start = 0
+                for i in range(start, len(batch)):
+                    if time.monotonic() < deadline:
+                        self._settle(policy, batch, i)
+                        handled += 1
+                    else:
+                        self._dead_letter_unstarted(policy, batch, i, reason)
                 if batch.ended:
                     logger.info("handled %d messages received before the stop", handled)
                     return
-            batch = transport.receive(1 << 30, 0.0)
-            reason = (
-                f"the adapter stopped before handling it (drain_timeout={drain_timeout} s "
-                f"passed); {transport.cannot_redeliver}"
-            )
-            for i in range(len(batch)):
-                self._dead_letter_unstarted(policy, batch, i, reason)
-            if batch.ended:
-                return
+                if late:
+                    break
+                batch = None
         except Exception as exc:
             if transport.fault(exc) is Fault.FATAL:
                 raise

@@ -17,10 +17,14 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import redis
 
 import missive
+from missive.adapters._redis_pubsub import _END, _WAKE
 from missive.adapters.redis import RedisPubSubAdapter
+from missive.runtime import Fault
 from missive.testing.conformance.adapter_suite import AdapterSuite
+from missive.testing.conformance.events_suite import EventsSuite
 from missive.testing.conformance.support import Recorder, memory_growth, running, wait_until
 from tests.conformance.redis_harness import URL, RedisPubSubHarness
 from tests.services import require
@@ -34,8 +38,8 @@ def harness() -> Iterator[RedisPubSubHarness]:
     h.close()
 
 
-class TestRedisPubSubConformance(AdapterSuite):
-    """Every test of the adapter suite, on Redis Pub/Sub."""
+class TestRedisPubSubConformance(AdapterSuite, EventsSuite):
+    """Every test of the adapter and events suites, on Redis Pub/Sub."""
 
 
 # -- Pub/Sub specifics -------------------------------------------------------------------
@@ -361,3 +365,28 @@ def test_memory_stays_flat_over_thousands_of_messages(harness: RedisPubSubHarnes
     growth = memory_growth(harness)
     # Then they left less than 20 bytes each behind (a kept message costs hundreds)
     assert growth < 100_000, f"memory grew by {growth} bytes"
+
+
+def test_the_transport_hands_over_rows_before_an_error_queued_behind_them() -> None:
+    # Given a transport whose reader queued two messages, a wake, then a connection error
+    adapter = RedisPubSubAdapter(missive.RawMessage, missive.Processor(), patterns="p.*")
+    transport: Any = adapter.transport()
+    queue = transport._queue
+    queue.put([b"message", b"c", b"one"])
+    queue.put([b"pmessage", b"p.*", b"p.x", b"two"])
+    queue.put(_WAKE)
+    queue.put(redis.ConnectionError("gone"))
+    # When the loop receives
+    batch = transport.receive(100, 1.0)
+    # Then the messages come first, the wake is skipped, and the error on the next receive
+    assert batch.bodies == [b"one", b"two"]
+    assert batch.attributes == [{"channel": "c"}, {"channel": "p.x", "pattern": "p.*"}]
+    assert batch.ids == [None, None]
+    assert batch.counts == [1, 1]
+    with pytest.raises(redis.ConnectionError):
+        transport.receive(100, 1.0)
+    assert transport.fault(redis.ConnectionError("gone")) is Fault.RECONNECT
+    assert transport.fault(ValueError("bug")) is Fault.FATAL
+    # And the end of the subscription ends the input
+    queue.put(_END)
+    assert transport.receive(100, 1.0).ended

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -222,6 +223,35 @@ def test_without_hand_back_the_received_rows_are_handled_then_drained() -> None:
     [t] = adapter.transports
     assert t.settled() == [("ack", [1]), ("ack", [2]), ("ack", [3])]
     assert ("begin_drain",) in t.calls
+
+
+def test_without_hand_back_the_unstarted_rows_fall_under_the_drain_deadline() -> None:
+    class Draining(Lossy):
+        drain_timeout = 0.05
+
+    box: list[ScriptedAdapter] = []
+    dlq: dict[bytes, Any] = {}
+    proc = processor(dlq)
+
+    @proc.handle_for(lambda m: m.raw_data.startswith(b"slow"))
+    def slow(message: missive.RawMessage, ctx: missive.HandlingContext[missive.RawMessage]) -> None:
+        box[0].stop()
+        time.sleep(0.03)
+        ctx.ack()
+
+    script: list[Step] = [rows(b"slow1", b"slow2", b"slow3", b"slow4"), rows(b"slow5"), None]
+    adapter = ScriptedAdapter(proc, lambda a: Draining(script, a))
+    box.append(adapter)
+    adapter.run()
+    [t] = adapter.transports
+    # the row in hand is finished; then, after begin_drain, the rest is handled until
+    # the deadline and dead-lettered after it, those received later as well
+    assert t.calls.index(("begin_drain",)) < t.calls.index(("ack", [2]))
+    assert {b"id-slow4", b"id-slow5"} <= set(dlq)  # they start 60 ms or more after it
+    assert b"id-slow1" not in dlq
+    assert b"id-slow2" not in dlq
+    assert all("drain_timeout=0.05 s passed); Fake cannot redeliver" in r for _, r in dlq.values())
+    assert t.settled() == [("ack", [n]) for n in range(1, 6)]
 
 
 def test_a_reconnect_worthy_fault_reconnects_with_backoff(caplog: pytest.LogCaptureFixture) -> None:
