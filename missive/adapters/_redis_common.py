@@ -1,4 +1,4 @@
-"""What both Redis adapters share: defaults, connecting, reconnecting with backoff.
+"""What both Redis adapters share: defaults, the URL, connecting, what a fault means.
 
 Private: the public names live in :mod:`missive.adapters.redis`, which imports redis-py
 first (raising :class:`~missive.MissingExtraError` without it) and then this module.
@@ -10,11 +10,10 @@ import logging
 import os
 import socket
 import threading
-from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 import redis
-from redis.backoff import EqualJitterBackoff, NoBackoff
+from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from missive._typing import M
@@ -32,7 +31,6 @@ __all__ = [
     "make_client",
     "redact",
     "redis_fault",
-    "run_reconnecting",
     "unblock_soon",
 ]
 
@@ -112,51 +110,8 @@ class RedisTransportBase(Transport):
         return redis_fault(exc)
 
 
-class _Backoff(Protocol):
-    def compute(self, failures: int) -> float: ...
-
-
-def run_reconnecting(
-    stopped: threading.Event,
-    consume: Callable[[], None],
-    connection_errors: tuple[type[BaseException], ...],
-    backoff: _Backoff,
-    describe: str,
-    connected: Callable[[], bool],
-) -> None:
-    """Call ``consume`` until it returns, reconnecting with ``backoff`` when the connection fails.
-
-    ``consume`` connects, consumes until a stop is requested and returns; it raises one
-    of ``connection_errors`` when the connection cannot be made or is lost. Each
-    failure is logged at WARNING with the delay before the next attempt; the count of
-    consecutive failures (which sets the delay) starts again once ``connected()``
-    says the last attempt got as far as consuming. ``stopped`` being set
-    during the wait ends it.
-    """
-    failures = 0
-    while not stopped.is_set():
-        try:
-            consume()
-        except connection_errors as exc:
-            failures = 1 if connected() else failures + 1
-            delay = backoff.compute(failures)
-            logger.warning(
-                "%s: connection to Redis lost or refused (%s: %s); reconnecting in %.2f s "
-                "(attempt %d)",
-                describe,
-                type(exc).__name__,
-                exc,
-                delay,
-                failures,
-            )
-            if stopped.wait(delay):
-                return
-        else:
-            return
-
-
 class RedisAdapterBase(Adapter[M]):
-    """What both Redis adapters share: the URL, connecting, reconnecting with backoff."""
+    """What both Redis adapters share: the URL, the client name, the reconnection cap."""
 
     def __init__(
         self,
@@ -173,20 +128,6 @@ class RedisAdapterBase(Adapter[M]):
         self.url = default_url(url)
         self.max_reconnect_delay = max_reconnect_delay
         self.client_name = client_name
-        self._consuming = False
 
     def _client(self, **options: Any) -> redis.Redis:
         return make_client(self.url, self.client_name, **options)
-
-    def _run_reconnecting(self, consume: Callable[[], None], describe: str) -> None:
-        """Run ``consume`` (which sets ``self._consuming`` once consuming) until stopped."""
-        backoff = EqualJitterBackoff(cap=self.max_reconnect_delay, base=0.05)
-
-        def consumed() -> bool:
-            was, self._consuming = self._consuming, False
-            return was
-
-        with self.stop_on_signals():
-            run_reconnecting(
-                self.stop_event, consume, CONNECTION_ERRORS, backoff, describe, consumed
-            )

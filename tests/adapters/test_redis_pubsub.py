@@ -20,7 +20,7 @@ import pytest
 import redis
 
 import missive
-from missive.adapters._redis_pubsub import _END, _WAKE
+from missive.adapters._redis_pubsub_transport import _END, _WAKE
 from missive.adapters.redis import RedisPubSubAdapter
 from missive.runtime import Fault
 from missive.testing.conformance.adapter_suite import AdapterSuite
