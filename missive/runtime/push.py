@@ -51,7 +51,8 @@ class PushDelivery(Generic[M]):
     ) -> Verdict | HandlingError | DLQWriteError:
         """Process ``message``; return ACK, DEAD_LETTERED, REQUEUE, or the error raised.
 
-        The caller answers accordingly: done, stored, "retry later", or "not stored".
+        The caller answers accordingly: done, stored, "retry later", or "not stored,
+        retry later". Observers see the last two as ``requeued``: the sender has it back.
         """
         observers = self._observers
         if observers:
@@ -64,7 +65,7 @@ class PushDelivery(Generic[M]):
         if observers:
             if verdict is Verdict.ACK or verdict is Verdict.DEAD_LETTERED:
                 observers.acked(message)
-            elif verdict is Verdict.REQUEUE:
+            else:
                 observers.requeued(message, 0.0)
         return verdict
 

@@ -20,6 +20,7 @@ import pytest
 import missive
 from missive.adapters.rabbitmq import RabbitMQAdapter
 from missive.testing.conformance.adapter_suite import AdapterSuite
+from missive.testing.conformance.events_suite import EventsSuite
 from missive.testing.conformance.harness import (
     CONSUMER_GROUPS,
     EXTERNAL_PUBLISHER,
@@ -172,7 +173,7 @@ def quorum_harness() -> Iterator[RabbitMQHarness]:
     yield from open_harness("quorum")
 
 
-class TestRabbitMQConformance(AdapterSuite):
+class TestRabbitMQConformance(AdapterSuite, EventsSuite):
     """Every test of the suite, on a classic queue and on a quorum queue."""
 
     @pytest.fixture(params=["classic", "quorum"])

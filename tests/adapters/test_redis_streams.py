@@ -22,6 +22,7 @@ import missive
 import missive.runtime
 from missive.adapters.redis import RedisStreamsAdapter
 from missive.testing.conformance.adapter_suite import AdapterSuite
+from missive.testing.conformance.events_suite import EventsSuite
 from missive.testing.conformance.support import Recorder, memory_growth, running, wait_until
 from tests.conformance.redis_harness import CLAIM_IDLE_MS, URL, RedisStreamsHarness
 from tests.services import require
@@ -35,7 +36,7 @@ def harness() -> Iterator[RedisStreamsHarness]:
     h.close()
 
 
-class TestRedisStreamsConformance(AdapterSuite):
+class TestRedisStreamsConformance(AdapterSuite, EventsSuite):
     """Every test of the adapter suite, on Redis Streams."""
 
 

@@ -705,7 +705,8 @@ def test_observers_see_a_dead_letter_acked_and_a_nack_requeued() -> None:
     assert log.events[1:3] == [("message_received", 1), ("requeued", 0.0)]
 
 
-def test_observers_see_no_settling_of_a_message_answered_500() -> None:
+def test_observers_see_a_message_answered_500_as_requeued_never_acked() -> None:
+    # 500 asks the sender to retry: the message is back with it, as after a requeue
     adapter, log = observed("raise", dlq=FailingDLQ())
     response = call(adapter, body=b"x")
     adapter.close()
@@ -713,6 +714,7 @@ def test_observers_see_no_settling_of_a_message_answered_500() -> None:
     assert [event for event, _ in log.events] == [
         "worker_started",
         "message_received",
+        "requeued",
         "worker_stopping",
     ]
 

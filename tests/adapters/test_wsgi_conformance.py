@@ -27,6 +27,7 @@ import pytest
 import missive
 from missive.adapters.wsgi import WSGIAdapter
 from missive.testing.conformance.adapter_suite import AdapterSuite
+from missive.testing.conformance.events_suite import EventsSuite
 from missive.testing.conformance.harness import EXTERNAL_PUBLISHER, PERSISTENCE, REDELIVERY
 
 ID_HEADER = "X-Message-Id"
@@ -149,5 +150,5 @@ def harness() -> Iterator[WSGIHarness]:
     assert h.refused == [], "the adapter refused messages the suite expects it to take"
 
 
-class TestWSGIConformance(AdapterSuite):
+class TestWSGIConformance(AdapterSuite, EventsSuite):
     """Every test of the suite, through HTTP with a retrying sender."""
