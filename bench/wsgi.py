@@ -129,7 +129,10 @@ def in_process(directory: Path) -> dict[str, float]:
         text=True,
         check=True,
         cwd=directory,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
+        env={
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), str(REPO)])),
+        },
     )
     return {
         name: float(value)
@@ -146,7 +149,10 @@ class Server:
         listener.bind(("127.0.0.1", 0))
         listener.listen(1024)
         self.port: int = listener.getsockname()[1]
-        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), str(REPO)])),
+        }
         with listener:
             self.process = subprocess.Popen(
                 [
