@@ -52,7 +52,10 @@ class HandlingContext(Generic[M]):
     A handler must call exactly one of :meth:`ack` or :meth:`nack`.
     """
 
-    __slots__ = ("_state", "failure", "handler_name", "message", "outcome", "processing_ctx")
+    # ``_state`` and ``_failure`` are set only when used: one store less per message each.
+    __slots__ = ("_failure", "_state", "handler_name", "message", "outcome", "processing_ctx")
+    _failure: DeadLetterReason | None
+    _state: State
 
     def __init__(self, message: M, processing_ctx: ProcessingContext[M] | None = None) -> None:
         #: The message being handled.
@@ -64,18 +67,30 @@ class HandlingContext(Generic[M]):
         self.handler_name: str | None = None
         #: ACKED or NACKED once the handler settled the message, else ``None``.
         self.outcome: Outcome | None = None
-        #: Why the message cannot be handled, once that is known (the after_handling
-        #: hooks see it); ``None`` while nothing failed.
-        self.failure: DeadLetterReason | None = None
-        self._state: State | None = None
 
     @property
     def state(self) -> State:
         """An attribute bag for this message only, shared by its hooks and handler."""
-        state = self._state
-        if state is None:
+        try:
+            return self._state
+        except AttributeError:
             state = self._state = State()
-        return state
+            return state
+
+    @property
+    def failure(self) -> DeadLetterReason | None:
+        """Why the message cannot be handled, once that is known; ``None`` while nothing failed.
+
+        The ``after_handling`` hooks and the observers' ``handling_finished`` see it.
+        """
+        try:
+            return self._failure
+        except AttributeError:
+            return None
+
+    @failure.setter
+    def failure(self, reason: DeadLetterReason | None) -> None:
+        self._failure = reason
 
     def ack(self) -> None:
         """Mark the message as processed; the adapter acks it once handling is over.
@@ -122,7 +137,7 @@ class ProcessingContext(Generic[M]):
         self.state = State()
         # Bound once per run: process() is the hot path.
         self._router = processor.router
-        self._observing = processor.observers
+        self._observers = processor.observers
 
     def __enter__(self) -> ProcessingContext[M]:
         try:
@@ -171,10 +186,8 @@ class ProcessingContext(Generic[M]):
         processor = self.processor
         hctx: HandlingContext[M] = HandlingContext(message, self)
         failure: DeadLetterReason | None = None
-        observing = self._observing
-        started = 0.0
-        if observing:
-            obs = processor.observers
+        obs = self._observers
+        if obs:
             obs.handling_started(self, hctx)
             started = perf_counter()
         hooks = processor.before_handling_hooks
@@ -209,10 +222,9 @@ class ProcessingContext(Generic[M]):
             else:
                 if matched == 1:
                     assert found is not None
-                    handler, name = found
-                    hctx.handler_name = name
+                    name = hctx.handler_name = found.name
                     try:
-                        handler(message, hctx)
+                        found.handler(message, hctx)
                     except Exception as exc:
                         failure = raised(f"handler {name!r}", exc, name)
                 else:
@@ -224,7 +236,7 @@ class ProcessingContext(Generic[M]):
         if failure is None:
             outcome = hctx.outcome
             if outcome is not None:
-                if observing:
+                if obs:
                     obs.handling_finished(self, hctx, outcome, perf_counter() - started)
                 return outcome
             failure = DeadLetterReason(
@@ -232,7 +244,7 @@ class ProcessingContext(Generic[M]):
                 handler=hctx.handler_name,
             )
         hctx.failure = failure
-        if observing:
+        if obs:
             obs.handling_finished(self, hctx, None, perf_counter() - started)
         return self.dead_letter(message, failure)
 
