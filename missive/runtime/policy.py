@@ -69,6 +69,11 @@ class Requeue:
         self.delay = delay
 
 
+_ACK = Verdict.ACK
+_DEAD_LETTERED = Verdict.DEAD_LETTERED
+_REQUEUE = Verdict.REQUEUE
+
+
 def record_attempt(dlq: object, key: bytes) -> int | None:
     """Count one more delivery of ``key`` in a DLQ store; ``None`` if ``dlq`` cannot count.
 
@@ -179,14 +184,14 @@ class Policy(Generic[M]):
                 if outcome is _NACKED:
                     if self.redelivers:
                         if key is None or not self.delays:
-                            return Verdict.REQUEUE
+                            return _REQUEUE
                         return Requeue(self.nack_delay(count))  # the counted attempts
                     outcome = context.dead_letter(message, self.nacked_reason)
         except (HandlingError, DLQWriteError) as exc:
             return exc
         if key is not None:
             self._forget(message, key)
-        return Verdict.ACK if outcome is _ACKED else Verdict.DEAD_LETTERED
+        return _ACK if outcome is _ACKED else _DEAD_LETTERED
 
     def dead_letter(self, message: M, reason: str) -> Verdict | HandlingError | DLQWriteError:
         """Store ``message`` in the DLQ with ``reason``: DEAD_LETTERED, or the error."""
