@@ -15,6 +15,7 @@ import time
 from typing import TYPE_CHECKING, Any, Generic, NoReturn
 
 from missive._typing import M
+from missive.context import Outcome
 from missive.errors import DLQWriteError, HandlingError
 from missive.runtime.backoff import Backoff
 from missive.runtime.policy import Policy, Requeue, Verdict
@@ -31,6 +32,8 @@ logger = logging.getLogger("missive.runtime")
 _ACK = Verdict.ACK
 _DEAD_LETTERED = Verdict.DEAD_LETTERED
 _REQUEUE = Verdict.REQUEUE
+_ACKED = Outcome.ACKED
+_DEAD = Outcome.DEAD_LETTERED
 
 
 class DeliveryLoop(Generic[M]):
@@ -115,7 +118,9 @@ class DeliveryLoop(Generic[M]):
         adapter, transport = self.adapter, self.transport
         cls = adapter.message_cls
         observers = adapter.processor.observers
-        handle = policy.handle
+        handle, nacked = policy.handle, policy.nacked
+        process = policy.context.process
+        plain_first = policy.first_delivery_is_plain()
         stopping = adapter.stop_event.is_set
         receive, ack, requeue = transport.receive, transport.ack, transport.requeue
         size, timeout, limit = adapter.batch_size, adapter.poll_timeout, transport.ack_limit
@@ -143,9 +148,27 @@ class DeliveryLoop(Generic[M]):
                 count = counts[i]
                 if observers:
                     observers.message_received(message, count)
-                verdict = handle(
-                    message, count, problems.get(i) if problems else None, message_id is not None
-                )
+                if count == 1 and plain_first and not problems:
+                    # Policy.handle's decision for a plain first delivery, inlined: the
+                    # hot path (the call would cost more than the rest of this loop).
+                    try:
+                        outcome = process(message)
+                    except (HandlingError, DLQWriteError) as exc:
+                        verdict: Any = exc
+                    else:
+                        if outcome is _ACKED:
+                            verdict = _ACK
+                        elif outcome is _DEAD:
+                            verdict = _DEAD_LETTERED
+                        else:
+                            verdict = nacked(message)
+                else:
+                    verdict = handle(
+                        message,
+                        count,
+                        problems.get(i) if problems else None,
+                        message_id is not None,
+                    )
                 if verdict is _ACK or verdict is _DEAD_LETTERED:
                     acks.append(handles[i])
                     if count != 1:

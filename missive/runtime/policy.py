@@ -182,16 +182,29 @@ class Policy(Generic[M]):
             else:
                 outcome = context.process(message)
                 if outcome is _NACKED:
-                    if self.redelivers:
-                        if key is None or not self.delays:
-                            return _REQUEUE
+                    if key is not None and self.redelivers and self.delays:
                         return Requeue(self.nack_delay(count))  # the counted attempts
-                    outcome = context.dead_letter(message, self.nacked_reason)
+                    return self.nacked(message)
         except (HandlingError, DLQWriteError) as exc:
             return exc
         if key is not None:
             self._forget(message, key)
         return _ACK if outcome is _ACKED else _DEAD_LETTERED
+
+    def first_delivery_is_plain(self) -> bool:
+        """Whether a first delivery without a problem needs no decision before processing.
+
+        Then the loop may call the processor itself and map its outcome (ACKED: ACK,
+        DEAD_LETTERED: DEAD_LETTERED, NACKED: :meth:`nacked`), exactly as
+        :meth:`handle` would.
+        """
+        return self.max_deliveries is None or self.max_deliveries >= 1
+
+    def nacked(self, message: M) -> Verdict | HandlingError | DLQWriteError:
+        """A handler nacked ``message``: REQUEUE, or its dead letter without REDELIVERY."""
+        if self.redelivers:
+            return _REQUEUE
+        return self.dead_letter(message, self.nacked_reason)
 
     def dead_letter(self, message: M, reason: str) -> Verdict | HandlingError | DLQWriteError:
         """Store ``message`` in the DLQ with ``reason``: DEAD_LETTERED, or the error."""

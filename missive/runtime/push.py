@@ -46,9 +46,7 @@ class PushDelivery(Generic[M]):
         self._policy: Policy[M] = Policy(context, _Sender(), adapter.max_deliveries)
         self._observers = adapter.processor.observers
 
-    def deliver(
-        self, message: M, count: int | None = 1
-    ) -> Verdict | HandlingError | DLQWriteError:
+    def deliver(self, message: M, count: int | None = 1) -> Verdict | HandlingError | DLQWriteError:
         """Process ``message``; return ACK, DEAD_LETTERED, REQUEUE, or the error raised.
 
         The caller answers accordingly: done, stored, "retry later", or "not stored,

@@ -102,9 +102,7 @@ def test_a_nack_waits_longer_each_redelivery_where_the_transport_delays() -> Non
 def test_a_nack_counted_in_the_dlq_waits_after_the_counted_attempts(tmp_path: Path) -> None:
     class CountingDelaying(ScriptedTransport):
         capabilities: ClassVar[Capability] = (
-            ScriptedTransport.capabilities
-            | Capability.DELAYED_REQUEUE
-            | Capability.COUNT_IN_DLQ
+            ScriptedTransport.capabilities | Capability.DELAYED_REQUEUE | Capability.COUNT_IN_DLQ
         )
 
     # a first delivery, then redeliveries the transport cannot count (None)
@@ -378,3 +376,32 @@ def test_a_redelivering_transport_that_stops_on_loss_requeues_then_raises() -> N
     [t] = adapter.transports
     assert t.settled() == [("ack", [1]), ("requeue", 2, 0.0)]
     assert t.calls[-1] == ("close",)
+
+
+@pytest.mark.parametrize("transport_cls", [ScriptedTransport, Lossy])
+def test_a_first_delivery_is_settled_as_the_policy_settles_a_redelivery(
+    transport_cls: type[ScriptedTransport],
+) -> None:
+    # The loop decides a plain first delivery itself (its fast path), and anything else
+    # through Policy.handle: both give the same settling, whatever the outcome.
+    bodies = (b"ack", b"nack", b"raise", b"unrouted")
+    first_dlq: dict[bytes, Any] = {}
+    again_dlq: dict[bytes, Any] = {}
+    first = run([rows(*bodies, count=1), None], processor(first_dlq), transport_cls)
+    again = run([rows(*bodies, count=2), None], processor(again_dlq), transport_cls)
+    # (a redelivery's ack is sent at once, a first delivery's with the others: compare rows)
+    assert per_row(first) == per_row(again)
+    assert {k: str(v[1]) for k, v in first_dlq.items()} == {
+        k: str(v[1]) for k, v in again_dlq.items()
+    }
+
+
+def per_row(transport: ScriptedTransport) -> list[tuple[Any, ...]]:
+    """The settling calls, one per row (an ack of several handles counts for each)."""
+    settled: list[tuple[Any, ...]] = []
+    for call in transport.settled():
+        if call[0] == "ack":
+            settled += [("ack", handle) for handle in call[1]]
+        else:
+            settled.append(call)
+    return settled
