@@ -26,7 +26,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 SLOT = "\0"
-NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:e-?\d+)?")
+# A number, with thousands separators ("20,000") read as one.
+NUMBER = re.compile(r"-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:e-?\d+)?")
 
 
 def export(commit: str, into: Path) -> None:
@@ -56,7 +57,7 @@ def medians(outputs: list[str]) -> tuple[list[str], list[list[float]]]:
     shapes = [NUMBER.sub(SLOT, text) for text in outputs]
     if len(set(shapes)) != 1:
         raise SystemExit("the script's output changed shape between rounds")
-    values = [[float(n) for n in NUMBER.findall(text)] for text in outputs]
+    values = [[float(n.replace(",", "")) for n in NUMBER.findall(text)] for text in outputs]
     return shapes[0].splitlines(), [list(column) for column in zip(*values, strict=True)]
 
 
