@@ -78,6 +78,7 @@ from missive.testing.conformance.support import (  # noqa: E402
     RecordingObserver,
     memory_growth,
     running,
+    running_allowing,
     wait_until,
 )
 
@@ -106,5 +107,6 @@ __all__ = [
     "needs",
     "put",
     "running",
+    "running_allowing",
     "wait_until",
 ]

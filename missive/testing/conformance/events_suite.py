@@ -19,9 +19,6 @@ harness's capability flags decide which tests apply; the others are skipped, say
 from __future__ import annotations
 
 import logging
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +31,10 @@ from missive.runtime import Capability
 from missive.testing.conformance.adapter_suite import needs, publish_until_handled
 from missive.testing.conformance.harness import KILL_CONNECTION, PERSISTENCE, REDELIVERY, Harness
 from missive.testing.conformance.support import (
-    TIMEOUT,
     Recorder,
     RecordingObserver,
     running,
+    running_allowing,
     wait_until,
 )
 
@@ -106,34 +103,6 @@ def _raise(self: RaisingObserver, *args: Any) -> None:
 
 for _event in EVENTS:
     setattr(RaisingObserver, _event, _raise)
-
-
-@contextmanager
-def running_allowing(
-    adapter: missive.Adapter[Any], *allowed: type[BaseException]
-) -> Iterator[list[BaseException]]:
-    """Like :func:`running`, but an error of ``allowed`` types from ``run()`` is collected
-    in the list yielded, not raised."""
-    errors: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            adapter.run()
-        except BaseException as exc:
-            errors.append(exc)
-
-    thread = threading.Thread(target=target, daemon=True, name="adapter-under-test")
-    thread.start()
-    try:
-        assert adapter.wait_ready(TIMEOUT) or errors, "the adapter did not start consuming"
-        yield errors
-    finally:
-        adapter.stop()
-        thread.join(TIMEOUT)
-    assert not thread.is_alive(), "run() did not return after stop()"
-    for error in errors:
-        if not isinstance(error, allowed):
-            raise error
 
 
 class EventsSuite:

@@ -36,6 +36,16 @@ def running(adapter: missive.Adapter[Any], timeout: float = TIMEOUT) -> Iterator
     Entering waits until the adapter is ready (consuming). Leaving calls ``stop()``,
     joins with ``timeout`` and fails if ``run()`` did not return or raised.
     """
+    with running_allowing(adapter, timeout=timeout):
+        yield
+
+
+@contextmanager
+def running_allowing(
+    adapter: missive.Adapter[Any], *allowed: type[BaseException], timeout: float = TIMEOUT
+) -> Iterator[list[BaseException]]:
+    """Like :func:`running`, but an error of ``allowed`` types from ``run()`` is collected
+    in the list yielded, not raised."""
     errors: list[BaseException] = []
 
     def target() -> None:
@@ -49,15 +59,16 @@ def running(adapter: missive.Adapter[Any], timeout: float = TIMEOUT) -> Iterator
     try:
         ready = adapter.wait_ready(timeout)
         assert ready or errors, "the adapter did not start consuming"
-        if errors:
+        if errors and not isinstance(errors[0], allowed):
             raise errors[0]
-        yield
+        yield errors
     finally:
         adapter.stop()
         thread.join(timeout)
     assert not thread.is_alive(), "run() did not return after stop()"
-    if errors:
-        raise errors[0]
+    for error in errors:
+        if not isinstance(error, allowed):
+            raise error
 
 
 def wait_until(predicate: Callable[[], object], what: str, timeout: float = TIMEOUT) -> None:
