@@ -9,7 +9,6 @@ and drain sequence, signals, and the events observers see.
 from __future__ import annotations
 
 import logging
-import signal
 import threading
 import time
 from typing import TYPE_CHECKING, Any, Generic, NoReturn
@@ -19,7 +18,6 @@ from missive.context import Outcome
 from missive.errors import DLQWriteError, HandlingError
 from missive.runtime.backoff import Backoff
 from missive.runtime.policy import Policy, Requeue, Verdict
-from missive.runtime.signals import stop_on_signals
 from missive.runtime.transport import Batch, Capability, Fault, Transport
 
 if TYPE_CHECKING:
@@ -57,7 +55,7 @@ class DeliveryLoop(Generic[M]):
         adapter, transport = self.adapter, self.transport
         self.thread = threading.current_thread()
         observers = adapter.processor.observers
-        with stop_on_signals(self._on_signal), adapter.processor.context() as context:
+        with adapter.stop_on_signals(), adapter.processor.context() as context:
             policy = Policy(context, transport, adapter.max_deliveries, adapter.retry_delay)
             backoff = Backoff(transport.first_reconnect_delay, adapter.max_reconnect_delay)
             if observers:
@@ -107,11 +105,6 @@ class DeliveryLoop(Generic[M]):
         if observers:
             observers.connection_lost(transport.where(), exc, delay)
         return delay
-
-    def _on_signal(self, signum: int) -> None:
-        logger.info("%s received: stopping after the message in hand", signal.Signals(signum).name)
-        self.adapter.stop_event.set()
-        self.transport.wake(from_signal=True)
 
     def _consume(self, policy: Policy[M]) -> None:
         """Receive and settle until a stop or the end of input."""
