@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, cast
+from typing import TYPE_CHECKING, ClassVar, Generic, cast
 
 from missive._typing import M
 from missive.context import ProcessingContext
@@ -66,8 +66,3 @@ class PushDelivery(Generic[M]):
             else:
                 observers.requeued(message, 0.0)
         return verdict
-
-    @property
-    def policy(self) -> Policy[Any]:
-        """The policy applied."""
-        return self._policy
