@@ -3,6 +3,7 @@ of the errors that stop the adapter."""
 
 from __future__ import annotations
 
+import errno
 import socket
 from collections.abc import Sequence
 
@@ -52,12 +53,17 @@ def describe(exc: BaseException) -> str:
     for wrapped in (getattr(exc, "exception", None), *exc.args[:1], exc.__cause__):
         if isinstance(wrapped, BaseException):
             return describe(wrapped)
+    if isinstance(exc, ValueError) and isinstance(exc.__context__, OSError):
+        # pika's "Expected connected socket": the socket it was handed had gone
+        return describe(exc.__context__)
     name = _BY_NAME.get(type(exc).__name__)
     if name is not None:
         return f"{name} (connection reset)" if "ConnectionResetError" in str(exc) else name
     if isinstance(exc, ConnectionRefusedError):
         return "connection refused"
-    if isinstance(exc, ConnectionResetError):
+    if isinstance(exc, ConnectionResetError) or (
+        isinstance(exc, OSError) and exc.errno == errno.ENOTCONN
+    ):
         return "connection reset"
     if isinstance(exc, TimeoutError):
         return "timed out"
