@@ -55,7 +55,7 @@ class PubSubTransport(RedisTransportBase):
         queue: SimpleQueue[Any] = SimpleQueue()
         self._queue, self._failure = queue, None
         self._client = adapter._client(health_check_interval=adapter.health_check_interval)
-        self._pubsub = pubsub = self._client.pubsub()  # type: ignore[no-untyped-call]
+        self._pubsub = pubsub = self._client.pubsub()  # type: ignore[no-untyped-call, unused-ignore]
         self._subscribe(pubsub, queue)
         self._reader = threading.Thread(
             target=self._read, args=(pubsub, queue), name="missive-redis-pubsub", daemon=True
