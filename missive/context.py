@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import enum
+import functools
 import logging
+import threading
+from collections.abc import Awaitable, Callable, Generator
+from inspect import isawaitable
 from time import perf_counter
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Generic
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from missive._aio import LoopThread, is_async_callable
 from missive._names import callable_name
 from missive._types import HandlingHook, M, ProcessingHook
 from missive.errors import AlreadySettledError, DLQWriteError, HandlingError
 from missive.reason import DeadLetterReason
-from missive.routing import Route, raised
+from missive.routing import NoRoute, Route, raised
 from missive.state import State
 
 if TYPE_CHECKING:  # processor.py imports this module at runtime
@@ -28,6 +35,11 @@ __all__ = [
 ]
 
 logger = logging.getLogger("missive.processor")
+
+T = TypeVar("T")
+#: The steps of a hook runner: it yields each hook to call, and is sent what the
+#: call raised (thrown in) or nothing; it returns the failure, if any.
+_HookSteps = Generator["HandlingHook[Any]", None, "DeadLetterReason | None"]
 
 
 class Outcome(enum.Enum):
@@ -135,14 +147,38 @@ class ProcessingContext(Generic[M]):
         self.processor = processor
         #: An attribute bag for the whole run, shared by every hook and handler.
         self.state = State()
+        #: Where :meth:`aprocess` runs synchronous hooks, handlers and DLQ writes, so
+        #: that they never block the event loop; ``None``: the loop's default executor.
+        self.executor: concurrent.futures.Executor | None = None
         # Bound once per run: process() is the hot path.
         self._router = processor.router
         self._observers = processor.observers
+        self._loop_thread: LoopThread | None = None
+        self._loop_lock = threading.Lock()
+
+    @property
+    def loop_thread(self) -> LoopThread:
+        """The event loop this run's coroutines run on, started on first use.
+
+        Every ``async def`` hook and handler of the run is awaited there, whichever
+        thread reaches it, so what a ``before_processing`` hook opens (an HTTP client, a
+        connection pool) is usable by every handler. It stops when the context exits.
+        """
+        with self._loop_lock:
+            if self._loop_thread is None:
+                self._loop_thread = LoopThread()
+            return self._loop_thread
+
+    def run_async(self, awaitable: Awaitable[T]) -> T:
+        """Run ``awaitable`` on :attr:`loop_thread` and wait for its result (sync code)."""
+        return self.loop_thread.run(awaitable)
 
     def __enter__(self) -> ProcessingContext[M]:
         try:
             for hook in self.processor.before_processing_hooks:
-                hook(self)
+                result = hook(self)
+                if result is not None and isawaitable(result):
+                    self.run_async(result)
         except BaseException:
             self._run_after_processing_hooks(raising=False)
             raise
@@ -157,10 +193,20 @@ class ProcessingContext(Generic[M]):
         self._run_after_processing_hooks(raising=exc is None)
 
     def _run_after_processing_hooks(self, raising: bool) -> None:
+        try:
+            self._after_processing(raising)
+        finally:
+            loop_thread, self._loop_thread = self._loop_thread, None
+            if loop_thread is not None:
+                loop_thread.close()
+
+    def _after_processing(self, raising: bool) -> None:
         first: BaseException | None = None
         for hook in reversed(self.processor.after_processing_hooks):
             try:
-                hook(self)
+                result = hook(self)
+                if result is not None and isawaitable(result):
+                    self.run_async(result)
             except Exception as exc:
                 if first is None:
                     first = exc
@@ -192,7 +238,7 @@ class ProcessingContext(Generic[M]):
             started = perf_counter()
         hooks = processor.before_handling_hooks
         if hooks:
-            failure = self._run_before_handling_hooks(hooks, hctx)
+            failure = self._run_hooks(_before_handling(hooks, hctx), hctx)
         if failure is None:
             # Router.match, inlined (this is the hot path; a call costs ~10% here).
             # The decisions that are not one match stay in the router's methods.
@@ -224,7 +270,9 @@ class ProcessingContext(Generic[M]):
                     assert found is not None
                     name = hctx.handler_name = found.name
                     try:
-                        found.handler(message, hctx)
+                        result = found.handler(message, hctx)
+                        if result is not None and isawaitable(result):  # an async handler
+                            self.run_async(result)
                     except Exception as exc:
                         failure = raised(f"handler {name!r}", exc, name)
                 else:
@@ -232,21 +280,114 @@ class ProcessingContext(Generic[M]):
         hooks = processor.after_handling_hooks
         if hooks:
             hctx.failure = failure
-            failure = self._run_after_handling_hooks(hooks, hctx, failure)
+            failure = self._run_hooks(_after_handling(hooks, hctx, failure), hctx)
         if failure is None:
             outcome = hctx.outcome
             if outcome is not None:
                 if obs:
                     obs.handling_finished(self, hctx, outcome, perf_counter() - started)
                 return outcome
-            failure = DeadLetterReason(
-                f"handler {hctx.handler_name!r} returned without acking or nacking the message",
-                handler=hctx.handler_name,
-            )
+            failure = _unsettled(hctx)
         hctx.failure = failure
         if obs:
             obs.handling_finished(self, hctx, None, perf_counter() - started)
         return self.dead_letter(message, failure)
+
+    async def aprocess(self, message: M) -> Outcome:
+        """:meth:`process`, for a caller on an event loop: the same decisions and events.
+
+        ``async def`` hooks and handlers are awaited on the running loop; synchronous
+        ones, and the DLQ write, run in :attr:`executor`, so they never block it.
+
+        :raises HandlingError: when it cannot be handled and no DLQ is set.
+        :raises DLQWriteError: when it cannot be handled and the DLQ write failed.
+        """
+        processor = self.processor
+        hctx: HandlingContext[M] = HandlingContext(message, self)
+        failure: DeadLetterReason | None = None
+        obs = self._observers
+        if obs:
+            obs.handling_started(self, hctx)
+        started = perf_counter()
+        hooks = processor.before_handling_hooks
+        if hooks:
+            failure = await self._arun_hooks(_before_handling(hooks, hctx), hctx)
+        if failure is None:
+            route = self._router.match(message)
+            if isinstance(route, NoRoute):
+                failure = route.reason
+            else:
+                name = hctx.handler_name = route.name
+                try:
+                    if route.is_async:
+                        await route.handler(message, hctx)  # type: ignore[misc]
+                    else:
+                        await self._acall(route.handler, message, hctx)
+                except Exception as exc:
+                    failure = raised(f"handler {name!r}", exc, name)
+        hooks = processor.after_handling_hooks
+        if hooks:
+            hctx.failure = failure
+            failure = await self._arun_hooks(_after_handling(hooks, hctx, failure), hctx)
+        if failure is None:
+            outcome = hctx.outcome
+            if outcome is not None:
+                if obs:
+                    obs.handling_finished(self, hctx, outcome, perf_counter() - started)
+                return outcome
+            failure = _unsettled(hctx)
+        hctx.failure = failure
+        if obs:
+            obs.handling_finished(self, hctx, None, perf_counter() - started)
+        return await self.in_executor(self.dead_letter, message, failure)
+
+    async def in_executor(self, function: Callable[..., T], *args: Any) -> T:
+        """Run ``function(*args)`` in :attr:`executor`, from the event loop, and await it."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executor, functools.partial(function, *args))
+
+    async def _acall(self, function: Callable[..., object], *args: Any) -> None:
+        """Call a hook or handler from the event loop: awaited if async, else in the executor."""
+        if is_async_callable(function):
+            await function(*args)  # type: ignore[misc]
+            return
+        result = await self.in_executor(function, *args)
+        if result is not None and isawaitable(result):
+            await result
+
+    def _run_hooks(self, steps: _HookSteps, hctx: HandlingContext[M]) -> DeadLetterReason | None:
+        """Drive a hook runner from synchronous code; coroutines run on :attr:`loop_thread`."""
+        try:
+            hook = next(steps)
+            while True:
+                try:
+                    result = hook(self, hctx)
+                    if result is not None and isawaitable(result):
+                        self.run_async(result)
+                except Exception as exc:
+                    hook = steps.throw(exc)
+                else:
+                    hook = next(steps)
+        except StopIteration as stop:
+            failure: DeadLetterReason | None = stop.value
+            return failure
+
+    async def _arun_hooks(
+        self, steps: _HookSteps, hctx: HandlingContext[M]
+    ) -> DeadLetterReason | None:
+        """Drive a hook runner from the event loop (see :meth:`_acall`)."""
+        try:
+            hook = next(steps)
+            while True:
+                try:
+                    await self._acall(hook, self, hctx)
+                except Exception as exc:
+                    hook = steps.throw(exc)
+                else:
+                    hook = next(steps)
+        except StopIteration as stop:
+            failure: DeadLetterReason | None = stop.value
+            return failure
 
     def dead_letter(self, message: M, reason: str) -> Outcome:
         """Store ``message`` in the DLQ with ``reason``; returns DEAD_LETTERED.
@@ -288,35 +429,43 @@ class ProcessingContext(Generic[M]):
             obs.dead_lettered(message, reason)
         return _DEAD_LETTERED
 
-    def _run_before_handling_hooks(
-        self, hooks: list[HandlingHook[M]], hctx: HandlingContext[M]
-    ) -> DeadLetterReason | None:
-        for hook in hooks:
-            try:
-                hook(self, hctx)
-            except Exception as exc:
-                what = f"before_handling hook {callable_name(hook)!r}"
-                return raised(what, exc, hctx.handler_name)
-        return None
 
-    def _run_after_handling_hooks(
-        self,
-        hooks: list[HandlingHook[M]],
-        hctx: HandlingContext[M],
-        failure: DeadLetterReason | None,
-    ) -> DeadLetterReason | None:
-        for hook in reversed(hooks):
-            try:
-                hook(self, hctx)
-            except Exception as exc:
-                if failure is None:
-                    what = f"after_handling hook {callable_name(hook)!r}"
-                    failure = hctx.failure = raised(what, exc, hctx.handler_name)
-                else:
-                    logger.error(
-                        "after_handling hook %r also raised %s for message %r",
-                        callable_name(hook),
-                        type(exc).__qualname__,
-                        hctx.message.message_id,
-                    )
-        return failure
+def _unsettled(hctx: HandlingContext[Any]) -> DeadLetterReason:
+    """The reason for a handler that returned without acking or nacking."""
+    return DeadLetterReason(
+        f"handler {hctx.handler_name!r} returned without acking or nacking the message",
+        handler=hctx.handler_name,
+    )
+
+
+def _before_handling(hooks: list[HandlingHook[Any]], hctx: HandlingContext[Any]) -> _HookSteps:
+    """The ``before_handling`` hooks in turn; the first that raises ends them, failing."""
+    for hook in hooks:
+        try:
+            yield hook
+        except Exception as exc:
+            return raised(f"before_handling hook {callable_name(hook)!r}", exc, hctx.handler_name)
+    return None
+
+
+def _after_handling(
+    hooks: list[HandlingHook[Any]],
+    hctx: HandlingContext[Any],
+    failure: DeadLetterReason | None,
+) -> _HookSteps:
+    """The ``after_handling`` hooks in reverse; every one runs, the first error fails."""
+    for hook in reversed(hooks):
+        try:
+            yield hook
+        except Exception as exc:
+            if failure is None:
+                what = f"after_handling hook {callable_name(hook)!r}"
+                failure = hctx.failure = raised(what, exc, hctx.handler_name)
+            else:
+                logger.error(
+                    "after_handling hook %r also raised %s for message %r",
+                    callable_name(hook),
+                    type(exc).__qualname__,
+                    hctx.message.message_id,
+                )
+    return failure

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable, Iterator
 from typing import Any, Generic
 
+from missive._aio import is_async_callable
 from missive._names import describe_matcher, matcher_name
 from missive._types import Handler, M, MatcherFunc, callable_name
 from missive.errors import MatcherError, MessageDecodeError, RegistrationError
@@ -40,11 +41,13 @@ class Route:
     two attributes is the cheapest thing Python does, on every message.
     """
 
-    __slots__ = ("handler", "name")
+    __slots__ = ("handler", "is_async", "name")
 
     def __init__(self, handler: Handler[Any], name: str) -> None:
         self.handler = handler
         self.name = name
+        #: Whether the handler is an ``async def`` (a coroutine to await).
+        self.is_async = is_async_callable(handler)
 
     def __iter__(self) -> Iterator[Any]:
         return iter((self.handler, self.name))
@@ -120,6 +123,8 @@ class Router(Generic[M]):
         #: ``(field, {value: [(extra condition or None, route)]})``, a field each.
         self.indexes: list[tuple[Field, dict[Hashable, list[_Entry]]]] = []
         self._tables: dict[Field, dict[Hashable, list[_Entry]]] = {}
+        #: Whether any handler is an ``async def``.
+        self.any_async = False
 
     def add(self, matcher: MatcherFunc[M], handler: Handler[M]) -> None:
         """Route messages that ``matcher`` accepts to ``handler``.
@@ -143,6 +148,7 @@ class Router(Generic[M]):
                 )
         entry = matcher.index_entry() if isinstance(matcher, Matcher) else None
         route = Route(handler, name)
+        self.any_async = self.any_async or route.is_async
         if entry is None:
             self.plain.append((matcher, route))
         else:

@@ -42,6 +42,13 @@ class Acks:
             self._channel.basic_ack(tags[-1], multiple=True)
         self.owed = 0
 
+    def send_each(self, tags: list[int]) -> None:
+        """Ack exactly the deliveries ``tags``, while earlier ones are still in flight."""
+        self.owed = len(tags)
+        for tag in tags:
+            self._channel.basic_ack(tag)
+        self.owed = 0
+
     def requeue(self, tag: int, delay: float) -> None:
         """Nack delivery ``tag`` with requeue: now, or after ``delay`` seconds."""
         channel = self._channel

@@ -150,6 +150,11 @@ class _RabbitMQTransport(Transport):
         assert self._acks is not None
         self._acks.send(handles)
 
+    def ack_out_of_order(self, handles: list[Any]) -> bool:
+        assert self._acks is not None
+        self._acks.send_each(handles)
+        return True
+
     def requeue(self, handle: Any, delay: float = 0.0) -> None:
         assert self._acks is not None
         self._acks.requeue(handle, delay)

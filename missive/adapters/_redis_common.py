@@ -120,8 +120,9 @@ class RedisAdapterBase(Adapter[M]):
         url: str | None,
         max_reconnect_delay: float,
         client_name: str | None,
+        **options: Any,
     ) -> None:
-        super().__init__(message_cls, processor)
+        super().__init__(message_cls, processor, **options)
         if max_reconnect_delay < 0:
             raise ValueError("max_reconnect_delay must not be negative")
         #: The Redis URL connected to.

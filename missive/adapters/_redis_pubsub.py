@@ -6,7 +6,7 @@ Private: import it from :mod:`missive.adapters.redis`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Hashable, Iterable
 
 from missive._typing import M
 from missive.adapters._redis_common import (
@@ -22,7 +22,6 @@ logger = logging.getLogger("missive.adapters.redis")
 
 #: The channel :class:`RedisPubSubAdapter` subscribes to when given none.
 DEFAULT_CHANNEL = "missive"
-
 
 
 class RedisPubSubAdapter(RedisAdapterBase[M]):
@@ -63,6 +62,10 @@ class RedisPubSubAdapter(RedisAdapterBase[M]):
     :param max_reconnect_delay: the longest wait, in seconds, between reconnections.
     :param client_name: the name its connections give themselves (CLIENT SETNAME), as
         shown by CLIENT LIST.
+    :param concurrency: how many messages are handled at once (see
+        :class:`~missive.Adapter`); 1 by default: one at a time, in order.
+    :param ordering_key: ``message -> hashable``: equal keys are handled one at a time.
+    :param graceful_timeout: on a stop, the seconds messages in flight get to finish.
     :raises ValueError: if a channel or pattern list is empty or a number is negative.
     """
 
@@ -78,8 +81,20 @@ class RedisPubSubAdapter(RedisAdapterBase[M]):
         health_check_interval: int = 30,
         max_reconnect_delay: float = 10.0,
         client_name: str | None = None,
+        concurrency: int = 1,
+        ordering_key: Callable[[M], Hashable] | None = None,
+        graceful_timeout: float = 30.0,
     ) -> None:
-        super().__init__(message_cls, processor, url, max_reconnect_delay, client_name)
+        super().__init__(
+            message_cls,
+            processor,
+            url,
+            max_reconnect_delay,
+            client_name,
+            concurrency=concurrency,
+            ordering_key=ordering_key,
+            graceful_timeout=graceful_timeout,
+        )
         pattern_list = [patterns] if isinstance(patterns, str) else list(patterns)
         if channels is None:
             channel_list = [] if pattern_list else [DEFAULT_CHANNEL]

@@ -6,6 +6,7 @@ Private: import it from :mod:`missive.adapters.redis`.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Hashable
 from typing import Any
 
 from missive._typing import M
@@ -76,7 +77,8 @@ class RedisStreamsAdapter(RedisAdapterBase[M]):
     :param url: the Redis URL; default ``REDIS_URL``, else ``redis://127.0.0.1:6379/0``.
     :param field: the entry field that holds the message's bytes; an entry without
         it is dead-lettered.
-    :param batch_size: how many entries one read takes (XREADGROUP COUNT).
+    :param batch_size: the most entries one read takes (XREADGROUP COUNT): 100, or twice
+        ``concurrency`` when that is more.
     :param block_ms: how long one read waits for new entries, in milliseconds.
     :param claim_idle_ms: how long an entry stays pending (nacked, or read by a
         consumer that died) before it is delivered again, in milliseconds.
@@ -85,6 +87,10 @@ class RedisStreamsAdapter(RedisAdapterBase[M]):
     :param max_reconnect_delay: the longest wait, in seconds, between reconnections.
     :param client_name: the name its connections give themselves (CLIENT SETNAME), as
         shown by CLIENT LIST.
+    :param concurrency: how many messages are handled at once (see
+        :class:`~missive.Adapter`); 1 by default: one at a time, in order.
+    :param ordering_key: ``message -> hashable``: equal keys are handled one at a time.
+    :param graceful_timeout: on a stop, the seconds messages in flight get to finish.
     :raises ValueError: if a number is out of range.
     """
 
@@ -98,15 +104,29 @@ class RedisStreamsAdapter(RedisAdapterBase[M]):
         consumer: str | None = None,
         url: str | None = None,
         field: str = "data",
-        batch_size: int = 100,
+        batch_size: int | None = None,
         block_ms: int = 1000,
         claim_idle_ms: int = 30_000,
         max_deliveries: int = 5,
         start_id: str = "0",
         max_reconnect_delay: float = 10.0,
         client_name: str | None = None,
+        concurrency: int = 1,
+        ordering_key: Callable[[M], Hashable] | None = None,
+        graceful_timeout: float = 30.0,
     ) -> None:
-        super().__init__(message_cls, processor, url, max_reconnect_delay, client_name)
+        super().__init__(
+            message_cls,
+            processor,
+            url,
+            max_reconnect_delay,
+            client_name,
+            concurrency=concurrency,
+            ordering_key=ordering_key,
+            graceful_timeout=graceful_timeout,
+        )
+        if batch_size is None:
+            batch_size = max(100, 2 * concurrency)
         if batch_size < 1 or max_deliveries < 1:
             raise ValueError("batch_size and max_deliveries must be at least 1")
         if block_ms < 1 or claim_idle_ms < 1:

@@ -151,6 +151,11 @@ class StreamsTransport(RedisTransportBase):
         """Owe XACKs for ``handles``: sent with the next read, by flush() or close()."""
         self._owed.extend(handles)
 
+    def ack_out_of_order(self, handles: list[Any]) -> bool:
+        """XACK is by entry id: owe them as any other ack."""
+        self._owed.extend(handles)
+        return True
+
     def requeue(self, handle: Any, delay: float = 0.0) -> None:
         """Nothing to do: the entry stays pending and is claimed after claim_idle_ms."""
 

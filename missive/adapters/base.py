@@ -7,7 +7,7 @@ import contextlib
 import logging
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Hashable, Iterator
 from types import FrameType
 from typing import Generic
 
@@ -66,11 +66,24 @@ class Adapter(abc.ABC, Generic[M]):
       first), runs the ``after_processing`` hooks, closes its connections and
       returns from :meth:`run`. Python cannot interrupt a handler
       safely, so a stop always waits for the handler in progress to return.
-    * **Threads.** ``process`` may be called from several threads at once; an adapter
-      that does so documents it, since handlers must then be thread-safe.
+    * **Concurrency.** With ``concurrency`` N above 1, up to N messages are handled at
+      once: synchronous handlers on N threads, ``async def`` ones as tasks on one event
+      loop (with N threads for the synchronous hooks, handlers and DLQ writes). Every
+      row is still settled by the loop's thread, a cumulative ack only ever covering
+      settled rows. Messages with equal ``ordering_key(message)`` are handled one at a
+      time, in delivery order. On a stop, what no worker started is handed back, and
+      the messages in flight get ``graceful_timeout`` seconds to finish; any still
+      running then are left unacked (the broker delivers them again) and named in a
+      WARNING. A transport that cannot redeliver waits for them however long.
 
     :param message_cls: the :class:`~missive.Message` class to build messages with.
     :param processor: the processor whose handlers receive the messages.
+    :param concurrency: how many messages are handled at once (1: one after the other,
+        on the thread that calls :meth:`run`; handlers need not be thread-safe).
+    :param ordering_key: ``message -> hashable``: messages with equal keys are handled
+        one at a time, in delivery order (only matters above ``concurrency=1``).
+    :param graceful_timeout: on a stop, how long the messages in flight get to finish.
+    :raises ValueError: if ``concurrency`` is below 1 or ``graceful_timeout`` negative.
     """
 
     #: Whether several processes may run this adapter on the same input, the
@@ -89,9 +102,31 @@ class Adapter(abc.ABC, Generic[M]):
     #: How long one receive waits, in seconds, when nothing comes.
     poll_timeout: float = 0.5
 
-    def __init__(self, message_cls: type[M], processor: Processor[M]) -> None:
+    def __init__(
+        self,
+        message_cls: type[M],
+        processor: Processor[M],
+        *,
+        concurrency: int = 1,
+        ordering_key: Callable[[M], Hashable] | None = None,
+        graceful_timeout: float = 30.0,
+    ) -> None:
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+            raise ValueError(f"concurrency must be a whole number from 1 up, not {concurrency!r}")
+        if ordering_key is not None and not callable(ordering_key):
+            raise TypeError(
+                f"ordering_key must be callable (message -> hashable), not {ordering_key!r}"
+            )
+        if not graceful_timeout >= 0:
+            raise ValueError(f"graceful_timeout must be 0 s or more, not {graceful_timeout!r}")
         self.message_cls = message_cls
         self.processor = processor
+        #: How many messages are handled at once.
+        self.concurrency = concurrency
+        #: Messages with equal keys are handled one at a time, in delivery order.
+        self.ordering_key = ordering_key
+        #: On a stop, the seconds the messages in flight get to finish.
+        self.graceful_timeout = graceful_timeout
         self._stop_requested = threading.Event()
         self._ready = threading.Event()
         self._delivery: DeliveryLoop[M] | None = None

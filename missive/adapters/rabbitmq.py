@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Hashable, Sequence
 
 from missive._typing import M
 from missive.adapters.base import Adapter
@@ -89,13 +89,18 @@ class RabbitMQAdapter(Adapter[M]):
     :param queues: the name of the queue to consume, or several names.
     :param url: the AMQP URL (``amqp://user:password@host:port/vhost?heartbeat=60``);
         defaults to the ``AMQP_URL`` environment variable, then :data:`DEFAULT_URL`.
-    :param prefetch: how many unacked messages RabbitMQ sends ahead, per queue (100).
+    :param prefetch: how many unacked messages RabbitMQ sends ahead: 100, or twice
+        ``concurrency`` when that is more.
     :param max_deliveries: dead-letter a message delivered more than this many times
         (10; quorum queues only); ``None`` disables the check.
     :param retry_delay: seconds before a message whose processing raised is requeued (1.0).
     :param max_reconnect_delay: the longest wait between reconnection attempts (30.0 s).
     :param connection_name: shown by ``rabbitmqctl list_connections`` and the management
         UI; defaults to ``missive <host> pid <pid>``.
+    :param concurrency: how many messages are handled at once (see
+        :class:`~missive.Adapter`); 1 by default: one at a time, in order.
+    :param ordering_key: ``message -> hashable``: equal keys are handled one at a time.
+    :param graceful_timeout: on a stop, the seconds messages in flight get to finish.
     :raises ValueError: if no queue is given or ``prefetch`` is not in 1..65535.
     """
 
@@ -106,13 +111,24 @@ class RabbitMQAdapter(Adapter[M]):
         queues: str | Sequence[str],
         *,
         url: str | None = None,
-        prefetch: int = 100,
+        prefetch: int | None = None,
         max_deliveries: int | None = 10,
         retry_delay: float = 1.0,
         max_reconnect_delay: float = 30.0,
         connection_name: str | None = None,
+        concurrency: int = 1,
+        ordering_key: Callable[[M], Hashable] | None = None,
+        graceful_timeout: float = 30.0,
     ) -> None:
-        super().__init__(message_cls, processor)
+        super().__init__(
+            message_cls,
+            processor,
+            concurrency=concurrency,
+            ordering_key=ordering_key,
+            graceful_timeout=graceful_timeout,
+        )
+        if prefetch is None:
+            prefetch = max(100, 2 * concurrency)
         self.queues: tuple[str, ...] = (queues,) if isinstance(queues, str) else tuple(queues)
         if not self.queues:
             raise ValueError("RabbitMQAdapter needs at least one queue name to consume")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import IO, Any
 
 from missive._typing import M
@@ -62,6 +62,10 @@ class StdinAdapter(Adapter[M]):
     :param filelike: where to read lines from, binary or text; ``sys.stdin`` by default.
         A file object with a descriptor is read through it, from its current position.
     :param max_line_size: the longest line, without its ending, handled (16 MiB).
+    :param concurrency: how many messages are handled at once (see
+        :class:`~missive.Adapter`); 1 by default: one at a time, in order.
+    :param ordering_key: ``message -> hashable``: equal keys are handled one at a time.
+    :param graceful_timeout: on a stop, the seconds messages in flight get to finish.
     :raises ValueError: if ``max_line_size`` is less than 1.
     """
 
@@ -75,8 +79,17 @@ class StdinAdapter(Adapter[M]):
         filelike: IO[bytes] | IO[str] | None = None,
         *,
         max_line_size: int = DEFAULT_MAX_LINE_SIZE,
+        concurrency: int = 1,
+        ordering_key: Callable[[M], Hashable] | None = None,
+        graceful_timeout: float = 30.0,
     ) -> None:
-        super().__init__(message_cls, processor)
+        super().__init__(
+            message_cls,
+            processor,
+            concurrency=concurrency,
+            ordering_key=ordering_key,
+            graceful_timeout=graceful_timeout,
+        )
         if max_line_size < 1:
             raise ValueError(f"max_line_size must be 1 or more, not {max_line_size!r}")
         self.filelike = filelike

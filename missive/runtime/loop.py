@@ -17,6 +17,7 @@ from missive._typing import M
 from missive.context import Outcome
 from missive.errors import DLQWriteError, HandlingError
 from missive.runtime.backoff import Backoff
+from missive.runtime.concurrent import ConcurrentConsumer
 from missive.runtime.policy import Policy, Requeue, Verdict
 from missive.runtime.transport import Batch, Capability, Fault, Transport
 
@@ -68,7 +69,10 @@ class DeliveryLoop(Generic[M]):
                             observers.connection_restored(transport.where())
                         backoff.reset()
                         adapter._set_ready()
-                        self._consume(policy)
+                        if adapter.concurrency > 1:
+                            ConcurrentConsumer(self, policy).run()
+                        else:
+                            self._consume(policy)
                         break
                     except Exception as exc:
                         if exc is self._stop_failure or transport.fault(exc) is Fault.FATAL:

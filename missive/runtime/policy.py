@@ -6,7 +6,10 @@ it on the transport. It keeps no state between calls, so threads may share one p
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import enum
+import functools
 import logging
 from typing import Generic
 
@@ -190,6 +193,36 @@ class Policy(Generic[M]):
         if key is not None:
             self._forget(message, key)
         return _ACK if outcome is _ACKED else _DEAD_LETTERED
+
+    async def ahandle(
+        self,
+        message: M,
+        count: int | None,
+        problem: str | None,
+        stable_id: bool,
+        executor: concurrent.futures.Executor | None = None,
+    ) -> Verdict | Requeue | HandlingError | DLQWriteError:
+        """:meth:`handle`, from an event loop: the same decisions, no blocking call on it.
+
+        A plain first delivery is processed with :meth:`ProcessingContext.aprocess`;
+        anything else (a redelivery to count, a problem, a poison check) goes through
+        :meth:`handle` in ``executor``, since it writes to the DLQ.
+        """
+        loop = asyncio.get_running_loop()
+        if count != 1 or problem is not None or not self.first_delivery_is_plain():
+            call = functools.partial(self.handle, message, count, problem, stable_id)
+            return await loop.run_in_executor(executor, call)
+        try:
+            outcome = await self.context.aprocess(message)
+        except (HandlingError, DLQWriteError) as exc:
+            return exc
+        if outcome is _ACKED:
+            return _ACK
+        if outcome is _NACKED:
+            if self.redelivers:
+                return _REQUEUE
+            return await loop.run_in_executor(executor, self.nacked, message)
+        return _DEAD_LETTERED
 
     def first_delivery_is_plain(self) -> bool:
         """Whether a first delivery without a problem needs no decision before processing.

@@ -110,7 +110,8 @@ class Transport(abc.ABC):
     calls the processor, settles each row, reconnects and stops. A transport only
     moves bytes and settles handles. Its contract:
 
-    * :meth:`connect`, :meth:`receive`, :meth:`ack`, :meth:`requeue`,
+    * :meth:`connect`, :meth:`receive`, :meth:`ack`, :meth:`ack_out_of_order`,
+      :meth:`requeue`,
       :meth:`hand_back`, :meth:`begin_drain`, :meth:`flush` and :meth:`close` are
       called from the loop's thread only; :meth:`wake` from any thread or a signal
       handler.
@@ -162,7 +163,21 @@ class Transport(abc.ABC):
         """
 
     def ack(self, handles: list[Any]) -> None:  # noqa: B027  # optional, a no-op by default
-        """Settle the rows of ``handles`` (in delivery order): never deliver them again."""
+        """Settle the rows of ``handles`` (in delivery order): never deliver them again.
+
+        Every row received before the last of them is settled too, so a cumulative
+        ack (RabbitMQ's ``multiple=True``) is safe here.
+        """
+
+    def ack_out_of_order(self, handles: list[Any]) -> bool:
+        """Settle exactly the rows of ``handles``, while rows received before them are
+        still being handled (``concurrency`` above 1); return whether it did.
+
+        The default returns ``False``, right for a transport whose acks are cumulative
+        or positional: the loop then passes those rows to :meth:`ack` once every
+        earlier row is settled. A transport that acks by id overrides it.
+        """
+        return False
 
     def requeue(self, handle: Any, delay: float = 0.0) -> None:  # noqa: B027
         """Give a row back, to be delivered again after ``delay`` seconds where supported."""

@@ -173,6 +173,10 @@ class MemoryTransport(Transport):
         for message_id in handles:
             self.broker.settle(connection, message_id, ack=True)
 
+    def ack_out_of_order(self, handles: list[Any]) -> bool:
+        self.ack(handles)  # by id: any order will do
+        return True
+
     def requeue(self, handle: Any, delay: float = 0.0) -> None:
         self.broker.settle(self._live(), handle, ack=False, delay=delay)
 

@@ -1,0 +1,310 @@
+"""ConcurrentConsumer: the delivery loop's consuming, with many messages in flight.
+
+The loop's thread still does all the talking to the transport: it receives rows,
+hands each to the workers (threads, or tasks on the run's event loop), and settles
+each row once its worker hands it back. Rows complete out of order, so the loop
+keeps a window of the rows it received, in order: a cumulative ack only ever
+covers a run of settled rows at its head, and a row settled behind one still
+running is acked on its own where the transport can (``ack_out_of_order``).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import math
+import time
+from collections import deque
+from queue import Empty, SimpleQueue
+from typing import TYPE_CHECKING, Any, Generic
+
+from missive._aio import is_async_callable
+from missive._names import callable_name
+from missive._typing import M
+from missive.errors import DLQWriteError, HandlingError
+from missive.routing import raised
+from missive.runtime.policy import Policy, Requeue, Verdict
+from missive.runtime.transport import Batch, Capability, Fault
+from missive.runtime.workers import (
+    ACK,
+    DONE,
+    NO_KEY,
+    AsyncWorkers,
+    Job,
+    ThreadWorkers,
+    Workers,
+)
+
+if TYPE_CHECKING:
+    from missive.runtime.loop import DeliveryLoop
+
+__all__ = ["ConcurrentConsumer"]
+
+logger = logging.getLogger("missive.runtime")
+
+_ACK = Verdict.ACK
+_DEAD_LETTERED = Verdict.DEAD_LETTERED
+_REQUEUE = Verdict.REQUEUE
+#: How long a receive waits while rows are in flight, so that finished ones are
+#: settled (and the broker sends more) without waiting for a new message.
+SETTLE_INTERVAL = 0.002
+
+
+class ConcurrentConsumer(Generic[M]):
+    """Consumes one connection with up to ``adapter.concurrency`` messages in flight.
+
+    :param delivery: the delivery loop, for its adapter, transport and failure path.
+    :param policy: the decisions for each message.
+    """
+
+    def __init__(self, delivery: DeliveryLoop[M], policy: Policy[M]) -> None:
+        adapter = delivery.adapter
+        self.delivery = delivery
+        self.policy = policy
+        self.transport = transport = delivery.transport
+        self.size = size = adapter.concurrency
+        #: Rows received and not yet settled, in delivery order.
+        self.window: deque[Job[M]] = deque()
+        #: At most this many rows are held (running or waiting): the rest stay on the broker.
+        self.limit = 2 * size
+        self.completions: SimpleQueue[Job[M]] = SimpleQueue()
+        self._fresh: list[Job[M]] = []  # jobs acked in this settle pass
+        self._flush = False  # a redelivery was acked in this pass: send at once
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self.workers = self._workers(policy, size)
+        self._redelivers = bool(transport.capabilities & Capability.REDELIVERY)
+
+    def _workers(self, policy: Policy[M], size: int) -> Workers[M]:
+        context = policy.context
+        processor = context.processor
+        hooks = (
+            processor.before_handling_hooks
+            + processor.after_handling_hooks
+            + processor.before_processing_hooks
+            + processor.after_processing_hooks
+        )
+        if processor.router.any_async or any(map(is_async_callable, hooks)):
+            self._executor = executor = concurrent.futures.ThreadPoolExecutor(
+                size, thread_name_prefix="missive-sync"
+            )
+            context.executor = executor
+            return AsyncWorkers(policy, size, self.completions.put, context.loop_thread, executor)
+        return ThreadWorkers(policy, size, self.completions.put)
+
+    def run(self) -> None:
+        """Receive, hand out and settle until a stop or the end of input."""
+        delivery, transport = self.delivery, self.transport
+        adapter = delivery.adapter
+        stopping = adapter.stop_event.is_set
+        receive, window, limit = transport.receive, self.window, self.limit
+        poll = adapter.poll_timeout
+        try:
+            while True:
+                self._settle(None)
+                if stopping():
+                    self._stop(None, 0)
+                    return
+                if len(window) >= limit:
+                    self._settle(poll)  # full: wait for a worker to finish
+                    continue
+                batch = receive(limit - len(window), SETTLE_INTERVAL if window else poll)
+                for i in range(len(batch)):
+                    if stopping():
+                        self._stop(batch, i)
+                        return
+                    self._dispatch(batch, i)
+                if batch.ended:
+                    self._wait(math.inf)
+                    transport.flush()
+                    return
+        finally:
+            self.workers.close()
+            if self._executor is not None:
+                self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def _dispatch(self, batch: Batch, i: int) -> None:
+        """Build row ``i``'s message and hand it to the workers."""
+        delivery = self.delivery
+        adapter = delivery.adapter
+        body, row_id, attributes = batch.bodies[i], batch.ids[i], batch.attributes[i]
+        message = adapter.message_cls(body, row_id, attributes)
+        count = batch.counts[i]
+        problems = batch.problems
+        problem = problems.get(i) if problems else None
+        observers = adapter.processor.observers
+        if observers:
+            observers.message_received(message, count)
+        key: Any = NO_KEY
+        ordering_key = adapter.ordering_key
+        if ordering_key is not None and problem is None:
+            try:
+                key = ordering_key(message)
+                hash(key)
+            except Exception as exc:
+                what = f"ordering_key {callable_name(ordering_key)!r}"
+                problem = raised(what, exc)
+                key = NO_KEY
+        job = Job(message, body, row_id, attributes, count, batch.handles[i], problem, key)
+        self.window.append(job)
+        self.workers.submit(job)
+
+    def _settle(self, wait: float | None) -> None:
+        """Settle the jobs the workers handed back (waiting up to ``wait`` s for one),
+        then ack the settled run at the head of the window, and those behind it where
+        the transport can ack out of order."""
+        completions = self.completions
+        try:
+            job = completions.get_nowait() if wait is None else completions.get(timeout=wait)
+        except Empty:
+            return
+        fresh = self._fresh
+        while True:
+            self._apply(job)
+            try:
+                job = completions.get_nowait()
+            except Empty:
+                break
+        window, transport = self.window, self.transport
+        prefix = []
+        while window and window[0].state >= ACK:
+            job = window.popleft()
+            if job.state == ACK:
+                prefix.append(job.handle)
+                job.state = DONE
+        if prefix:
+            transport.ack(prefix)
+        early = [job for job in fresh if job.state == ACK]
+        if early and transport.ack_out_of_order([job.handle for job in early]):
+            for job in early:
+                job.state = DONE
+        fresh.clear()
+        if self._flush:
+            self._flush = False
+            transport.flush()
+
+    def _apply(self, job: Job[M]) -> None:
+        """What the loop does with one handed-back job: its settle call and its events."""
+        verdict, message = job.verdict, job.message
+        delivery = self.delivery
+        observers = delivery.adapter.processor.observers
+        if verdict is _ACK or verdict is _DEAD_LETTERED:
+            job.state = ACK
+            self._fresh.append(job)
+            if job.count != 1:  # a redelivery: settle it now (see DeliveryLoop._consume)
+                self._flush = True
+            if observers:
+                observers.acked(message)
+            return
+        job.state = DONE
+        if verdict is _REQUEUE or isinstance(verdict, Requeue):
+            if isinstance(verdict, Requeue):  # the DLQ counted its redeliveries
+                delay = verdict.delay
+            else:
+                delay = self.policy.nack_delay(job.count)
+            self.transport.requeue(job.handle, delay)
+            if observers:
+                observers.requeued(message, delay)
+        elif isinstance(verdict, HandlingError | DLQWriteError):
+            delivery._failed(self.policy, message, job.handle, verdict)
+        else:  # a BaseException from below the processor (SystemExit in a handler)
+            raise verdict
+
+    def _stop(self, batch: Batch | None, start: int) -> None:
+        """Take nothing new; hand back or finish what was received; wait for the rest."""
+        transport, delivery = self.transport, self.delivery
+        if transport.capabilities & Capability.HAND_BACK:
+            self._hand_back(batch, start)
+        elif batch is not None:
+            for i in range(start, len(batch)):
+                self._dispatch(batch, i)
+        if transport.drain_timeout is not None:
+            self._drain(transport.drain_timeout)
+        # Without redelivery a message left running would be lost: wait for it.
+        graceful = delivery.adapter.graceful_timeout if self._redelivers else math.inf
+        self._wait(graceful)
+        transport.flush()
+
+    def _hand_back(self, batch: Batch | None, start: int) -> None:
+        """Give back the rows no worker started, and those of ``batch`` from ``start``."""
+        unstarted = set(self.workers.take_unstarted())
+        rows = [
+            (job.body, job.row_id, job.attributes, job.handle, job.count)
+            for job in self.window
+            if job in unstarted
+        ]
+        if batch is not None:
+            rows += zip(
+                batch.bodies[start:],
+                batch.ids[start:],
+                batch.attributes[start:],
+                batch.handles[start:],
+                batch.counts[start:],
+                strict=True,
+            )
+        if not rows:
+            return
+        self.window = deque(job for job in self.window if job not in unstarted)
+        # The transport's own batch, where it can: it may add rows it still held.
+        back = Batch() if batch is None else batch
+        back.clear()
+        for body, row_id, attributes, handle, count in rows:
+            back.add(body, row_id, attributes, handle, count)
+        self.transport.hand_back(back, 0)
+        observers = self.delivery.adapter.processor.observers
+        if observers:
+            observers.handed_back(len(rows))
+
+    def _drain(self, drain_timeout: float) -> None:
+        """Go on receiving what the transport still sends after ``begin_drain``."""
+        transport = self.transport
+        transport.begin_drain()
+        deadline = time.monotonic() + drain_timeout
+        try:
+            while True:
+                self._settle(None)
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                batch = transport.receive(self.limit, min(left, SETTLE_INTERVAL * 50))
+                for i in range(len(batch)):
+                    self._dispatch(batch, i)
+                if batch.ended:
+                    return
+        except Exception as exc:
+            if transport.fault(exc) is Fault.FATAL:
+                raise
+            logger.warning("connection failed while stopping: %s", transport.describe(exc))
+            return
+        reason = (
+            f"the adapter stopped before handling it (drain_timeout={drain_timeout} s "
+            f"passed); {transport.cannot_redeliver}"
+        )
+        for job in self.workers.take_unstarted():
+            job.verdict = self.policy.dead_letter(job.message, reason)
+            self._apply(job)
+        logger.warning(
+            "stopped after drain_timeout=%s s with the subscription still open; messages "
+            "%s sends after this point are not received",
+            drain_timeout,
+            transport.broker_name,
+        )
+
+    def _wait(self, timeout: float) -> None:
+        """Settle the rows in flight as they finish, for up to ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        window = self.window
+        while window:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            self._settle(min(left, self.delivery.adapter.poll_timeout))
+        if window:
+            running = [job.message.message_id for job in window if job.state < ACK]
+            logger.warning(
+                "stopped after graceful_timeout=%s s with %d messages still being handled; "
+                "they are not acked, so %s delivers them again: %s",
+                timeout,
+                len(running),
+                self.transport.broker_name,
+                ", ".join(repr(message_id) for message_id in running),
+            )

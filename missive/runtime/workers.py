@@ -1,0 +1,267 @@
+"""Workers: run many messages at once for the delivery loop, on threads or an event loop.
+
+The delivery loop stays the only thread that talks to the transport: it hands each
+received row to the workers as a :class:`Job`, and the workers hand each job back,
+its verdict set, through ``done``. Jobs that share an ordering key run one at a
+time, in the order they were submitted; others run side by side.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import concurrent.futures
+import threading
+from collections import deque
+from collections.abc import Callable, Hashable
+from typing import TYPE_CHECKING, Any, Generic
+
+from missive._typing import M
+
+if TYPE_CHECKING:
+    from missive._aio import LoopThread
+    from missive.runtime.policy import Policy
+
+__all__ = ["AsyncWorkers", "Job", "KeyedQueue", "ThreadWorkers", "Workers"]
+
+#: A job's ordering key when it has none: it never waits for another job.
+NO_KEY: Any = object()
+
+#: Job states.
+QUEUED, RUNNING, SETTLE, ACK, DONE = range(5)
+
+
+class Job(Generic[M]):
+    """One received row on its way through the workers and back to the loop.
+
+    ``state`` goes QUEUED, RUNNING, SETTLE (the verdict is set, the loop has not
+    settled it), then ACK (to be acked once every earlier row is settled) or DONE.
+    """
+
+    __slots__ = (
+        "attributes",
+        "body",
+        "count",
+        "handle",
+        "key",
+        "message",
+        "problem",
+        "row_id",
+        "state",
+        "verdict",
+    )
+
+    def __init__(
+        self,
+        message: M,
+        body: bytes,
+        row_id: bytes | None,
+        attributes: dict[str, Any],
+        count: int | None,
+        handle: Any,
+        problem: str | None,
+        key: Hashable,
+    ) -> None:
+        self.message = message
+        self.body = body
+        self.row_id = row_id
+        self.attributes = attributes
+        self.count = count
+        self.handle = handle
+        self.problem = problem
+        self.key = key
+        self.state = QUEUED
+        self.verdict: Any = None
+
+
+class KeyedQueue:
+    """The jobs ready to start, in submission order, at most one running per key.
+
+    Not thread-safe: its owner serialises the calls.
+    """
+
+    __slots__ = ("ready", "waiting")
+
+    def __init__(self) -> None:
+        #: Jobs that may start now, oldest first.
+        self.ready: deque[Job[Any]] = deque()
+        #: For each key with a job started or ready: the jobs behind it, in order.
+        self.waiting: dict[Hashable, deque[Job[Any]]] = {}
+
+    def put(self, job: Job[Any]) -> None:
+        """Queue ``job``: ready now, or behind the job of its key already queued."""
+        key = job.key
+        if key is not NO_KEY:
+            behind = self.waiting.get(key)
+            if behind is not None:
+                behind.append(job)
+                return
+            self.waiting[key] = deque()
+        self.ready.append(job)
+
+    def done(self, job: Job[Any]) -> None:
+        """``job`` finished: the next job of its key, if any, becomes ready."""
+        key = job.key
+        if key is not NO_KEY:
+            behind = self.waiting[key]
+            if behind:
+                self.ready.append(behind.popleft())
+            else:
+                del self.waiting[key]
+
+    def take_all(self) -> list[Job[Any]]:
+        """Remove and return every job not started (in no particular order); for a stop,
+        after which nothing is put."""
+        jobs = [*self.ready, *(job for behind in self.waiting.values() for job in behind)]
+        self.ready.clear()
+        self.waiting = {key: deque() for key in self.waiting}
+        return jobs
+
+
+class Workers(abc.ABC, Generic[M]):
+    """Runs jobs through a policy, up to ``size`` at once; calls ``done(job)`` after each.
+
+    :param policy: the decisions for each message (shared: it keeps no state).
+    :param size: how many jobs run at once.
+    :param done: called with each finished job, from the worker that ran it.
+    """
+
+    def __init__(self, policy: Policy[M], size: int, done: Callable[[Job[M]], None]) -> None:
+        self.policy = policy
+        self.size = size
+        self.done = done
+        self._queue = KeyedQueue()
+
+    @abc.abstractmethod
+    def submit(self, job: Job[M]) -> None:
+        """Start ``job`` when a worker and its key are free."""
+
+    @abc.abstractmethod
+    def take_unstarted(self) -> list[Job[M]]:
+        """Remove every job not started yet and return them (in no particular order)."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Start no more jobs; the running ones go on, their results are dropped."""
+
+
+class ThreadWorkers(Workers[M]):
+    """``size`` threads, each running one job at a time through :meth:`Policy.handle`."""
+
+    def __init__(self, policy: Policy[M], size: int, done: Callable[[Job[M]], None]) -> None:
+        super().__init__(policy, size, done)
+        self._lock = threading.Condition()
+        self._closed = False
+        self._threads = [
+            threading.Thread(target=self._work, name=f"missive-worker-{n}", daemon=True)
+            for n in range(size)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def submit(self, job: Job[M]) -> None:
+        with self._lock:
+            self._queue.put(job)
+            if self._queue.ready:
+                self._lock.notify()
+
+    def take_unstarted(self) -> list[Job[M]]:
+        with self._lock:
+            return self._queue.take_all()
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            self._queue.take_all()
+            self._lock.notify_all()
+
+    def _work(self) -> None:
+        lock, queue, handle, done = self._lock, self._queue, self.policy.handle, self.done
+        ready = queue.ready
+        while True:
+            with lock:
+                while not ready:
+                    if self._closed:
+                        return
+                    lock.wait()
+                job = ready.popleft()
+                job.state = RUNNING
+            try:
+                job.verdict = handle(job.message, job.count, job.problem, job.row_id is not None)
+            except BaseException as exc:  # a bug below the processor: the loop reports it
+                job.verdict = exc
+            job.state = SETTLE
+            with lock:
+                queue.done(job)
+                if len(ready) > 1:
+                    lock.notify()
+            done(job)
+
+
+class AsyncWorkers(Workers[M]):
+    """Up to ``size`` jobs at once as tasks on ``loop_thread``, through :meth:`Policy.ahandle`.
+
+    Synchronous hooks and handlers, and DLQ writes, run in ``executor`` (``size``
+    threads), so none of them blocks the event loop.
+    """
+
+    def __init__(
+        self,
+        policy: Policy[M],
+        size: int,
+        done: Callable[[Job[M]], None],
+        loop_thread: LoopThread,
+        executor: concurrent.futures.Executor,
+    ) -> None:
+        super().__init__(policy, size, done)
+        self._loop_thread = loop_thread
+        self._loop = loop_thread.loop
+        self._executor = executor
+        self._running = 0
+        self._closed = False
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def submit(self, job: Job[M]) -> None:
+        self._loop.call_soon_threadsafe(self._put, job)
+
+    def take_unstarted(self) -> list[Job[M]]:
+        return self._loop_thread.call(self._queue.take_all)
+
+    def close(self) -> None:
+        def close() -> None:
+            self._closed = True
+            self._queue.take_all()
+
+        self._loop_thread.call(close)
+
+    def _put(self, job: Job[M]) -> None:
+        if self._closed:
+            return
+        self._queue.put(job)
+        self._start_ready()
+
+    def _start_ready(self) -> None:
+        ready = self._queue.ready
+        while ready and self._running < self.size and not self._closed:
+            job = ready.popleft()
+            job.state = RUNNING
+            self._running += 1
+            task = self._loop.create_task(self._run(job))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, job: Job[M]) -> None:
+        try:
+            job.verdict = await self.policy.ahandle(
+                job.message, job.count, job.problem, job.row_id is not None, self._executor
+            )
+        except asyncio.CancelledError:  # the loop is closing: left for redelivery
+            raise
+        except BaseException as exc:  # a bug below the processor: the loop reports it
+            job.verdict = exc
+        finally:
+            self._running -= 1
+            self._queue.done(job)
+            self._start_ready()
+        job.state = SETTLE
+        self.done(job)
