@@ -10,7 +10,7 @@ import pytest
 
 import missive
 from missive.adapters.stdin import StdinAdapter
-from missive.testing.conformance import EventsSuite
+from missive.testing.conformance import EventsSuite, WithOptions
 
 
 class StdinHarness:
@@ -61,3 +61,12 @@ def harness() -> Iterator[StdinHarness]:
 
 class TestStdinEvents(EventsSuite):
     pass
+
+
+
+class TestStdinEventsConcurrent(EventsSuite):
+    """The same suites with eight messages in flight (``concurrency=8``)."""
+
+    @pytest.fixture
+    def harness(self, harness: StdinHarness) -> WithOptions:
+        return WithOptions(harness, concurrency=8)

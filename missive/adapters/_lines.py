@@ -22,7 +22,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO
 
-__all__ = ["DEFAULT_MAX_LINE_SIZE", "KEPT_BYTES", "LineReader", "LongLine", "Wakeup", "open_lines"]
+__all__ = [
+    "DEFAULT_MAX_LINE_SIZE",
+    "KEPT_BYTES",
+    "NOT_YET",
+    "LineReader",
+    "LongLine",
+    "NotYet",
+    "Wakeup",
+    "open_lines",
+]
 
 #: The longest line read whole by default, without its line ending: 16 MiB.
 DEFAULT_MAX_LINE_SIZE = 16 * 1024 * 1024
@@ -39,6 +48,18 @@ class LongLine:
 
     head: bytes
     size: int
+
+
+#: Longer waits are waits without a timeout (``select`` refuses infinity).
+_LONGEST_WAIT = 86_400.0
+
+
+class NotYet:
+    """The type of :data:`NOT_YET`."""
+
+
+#: What :meth:`LineReader.next` returns when its timeout passed before a whole line came.
+NOT_YET = NotYet()
 
 
 def _never() -> bool:
@@ -91,9 +112,12 @@ class LineReader:
     Use :func:`open_lines` to get one.
     """
 
-    def next(self, stopping: Callable[[], bool] = _never) -> bytes | LongLine | None:
+    def next(
+        self, stopping: Callable[[], bool] = _never, timeout: float | None = None
+    ) -> bytes | LongLine | NotYet | None:
         """The next line, or ``None`` at the end of input or, once ``stopping()``, of
-        the lines already taken from the input."""
+        the lines already taken from the input; :data:`NOT_YET` if waiting for input on
+        a pipe took more than ``timeout`` seconds (``None``: wait as long as it takes)."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -130,7 +154,9 @@ class _DescriptorLines(LineReader):
             return self._stream.tell()
         return os.lseek(self._fd, 0, os.SEEK_CUR)
 
-    def next(self, stopping: Callable[[], bool] = _never) -> bytes | LongLine | None:
+    def next(
+        self, stopping: Callable[[], bool] = _never, timeout: float | None = None
+    ) -> bytes | LongLine | NotYet | None:
         self._done = self._returned
         while True:
             # A stop leaves a regular file's lines to the next reader; a pipe's
@@ -148,7 +174,8 @@ class _DescriptorLines(LineReader):
                 return self._skip_long_line(stopping)
             if stopping() and not pending:
                 return None
-            self._read(stopping)
+            if not self._read(stopping, timeout):
+                return NOT_YET
 
     def _take(self, end: int) -> bytes | LongLine:
         raw = self._buffer[self._start : end]
@@ -181,31 +208,35 @@ class _DescriptorLines(LineReader):
         self._returned += taken
         return LongLine(head, taken - _ending(tail))
 
-    def _read(self, stopping: Callable[[], bool]) -> None:
+    def _read(self, stopping: Callable[[], bool], timeout: float | None = None) -> bool:
         """Read what is there, or wait for it; a pipe's wait ends when the wakeup is set.
 
-        Once stopping, a pipe is read a byte at a time, so that the line begun is
-        completed without taking any of the next.
+        Returns ``False`` when ``timeout`` seconds passed with nothing to read. Once
+        stopping, a pipe is read a byte at a time, so that the line begun is completed
+        without taking any of the next.
         """
         if not self._seekable:
             watch = [self._fd]
             if self._wakeup is not None and not stopping():
                 watch.append(self._wakeup.fileno())
-            ready, _, _ = select.select(watch, [], [])
+            if timeout is not None and timeout > _LONGEST_WAIT:
+                timeout = None
+            ready, _, _ = select.select(watch, [], [], timeout)
             if self._fd not in ready:
-                return
+                return bool(ready)
         # Once stopping, a pipe gives only the rest of the line begun.
         size = _FILE_READ if self._seekable else 1 if stopping() else PIPE_READ
         try:
             chunk = os.read(self._fd, size)
         except BlockingIOError:
-            return
+            return True
         if self._start:
             del self._buffer[: self._start]
             self._scanned -= self._start
             self._start = 0
         self._buffer += chunk
         self._eof = not chunk
+        return True
 
     def close(self) -> None:
         if not self._seekable:
@@ -227,7 +258,9 @@ class _StreamLines(LineReader):
         line = self._stream.readline(size)
         return line.encode("utf-8") if isinstance(line, str) else line
 
-    def next(self, stopping: Callable[[], bool] = _never) -> bytes | LongLine | None:
+    def next(
+        self, stopping: Callable[[], bool] = _never, timeout: float | None = None
+    ) -> bytes | LongLine | NotYet | None:
         if stopping():
             return None
         raw = self._readline(self._limit + 2)

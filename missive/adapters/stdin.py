@@ -14,6 +14,7 @@ from missive.adapters._lines import (
     KEPT_BYTES,
     LineReader,
     LongLine,
+    NotYet,
     Wakeup,
     open_lines,
 )
@@ -132,11 +133,13 @@ class _StdinTransport(Transport):
         logger.info("reading messages, one per line")
 
     def receive(self, max_messages: int, timeout: float) -> Batch:
-        # The timeout is moot: only wake() ends the wait for a line.
+        # One line at most: a pipe's wait ends after ``timeout`` or on wake().
         batch = self._batch
         batch.clear()
         assert self._reader is not None
-        line = self._reader.next(self._stopping)
+        line = self._reader.next(self._stopping, timeout)
+        if isinstance(line, NotYet):
+            return batch
         if line is None:
             batch.ended = True
             return batch

@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import IO, Any
 
-from missive.adapters._lines import DEFAULT_MAX_LINE_SIZE, LongLine, open_lines
+from missive.adapters._lines import DEFAULT_MAX_LINE_SIZE, LongLine, NotYet, open_lines
 from missive.cli._common import CLIError, format_id, import_object, load_processor, open_store
 from missive.cli._dlq import add_table_option
 from missive.cli._output import Output, safe_text
@@ -153,6 +153,7 @@ def _samples(
     try:
         number = 0
         while (line := lines.next()) is not None:
+            assert not isinstance(line, NotYet)  # only a timeout gives that
             number += 1
             if isinstance(line, LongLine):
                 yield f"line {number}", (

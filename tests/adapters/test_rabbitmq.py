@@ -27,6 +27,7 @@ from missive.testing.conformance.harness import (
     KILL_CONNECTION,
     PERSISTENCE,
     REDELIVERY,
+    WithOptions,
 )
 from missive.testing.conformance.support import TIMEOUT, Recorder, running, wait_until
 from tests.services import require
@@ -179,6 +180,16 @@ class TestRabbitMQConformance(AdapterSuite, EventsSuite):
     @pytest.fixture(params=["classic", "quorum"])
     def harness(self, request: pytest.FixtureRequest) -> Iterator[RabbitMQHarness]:
         yield from open_harness(request.param)
+
+
+
+class TestRabbitMQConcurrentConformance(AdapterSuite, EventsSuite):
+    """The same suites with eight messages in flight, on both kinds of queue."""
+
+    @pytest.fixture(params=["classic", "quorum"])
+    def harness(self, request: pytest.FixtureRequest) -> Iterator[WithOptions]:
+        for harness in open_harness(request.param):
+            yield WithOptions(harness, concurrency=8)
 
 
 def test_a_published_message_is_delivered_with_its_id_and_attributes(

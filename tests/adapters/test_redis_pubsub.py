@@ -25,6 +25,7 @@ from missive.adapters.redis import RedisPubSubAdapter
 from missive.runtime import Fault
 from missive.testing.conformance.adapter_suite import AdapterSuite
 from missive.testing.conformance.events_suite import EventsSuite
+from missive.testing.conformance.harness import WithOptions
 from missive.testing.conformance.support import Recorder, memory_growth, running, wait_until
 from tests.conformance.redis_harness import URL, RedisPubSubHarness
 from tests.services import require
@@ -40,6 +41,15 @@ def harness() -> Iterator[RedisPubSubHarness]:
 
 class TestRedisPubSubConformance(AdapterSuite, EventsSuite):
     """Every test of the adapter and events suites, on Redis Pub/Sub."""
+
+
+
+class TestRedisPubSubConcurrentConformance(AdapterSuite, EventsSuite):
+    """The same suites with eight messages in flight (``concurrency=8``)."""
+
+    @pytest.fixture
+    def harness(self, harness: RedisPubSubHarness) -> WithOptions:
+        return WithOptions(harness, concurrency=8)
 
 
 # -- Pub/Sub specifics -------------------------------------------------------------------

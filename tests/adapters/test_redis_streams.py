@@ -23,6 +23,7 @@ import missive.runtime
 from missive.adapters.redis import RedisStreamsAdapter
 from missive.testing.conformance.adapter_suite import AdapterSuite
 from missive.testing.conformance.events_suite import EventsSuite
+from missive.testing.conformance.harness import WithOptions
 from missive.testing.conformance.support import Recorder, memory_growth, running, wait_until
 from tests.conformance.redis_harness import CLAIM_IDLE_MS, URL, RedisStreamsHarness
 from tests.services import require
@@ -38,6 +39,15 @@ def harness() -> Iterator[RedisStreamsHarness]:
 
 class TestRedisStreamsConformance(AdapterSuite, EventsSuite):
     """Every test of the adapter suite, on Redis Streams."""
+
+
+
+class TestRedisStreamsConcurrentConformance(AdapterSuite, EventsSuite):
+    """The same suites with eight messages in flight (``concurrency=8``)."""
+
+    @pytest.fixture
+    def harness(self, harness: RedisStreamsHarness) -> WithOptions:
+        return WithOptions(harness, concurrency=8)
 
 
 # -- Streams specifics -------------------------------------------------------------------

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from missive.testing.conformance import AdapterSuite, EventsSuite, MemoryHarness
+from missive.testing.conformance import AdapterSuite, EventsSuite, MemoryHarness, WithOptions
 
 
 @pytest.fixture
@@ -21,3 +21,11 @@ def harness() -> Iterator[MemoryHarness]:
 
 class TestMemoryConformance(AdapterSuite, EventsSuite):
     """Every test of both suites, on the in-memory broker."""
+
+
+class TestMemoryConcurrentConformance(AdapterSuite, EventsSuite):
+    """Both suites again, with eight messages in flight."""
+
+    @pytest.fixture
+    def harness(self, harness: MemoryHarness) -> WithOptions:
+        return WithOptions(harness, concurrency=8)

@@ -20,6 +20,7 @@ from missive.testing.conformance import (
     REDELIVERY,
     AdapterSuite,
     EventsSuite,
+    WithOptions,
 )
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "examples"))
@@ -82,3 +83,12 @@ def harness() -> Iterator[QueueHarness]:
 
 class TestQueueExampleConformance(AdapterSuite, EventsSuite):
     """Every test of both suites, on the example's queue adapter."""
+
+
+class TestQueueExampleConcurrentConformance(AdapterSuite, EventsSuite):
+    """Both suites again with eight messages in flight: a transport written for one
+    message at a time needs nothing more (its acks wait for every earlier row)."""
+
+    @pytest.fixture
+    def harness(self, harness: QueueHarness) -> WithOptions:
+        return WithOptions(harness, concurrency=8)

@@ -65,6 +65,7 @@ from missive.testing.conformance.harness import (  # noqa: E402
     PERSISTENCE,
     REDELIVERY,
     Harness,
+    WithOptions,
 )
 from missive.testing.conformance.memory import (  # noqa: E402
     MemoryAdapter,
@@ -102,6 +103,7 @@ __all__ = [
     "Recorder",
     "RecordingObserver",
     "StoreSuite",
+    "WithOptions",
     "failure",
     "memory_growth",
     "needs",

@@ -87,3 +87,29 @@ class Harness(Protocol):
 
     def close(self) -> None:
         """Delete this test's destination and close the harness's own connections."""
+
+
+class WithOptions:
+    """A harness whose adapters all get ``options`` (unless a test gives its own).
+
+    Runs a suite again with another setting, ``concurrency`` above all::
+
+        @pytest.fixture
+        def harness(harness):  # in a test class: wraps the module's harness
+            return WithOptions(harness, concurrency=4)
+    """
+
+    def __init__(self, harness: Harness, **options: Any) -> None:
+        self.harness = harness
+        self.options = options
+        self.name = f"{harness.name} ({', '.join(f'{k}={v!r}' for k, v in options.items())})"
+        self.capabilities = harness.capabilities
+
+    def adapter(
+        self, message_cls: type[missive.Message], processor: missive.Processor[Any], **options: Any
+    ) -> missive.Adapter[Any]:
+        """The wrapped harness's adapter, with this wrapper's options as defaults."""
+        return self.harness.adapter(message_cls, processor, **{**self.options, **options})
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.harness, name)

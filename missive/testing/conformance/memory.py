@@ -217,8 +217,9 @@ class MemoryAdapter(Adapter[Any]):
         message_cls: type[missive.Message],
         processor: missive.Processor[Any],
         broker: MemoryBroker,
+        **options: Any,
     ) -> None:
-        super().__init__(message_cls, processor)
+        super().__init__(message_cls, processor, **options)
         self.broker = broker
 
     def transport(self) -> MemoryTransport:
