@@ -77,8 +77,9 @@ class RedisStreamsAdapter(RedisAdapterBase[M]):
     :param url: the Redis URL; default ``REDIS_URL``, else ``redis://127.0.0.1:6379/0``.
     :param field: the entry field that holds the message's bytes; an entry without
         it is dead-lettered.
-    :param batch_size: the most entries one read takes (XREADGROUP COUNT): 100, or twice
-        ``concurrency`` when that is more.
+    :param batch_size: the most entries one read takes (XREADGROUP COUNT); with
+        ``concurrency`` above 1, a read takes up to twice the concurrency, less the
+        entries in flight, so that memory stays bounded whatever the backlog.
     :param block_ms: how long one read waits for new entries, in milliseconds.
     :param claim_idle_ms: how long an entry stays pending (nacked, or read by a
         consumer that died) before it is delivered again, in milliseconds.
@@ -104,7 +105,7 @@ class RedisStreamsAdapter(RedisAdapterBase[M]):
         consumer: str | None = None,
         url: str | None = None,
         field: str = "data",
-        batch_size: int | None = None,
+        batch_size: int = 100,
         block_ms: int = 1000,
         claim_idle_ms: int = 30_000,
         max_deliveries: int = 5,
@@ -125,8 +126,6 @@ class RedisStreamsAdapter(RedisAdapterBase[M]):
             ordering_key=ordering_key,
             graceful_timeout=graceful_timeout,
         )
-        if batch_size is None:
-            batch_size = max(100, 2 * concurrency)
         if batch_size < 1 or max_deliveries < 1:
             raise ValueError("batch_size and max_deliveries must be at least 1")
         if block_ms < 1 or claim_idle_ms < 1:

@@ -127,14 +127,13 @@ class RabbitMQAdapter(Adapter[M]):
             ordering_key=ordering_key,
             graceful_timeout=graceful_timeout,
         )
-        if prefetch is None:
-            prefetch = max(100, 2 * concurrency)
         self.queues: tuple[str, ...] = (queues,) if isinstance(queues, str) else tuple(queues)
         if not self.queues:
             raise ValueError("RabbitMQAdapter needs at least one queue name to consume")
-        if not 1 <= prefetch <= 65535:
+        if prefetch is not None and not 1 <= prefetch <= 65535:
             raise ValueError(f"prefetch must be between 1 and 65535, not {prefetch}")
         self.url = url or os.environ.get("AMQP_URL") or DEFAULT_URL
+        #: The prefetch given; ``None``: it follows ``concurrency`` (see :attr:`qos`).
         self.prefetch = prefetch
         self.max_deliveries = max_deliveries
         self.retry_delay = retry_delay
@@ -154,4 +153,9 @@ class RabbitMQAdapter(Adapter[M]):
         credentials or vhost, and :class:`pika.exceptions.ChannelClosedByBroker` if a
         queue does not exist (404) or may not be read (403).
         """
-        return _RabbitMQTransport(self._parameters, self.queues, self.prefetch)
+        return _RabbitMQTransport(self._parameters, self.queues, self.qos)
+
+    @property
+    def qos(self) -> int:
+        """The prefetch in use: the one given, else 100 or twice ``concurrency``, the more."""
+        return self.prefetch if self.prefetch is not None else max(100, 2 * self.concurrency)

@@ -1,4 +1,9 @@
-"""``missive run MODULE:ADAPTER [--workers N]``: run an adapter, or N worker processes.
+"""``missive run MODULE:ADAPTER [--workers N] [--concurrency N]``: run an adapter, or N
+worker processes.
+
+``--concurrency N`` sets the adapter's ``concurrency`` in each process: up to N
+messages handled at once (threads for synchronous handlers, an event loop for
+``async def`` ones).
 
 Without ``--workers`` the adapter runs in this process: it stops on SIGINT and
 SIGTERM as every adapter does. With ``--workers N`` this process is a supervisor:
@@ -80,6 +85,13 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
     )
     run.add_argument("-w", "--workers", type=_positive, metavar="N", help="run N worker processes")
     run.add_argument(
+        "-c",
+        "--concurrency",
+        type=_positive,
+        metavar="N",
+        help="handle up to N messages at once in each process (default: the adapter's)",
+    )
+    run.add_argument(
         "--graceful-timeout",
         type=_seconds,
         default=30.0,
@@ -149,11 +161,13 @@ def _run(args: argparse.Namespace, out: Output) -> int:
         # a traceback; the adapter says the same in one WARNING line.
         logging.getLogger("pika").setLevel(logging.CRITICAL)
     if args.workers is None:
-        return _run_here(args.target, out)
-    return _Supervisor(args.target, args.workers, args.graceful_timeout, args.log_level).run()
+        return _run_here(args.target, out, args.concurrency)
+    supervisor = _Supervisor(args.target, args.workers, args.graceful_timeout, args.log_level)
+    supervisor.concurrency = args.concurrency
+    return supervisor.run()
 
 
-def _run_here(target: str, out: Output) -> int:
+def _run_here(target: str, out: Output, concurrency: int | None = None) -> int:
     worker = os.environ.get(WORKER_VARIABLE)
     if worker:
         _stop_with_supervisor()
@@ -178,6 +192,8 @@ def _run_here(target: str, out: Output) -> int:
             logger.info("stopped before starting")
             return 0
         name = type(adapter).__name__
+        if concurrency is not None:
+            adapter.concurrency = concurrency
         if worker and not adapter.shareable and int(os.environ.get(_WORKERS_VARIABLE, "1")) > 1:
             out.error(
                 f"{name} from {target} cannot be shared by several worker processes: each "
@@ -258,6 +274,8 @@ class _Supervisor:
         self.workers = [_Worker(number) for number in range(1, count + 1)]
         self.graceful_timeout = graceful_timeout
         self.log_level = log_level
+        #: ``--concurrency``, passed on to each worker.
+        self.concurrency: int | None = None
         self.stop_signal: int | None = None
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
@@ -275,6 +293,8 @@ class _Supervisor:
     def _start(self, worker: _Worker) -> None:
         command = [sys.executable, "-m", "missive", "run", self.target]
         command += ["--log-level", self.log_level]
+        if self.concurrency is not None:
+            command += ["--concurrency", str(self.concurrency)]
         env = {
             **os.environ,
             WORKER_VARIABLE: str(worker.number),

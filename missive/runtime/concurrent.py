@@ -67,10 +67,12 @@ class ConcurrentConsumer(Generic[M]):
         self.window: deque[Job[M]] = deque()
         #: At most this many rows are held (running or waiting): the rest stay on the broker.
         self.limit = 2 * size
-        self.completions: SimpleQueue[Job[M]] = SimpleQueue()
+        #: Jobs the workers handed back; ``None`` only wakes the loop (a stop).
+        self.completions: SimpleQueue[Job[M] | None] = SimpleQueue()
         self._fresh: list[Job[M]] = []  # jobs acked in this settle pass
         self._flush = False  # a redelivery was acked in this pass: send at once
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self.observers = adapter.processor.observers
         self.workers = self._workers(policy, size)
         self._redelivers = bool(transport.capabilities & Capability.REDELIVERY)
 
@@ -88,8 +90,30 @@ class ConcurrentConsumer(Generic[M]):
                 size, thread_name_prefix="missive-sync"
             )
             context.executor = executor
-            return AsyncWorkers(policy, size, self.completions.put, context.loop_thread, executor)
-        return ThreadWorkers(policy, size, self.completions.put)
+            return AsyncWorkers(size, self._arun, self.completions.put, context.loop_thread)
+        return ThreadWorkers(size, self._run, self.completions.put)
+
+    def _run(self, job: Job[M]) -> None:
+        """Handle ``job`` on a worker thread."""
+        observers = self.observers
+        if observers:
+            observers.message_received(job.message, job.count)
+        job.verdict = self.policy.handle(
+            job.message, job.count, job.problem, job.row_id is not None
+        )
+
+    async def _arun(self, job: Job[M]) -> None:
+        """Handle ``job`` on the event loop."""
+        observers = self.observers
+        if observers:
+            observers.message_received(job.message, job.count)
+        job.verdict = await self.policy.ahandle(
+            job.message, job.count, job.problem, job.row_id is not None, self._executor
+        )
+
+    def wake(self) -> None:
+        """End a wait for a worker to finish (a stop). Safe in a signal handler."""
+        self.completions.put(None)
 
     def run(self) -> None:
         """Receive, hand out and settle until a stop or the end of input."""
@@ -131,9 +155,6 @@ class ConcurrentConsumer(Generic[M]):
         count = batch.counts[i]
         problems = batch.problems
         problem = problems.get(i) if problems else None
-        observers = adapter.processor.observers
-        if observers:
-            observers.message_received(message, count)
         key: Any = NO_KEY
         ordering_key = adapter.ordering_key
         if ordering_key is not None and problem is None:
@@ -159,7 +180,8 @@ class ConcurrentConsumer(Generic[M]):
             return
         fresh = self._fresh
         while True:
-            self._apply(job)
+            if job is not None:
+                self._apply(job)
             try:
                 job = completions.get_nowait()
             except Empty:
@@ -280,6 +302,8 @@ class ConcurrentConsumer(Generic[M]):
             f"passed); {transport.cannot_redeliver}"
         )
         for job in self.workers.take_unstarted():
+            if self.observers:
+                self.observers.message_received(job.message, job.count)
             job.verdict = self.policy.dead_letter(job.message, reason)
             self._apply(job)
         logger.warning(

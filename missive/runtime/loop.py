@@ -50,6 +50,7 @@ class DeliveryLoop(Generic[M]):
         #: The thread that runs :meth:`run`, once it runs.
         self.thread: threading.Thread | None = None
         self._stop_failure: BaseException | None = None
+        self._consumer: ConcurrentConsumer[M] | None = None
 
     def run(self) -> None:
         """Consume until the input ends, a stop, or a fatal error (which propagates)."""
@@ -70,7 +71,8 @@ class DeliveryLoop(Generic[M]):
                         backoff.reset()
                         adapter._set_ready()
                         if adapter.concurrency > 1:
-                            ConcurrentConsumer(self, policy).run()
+                            self._consumer = ConcurrentConsumer(self, policy)
+                            self._consumer.run()
                         else:
                             self._consume(policy)
                         break
@@ -91,6 +93,9 @@ class DeliveryLoop(Generic[M]):
     def wake(self) -> None:
         """End a receive that is waiting, after a stop was requested. Thread-safe."""
         self.transport.wake(from_signal=threading.current_thread() is self.thread)
+        consumer = self._consumer
+        if consumer is not None:
+            consumer.wake()
 
     def _lost_connection(self, exc: Exception, backoff: Backoff) -> float:
         """Log a lost connection, tell the observers; return the wait before reconnecting."""

@@ -10,17 +10,15 @@ from __future__ import annotations
 
 import abc
 import asyncio
-import concurrent.futures
 import threading
 from collections import deque
-from collections.abc import Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable
 from typing import TYPE_CHECKING, Any, Generic
 
 from missive._typing import M
 
 if TYPE_CHECKING:
     from missive._aio import LoopThread
-    from missive.runtime.policy import Policy
 
 __all__ = ["AsyncWorkers", "Job", "KeyedQueue", "ThreadWorkers", "Workers"]
 
@@ -119,15 +117,13 @@ class KeyedQueue:
 
 
 class Workers(abc.ABC, Generic[M]):
-    """Runs jobs through a policy, up to ``size`` at once; calls ``done(job)`` after each.
+    """Runs up to ``size`` jobs at once; calls ``done(job)`` after each.
 
-    :param policy: the decisions for each message (shared: it keeps no state).
     :param size: how many jobs run at once.
     :param done: called with each finished job, from the worker that ran it.
     """
 
-    def __init__(self, policy: Policy[M], size: int, done: Callable[[Job[M]], None]) -> None:
-        self.policy = policy
+    def __init__(self, size: int, done: Callable[[Job[M]], None]) -> None:
         self.size = size
         self.done = done
         self._queue = KeyedQueue()
@@ -146,10 +142,13 @@ class Workers(abc.ABC, Generic[M]):
 
 
 class ThreadWorkers(Workers[M]):
-    """``size`` threads, each running one job at a time through :meth:`Policy.handle`."""
+    """``size`` threads, each running one job at a time: ``run(job)`` sets its verdict."""
 
-    def __init__(self, policy: Policy[M], size: int, done: Callable[[Job[M]], None]) -> None:
-        super().__init__(policy, size, done)
+    def __init__(
+        self, size: int, run: Callable[[Job[M]], None], done: Callable[[Job[M]], None]
+    ) -> None:
+        super().__init__(size, done)
+        self._run = run
         self._lock = threading.Condition()
         self._closed = False
         self._threads = [
@@ -176,7 +175,7 @@ class ThreadWorkers(Workers[M]):
             self._lock.notify_all()
 
     def _work(self) -> None:
-        lock, queue, handle, done = self._lock, self._queue, self.policy.handle, self.done
+        lock, queue, run, done = self._lock, self._queue, self._run, self.done
         ready = queue.ready
         while True:
             with lock:
@@ -187,7 +186,7 @@ class ThreadWorkers(Workers[M]):
                 job = ready.popleft()
                 job.state = RUNNING
             try:
-                job.verdict = handle(job.message, job.count, job.problem, job.row_id is not None)
+                run(job)
             except BaseException as exc:  # a bug below the processor: the loop reports it
                 job.verdict = exc
             job.state = SETTLE
@@ -199,24 +198,20 @@ class ThreadWorkers(Workers[M]):
 
 
 class AsyncWorkers(Workers[M]):
-    """Up to ``size`` jobs at once as tasks on ``loop_thread``, through :meth:`Policy.ahandle`.
-
-    Synchronous hooks and handlers, and DLQ writes, run in ``executor`` (``size``
-    threads), so none of them blocks the event loop.
-    """
+    """Up to ``size`` jobs at once as tasks on ``loop_thread``: ``await run(job)`` sets
+    each one's verdict."""
 
     def __init__(
         self,
-        policy: Policy[M],
         size: int,
+        run: Callable[[Job[M]], Awaitable[None]],
         done: Callable[[Job[M]], None],
         loop_thread: LoopThread,
-        executor: concurrent.futures.Executor,
     ) -> None:
-        super().__init__(policy, size, done)
+        super().__init__(size, done)
+        self._arun = run
         self._loop_thread = loop_thread
         self._loop = loop_thread.loop
-        self._executor = executor
         self._running = 0
         self._closed = False
         self._tasks: set[asyncio.Task[None]] = set()
@@ -252,9 +247,7 @@ class AsyncWorkers(Workers[M]):
 
     async def _run(self, job: Job[M]) -> None:
         try:
-            job.verdict = await self.policy.ahandle(
-                job.message, job.count, job.problem, job.row_id is not None, self._executor
-            )
+            await self._arun(job)
         except asyncio.CancelledError:  # the loop is closing: left for redelivery
             raise
         except BaseException as exc:  # a bug below the processor: the loop reports it

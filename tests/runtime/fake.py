@@ -84,7 +84,8 @@ class ScriptedTransport(Transport):
 
     def settled(self) -> list[tuple[Any, ...]]:
         """The calls that settle rows, in order."""
-        return [c for c in self.calls if c[0] in ("ack", "requeue", "hand_back")]
+        names = ("ack", "ack_out_of_order", "requeue", "hand_back")
+        return [c for c in list(self.calls) if c[0] in names]
 
 
 class ConnectRefusedError(ConnectionError):
