@@ -1,5 +1,6 @@
 """The test client: the in-memory double for adapters; the conformance package's imports."""
 
+import asyncio
 import subprocess
 import sys
 from typing import Any
@@ -96,3 +97,52 @@ def test_the_conformance_package_exports_its_public_names() -> None:
         conformance.__all__
     )
     assert all(hasattr(conformance, name) for name in conformance.__all__)
+
+
+def async_processor() -> tuple[missive.Processor[missive.RawMessage], list[str]]:
+    processor: missive.Processor[missive.RawMessage] = missive.Processor()
+    events: list[str] = []
+
+    @processor.before_handling
+    async def before(pctx: Any, hctx: Any) -> None:
+        events.append("before")
+
+    @processor.after_handling
+    def after(pctx: Any, hctx: Any) -> None:
+        events.append("after")
+
+    @processor.handle_for(lambda m: m.raw_data == b"ok")
+    async def ok(message: missive.RawMessage, ctx: missive.HandlingContext[Any]) -> None:
+        await asyncio.sleep(0)
+        events.append("handled")
+        ctx.ack()
+
+    @processor.handle_for(lambda m: m.raw_data == b"bad")
+    async def bad(message: missive.RawMessage, ctx: missive.HandlingContext[Any]) -> None:
+        raise ValueError("bad")
+
+    processor.set_dlq({})
+    return processor, events
+
+
+def test_send_drives_async_handlers_and_hooks_to_completion() -> None:
+    processor, events = async_processor()
+    with processor.test_client() as client:
+        assert client.send(missive.RawMessage(b"ok")) is missive.Outcome.ACKED
+        assert client.send(missive.RawMessage(b"bad")) is missive.Outcome.DEAD_LETTERED
+    assert events == ["before", "handled", "after", "before", "after"]
+    assert [m.raw_data for m in client.dead_lettered] == [b"bad"]
+
+
+def test_asend_awaits_async_handlers_on_the_tests_own_loop() -> None:
+    processor, events = async_processor()
+
+    async def scenario() -> list[missive.Outcome]:
+        with processor.test_client() as client:
+            return [
+                await client.asend(missive.RawMessage(b"ok")),
+                await client.asend(missive.RawMessage(b"bad")),
+            ]
+
+    assert asyncio.run(scenario()) == [missive.Outcome.ACKED, missive.Outcome.DEAD_LETTERED]
+    assert events == ["before", "handled", "after", "before", "after"]

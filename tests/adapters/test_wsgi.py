@@ -6,6 +6,7 @@ lines), when one request is made (``call``), then the asserts.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import http.client
@@ -789,3 +790,32 @@ def test_development_server_answers_408_to_a_stalled_body(recorder: Recorder) ->
     assert answer.startswith(b"HTTP/1.0 408")
     assert elapsed < 2
     assert recorder.messages == []
+
+
+def test_an_async_handler_answers_as_a_sync_one_does() -> None:
+    # Given an async handler that acks one path and nacks another, and an async hook
+    processor: missive.Processor[missive.RawMessage] = missive.Processor()
+    loops: list[object] = []
+
+    @processor.before_processing
+    async def remember_loop(pctx: missive.ProcessingContext[Any]) -> None:
+        loops.append(asyncio.get_running_loop())
+
+    @processor.handle_for(lambda m: True)
+    async def handle(message: missive.RawMessage, ctx: missive.HandlingContext[Any]) -> None:
+        await asyncio.sleep(0)
+        loops.append(asyncio.get_running_loop())
+        if message.raw_data == b"later":
+            ctx.nack()
+        else:
+            ctx.ack()
+
+    adapter = WSGIAdapter(missive.RawMessage, processor)
+    # When requests come in
+    acked, nacked = call(adapter, body=b"now"), call(adapter, body=b"later")
+    adapter.close()
+    # Then each gets the answer its handler chose, all awaited on the run's one loop
+    assert acked.status == 200
+    assert nacked.status == 503
+    assert len(loops) == 3
+    assert len({id(loop) for loop in loops}) == 1

@@ -313,3 +313,45 @@ def test_a_bad_run_option_is_one_error_line_and_status_2(
 
     assert result.returncode == 2
     assert_one_line_error(result, option)
+
+
+#: Lines handled on four threads at once: each handler waits until four are running.
+CONCURRENT = """
+import threading
+
+import missive
+from missive.adapters.stdin import StdinAdapter
+
+processor = missive.Processor()
+running = threading.Barrier(4, timeout=10)
+printing = threading.Lock()
+
+@processor.handle_for(lambda m: True)
+def handle(message, ctx):
+    running.wait()
+    with printing:
+        print(message.raw_data.decode(), flush=True)
+    ctx.ack()
+
+adapter = StdinAdapter(missive.RawMessage, processor)
+"""
+
+
+def test_concurrency_sets_how_many_messages_a_process_handles_at_once(
+    cli: CLI, tmp_path: Path
+) -> None:
+    # Given handlers that each wait until four run at once (or fail after 10 s)
+    write_app(tmp_path, "parallel", CONCURRENT)
+    # When eight lines are run with --concurrency 4
+    result = cli("run", "parallel:adapter", "--concurrency", "4", input="1\n2\n3\n4\n5\n6\n7\n8\n")
+    # Then all were handled: four at a time
+    assert result.returncode == 0, result.stderr
+    assert sorted(result.stdout.split()) == [str(n) for n in range(1, 9)]
+
+
+@pytest.mark.parametrize("bad", ["0", "-2", "many", "1.5"])
+def test_a_bad_concurrency_is_one_line_and_status_2(cli: CLI, tmp_path: Path, bad: str) -> None:
+    write_app(tmp_path, "hello", HELLO)
+    result = cli("run", "hello:stdin_processor", "--concurrency", bad)
+    assert result.returncode == 2
+    assert_one_line_error(result, "--concurrency", "whole number")
