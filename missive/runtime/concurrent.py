@@ -186,19 +186,24 @@ class ConcurrentConsumer(Generic[M]):
                 job = completions.get_nowait()
             except Empty:
                 break
-        window, transport = self.window, self.transport
+        window, transport, observers = self.window, self.transport, self.observers
         prefix = []
         while window and window[0].state >= ACK:
             job = window.popleft()
             if job.state == ACK:
-                prefix.append(job.handle)
+                prefix.append(job)
                 job.state = DONE
         if prefix:
-            transport.ack(prefix)
+            transport.ack([job.handle for job in prefix])
+            if observers:
+                for job in prefix:
+                    observers.acked(job.message)
         early = [job for job in fresh if job.state == ACK]
         if early and transport.ack_out_of_order([job.handle for job in early]):
             for job in early:
                 job.state = DONE
+                if observers:
+                    observers.acked(job.message)
         fresh.clear()
         if self._flush:
             self._flush = False
@@ -214,8 +219,6 @@ class ConcurrentConsumer(Generic[M]):
             self._fresh.append(job)
             if job.count != 1:  # a redelivery: settle it now (see DeliveryLoop._consume)
                 self._flush = True
-            if observers:
-                observers.acked(message)
             return
         job.state = DONE
         if verdict is _REQUEUE or isinstance(verdict, Requeue):

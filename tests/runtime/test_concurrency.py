@@ -187,12 +187,14 @@ def test_a_row_still_running_is_never_covered_by_an_ack(
 
 
 def test_a_stop_hands_back_what_no_worker_started_and_waits_for_the_rest() -> None:
-    # Given six rows on two workers, the handlers slow, and a stop as the first starts
+    # Given six rows on two workers, the handlers slow, and a stop once two run
     processor: missive.Processor[missive.RawMessage] = missive.Processor()
+    both = threading.Barrier(2, timeout=5)
 
     @processor.handle_for(lambda m: True)
     def slow(message: missive.RawMessage, ctx: Ctx) -> None:
-        adapter.stop()
+        if both.wait() == 0:
+            adapter.stop()
         time.sleep(0.1)
         ctx.ack()
 
