@@ -276,3 +276,25 @@ def test_without_a_dlq_a_long_line_stops_the_run_naming_the_line() -> None:
         adapter.run()
     notes = "".join(getattr(info.value, "__notes__", []))
     assert "(input line 2: it and the lines after it were not handled; resume from line 2)" in notes
+
+
+def test_with_concurrency_a_line_that_stops_the_run_lets_the_lines_in_flight_finish() -> None:
+    # Given four lines handled at once, the third of which no handler matches (no DLQ)
+    processor: missive.Processor[missive.RawMessage] = missive.Processor()
+    handled: list[bytes] = []
+
+    @processor.handle_for(lambda m: m.raw_data != b"bad")
+    def slow(message: missive.RawMessage, ctx: missive.HandlingContext[Any]) -> None:
+        time.sleep(0.1)
+        handled.append(message.raw_data)
+        ctx.ack()
+
+    adapter = StdinAdapter(
+        missive.RawMessage, processor, io.BytesIO(b"a\nb\nbad\nc\n"), concurrency=4
+    )
+    # When it runs, then it stops with the error, naming the line to resume from...
+    with pytest.raises(missive.HandlingError) as raised:
+        adapter.run()
+    assert "resume from line 3" in " ".join(raised.value.__notes__)
+    # ...once the lines already being handled were done ("c" may not have been read)
+    assert {b"a", b"b"} <= set(handled)

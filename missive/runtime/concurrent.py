@@ -141,6 +141,11 @@ class ConcurrentConsumer(Generic[M]):
                     self._wait(math.inf)
                     transport.flush()
                     return
+        except (HandlingError, DLQWriteError):
+            # run() stops with this error (stop_on_loss): the rows in flight finish
+            # first, so that nothing before the error's row is left half done.
+            self._finish_in_flight()
+            raise
         finally:
             self.workers.close()
             if self._executor is not None:
@@ -315,6 +320,20 @@ class ConcurrentConsumer(Generic[M]):
             drain_timeout,
             transport.broker_name,
         )
+
+    def _finish_in_flight(self) -> None:
+        """Settle the rows still running, logging (not raising) any that fail too."""
+        for job in self.workers.take_unstarted():
+            job.state = DONE
+        while any(job.state < ACK for job in self.window):
+            finished = self.completions.get()
+            if finished is None:
+                continue
+            try:
+                self._apply(finished)
+            except (HandlingError, DLQWriteError) as exc:
+                logger.error("%s", exc)
+        self._settle(None)
 
     def _wait(self, timeout: float) -> None:
         """Settle the rows in flight as they finish, for up to ``timeout`` seconds."""
