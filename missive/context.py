@@ -8,7 +8,7 @@ import enum
 import functools
 import logging
 import threading
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Awaitable, Callable
 from inspect import isawaitable
 from time import perf_counter
 from types import TracebackType
@@ -37,9 +37,6 @@ __all__ = [
 logger = logging.getLogger("missive.processor")
 
 T = TypeVar("T")
-#: The steps of a hook runner: it yields each hook to call, and is sent what the
-#: call raised (thrown in) or nothing; it returns the failure, if any.
-_HookSteps = Generator["HandlingHook[Any]", None, "DeadLetterReason | None"]
 
 
 class Outcome(enum.Enum):
@@ -238,7 +235,7 @@ class ProcessingContext(Generic[M]):
             started = perf_counter()
         hooks = processor.before_handling_hooks
         if hooks:
-            failure = self._run_hooks(_before_handling(hooks, hctx), hctx)
+            failure = self._run_before_handling_hooks(hooks, hctx)
         if failure is None:
             # Router.match, inlined (this is the hot path; a call costs ~10% here).
             # The decisions that are not one match stay in the router's methods.
@@ -280,7 +277,7 @@ class ProcessingContext(Generic[M]):
         hooks = processor.after_handling_hooks
         if hooks:
             hctx.failure = failure
-            failure = self._run_hooks(_after_handling(hooks, hctx, failure), hctx)
+            failure = self._run_after_handling_hooks(hooks, hctx, failure)
         if failure is None:
             outcome = hctx.outcome
             if outcome is not None:
@@ -311,7 +308,7 @@ class ProcessingContext(Generic[M]):
         started = perf_counter()
         hooks = processor.before_handling_hooks
         if hooks:
-            failure = await self._arun_hooks(_before_handling(hooks, hctx), hctx)
+            failure = await self._arun_before_handling_hooks(hooks, hctx)
         if failure is None:
             route = self._router.match(message)
             if isinstance(route, NoRoute):
@@ -328,7 +325,7 @@ class ProcessingContext(Generic[M]):
         hooks = processor.after_handling_hooks
         if hooks:
             hctx.failure = failure
-            failure = await self._arun_hooks(_after_handling(hooks, hctx, failure), hctx)
+            failure = await self._arun_after_handling_hooks(hooks, hctx, failure)
         if failure is None:
             outcome = hctx.outcome
             if outcome is not None:
@@ -354,40 +351,6 @@ class ProcessingContext(Generic[M]):
         result = await self.in_executor(function, *args)
         if result is not None and isawaitable(result):
             await result
-
-    def _run_hooks(self, steps: _HookSteps, hctx: HandlingContext[M]) -> DeadLetterReason | None:
-        """Drive a hook runner from synchronous code; coroutines run on :attr:`loop_thread`."""
-        try:
-            hook = next(steps)
-            while True:
-                try:
-                    result = hook(self, hctx)
-                    if result is not None and isawaitable(result):
-                        self.run_async(result)
-                except Exception as exc:
-                    hook = steps.throw(exc)
-                else:
-                    hook = next(steps)
-        except StopIteration as stop:
-            failure: DeadLetterReason | None = stop.value
-            return failure
-
-    async def _arun_hooks(
-        self, steps: _HookSteps, hctx: HandlingContext[M]
-    ) -> DeadLetterReason | None:
-        """Drive a hook runner from the event loop (see :meth:`_acall`)."""
-        try:
-            hook = next(steps)
-            while True:
-                try:
-                    await self._acall(hook, self, hctx)
-                except Exception as exc:
-                    hook = steps.throw(exc)
-                else:
-                    hook = next(steps)
-        except StopIteration as stop:
-            failure: DeadLetterReason | None = stop.value
-            return failure
 
     def dead_letter(self, message: M, reason: str) -> Outcome:
         """Store ``message`` in the DLQ with ``reason``; returns DEAD_LETTERED.
@@ -429,6 +392,55 @@ class ProcessingContext(Generic[M]):
             obs.dead_lettered(message, reason)
         return _DEAD_LETTERED
 
+    def _run_before_handling_hooks(
+        self, hooks: list[HandlingHook[M]], hctx: HandlingContext[M]
+    ) -> DeadLetterReason | None:
+        for hook in hooks:
+            try:
+                result = hook(self, hctx)
+                if result is not None and isawaitable(result):  # an async hook
+                    self.run_async(result)
+            except Exception as exc:
+                return _before_handling_failed(hook, exc, hctx)
+        return None
+
+    def _run_after_handling_hooks(
+        self,
+        hooks: list[HandlingHook[M]],
+        hctx: HandlingContext[M],
+        failure: DeadLetterReason | None,
+    ) -> DeadLetterReason | None:
+        for hook in reversed(hooks):
+            try:
+                result = hook(self, hctx)
+                if result is not None and isawaitable(result):  # an async hook
+                    self.run_async(result)
+            except Exception as exc:
+                failure = _after_handling_failed(hook, exc, hctx, failure)
+        return failure
+
+    async def _arun_before_handling_hooks(
+        self, hooks: list[HandlingHook[M]], hctx: HandlingContext[M]
+    ) -> DeadLetterReason | None:
+        for hook in hooks:
+            try:
+                await self._acall(hook, self, hctx)
+            except Exception as exc:
+                return _before_handling_failed(hook, exc, hctx)
+        return None
+
+    async def _arun_after_handling_hooks(
+        self,
+        hooks: list[HandlingHook[M]],
+        hctx: HandlingContext[M],
+        failure: DeadLetterReason | None,
+    ) -> DeadLetterReason | None:
+        for hook in reversed(hooks):
+            try:
+                await self._acall(hook, self, hctx)
+            except Exception as exc:
+                failure = _after_handling_failed(hook, exc, hctx, failure)
+        return failure
 
 def _unsettled(hctx: HandlingContext[Any]) -> DeadLetterReason:
     """The reason for a handler that returned without acking or nacking."""
@@ -438,34 +450,29 @@ def _unsettled(hctx: HandlingContext[Any]) -> DeadLetterReason:
     )
 
 
-def _before_handling(hooks: list[HandlingHook[Any]], hctx: HandlingContext[Any]) -> _HookSteps:
-    """The ``before_handling`` hooks in turn; the first that raises ends them, failing."""
-    for hook in hooks:
-        try:
-            yield hook
-        except Exception as exc:
-            return raised(f"before_handling hook {callable_name(hook)!r}", exc, hctx.handler_name)
-    return None
+def _before_handling_failed(
+    hook: HandlingHook[Any], exc: Exception, hctx: HandlingContext[Any]
+) -> DeadLetterReason:
+    """The reason when a ``before_handling`` hook raised: the message is not handled."""
+    return raised(f"before_handling hook {callable_name(hook)!r}", exc, hctx.handler_name)
 
 
-def _after_handling(
-    hooks: list[HandlingHook[Any]],
+def _after_handling_failed(
+    hook: HandlingHook[Any],
+    exc: Exception,
     hctx: HandlingContext[Any],
     failure: DeadLetterReason | None,
-) -> _HookSteps:
-    """The ``after_handling`` hooks in reverse; every one runs, the first error fails."""
-    for hook in reversed(hooks):
-        try:
-            yield hook
-        except Exception as exc:
-            if failure is None:
-                what = f"after_handling hook {callable_name(hook)!r}"
-                failure = hctx.failure = raised(what, exc, hctx.handler_name)
-            else:
-                logger.error(
-                    "after_handling hook %r also raised %s for message %r",
-                    callable_name(hook),
-                    type(exc).__qualname__,
-                    hctx.message.message_id,
-                )
+) -> DeadLetterReason:
+    """The failure once an ``after_handling`` hook raised: the first error is the reason,
+    a later one is only logged."""
+    if failure is None:
+        what = f"after_handling hook {callable_name(hook)!r}"
+        failure = hctx.failure = raised(what, exc, hctx.handler_name)
+    else:
+        logger.error(
+            "after_handling hook %r also raised %s for message %r",
+            callable_name(hook),
+            type(exc).__qualname__,
+            hctx.message.message_id,
+        )
     return failure
