@@ -71,7 +71,7 @@ class ConcurrentConsumer(Generic[M]):
         self.completions: SimpleQueue[Job[M] | None] = SimpleQueue()
         self._fresh: list[Job[M]] = []  # jobs acked in this settle pass
         self._flush = False  # a redelivery was acked in this pass: send at once
-        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._executor: concurrent.futures.Executor | None = None
         self.observers = adapter.processor.observers
         self.workers = self._workers(policy, size)
         self._redelivers = bool(transport.capabilities & Capability.REDELIVERY)
@@ -86,10 +86,12 @@ class ConcurrentConsumer(Generic[M]):
             + processor.after_processing_hooks
         )
         if processor.router.any_async or any(map(is_async_callable, hooks)):
-            self._executor = executor = concurrent.futures.ThreadPoolExecutor(
-                size, thread_name_prefix="missive-sync"
-            )
-            context.executor = executor
+            # One pool for the whole run, kept across reconnections: a task of the
+            # connection before may still be using it.
+            executor = context.executor
+            if executor is None:
+                executor = context.executor = self.delivery.own_executor(size)
+            self._executor = executor
             return AsyncWorkers(size, self._arun, self.completions.put, context.loop_thread)
         return ThreadWorkers(size, self._run, self.completions.put)
 
@@ -148,8 +150,6 @@ class ConcurrentConsumer(Generic[M]):
             raise
         finally:
             self.workers.close()
-            if self._executor is not None:
-                self._executor.shutdown(wait=False, cancel_futures=True)
 
     def _dispatch(self, batch: Batch, i: int) -> None:
         """Build row ``i``'s message and hand it to the workers."""

@@ -8,6 +8,7 @@ and drain sequence, signals, and the events observers see.
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import threading
 import time
@@ -51,6 +52,7 @@ class DeliveryLoop(Generic[M]):
         self.thread: threading.Thread | None = None
         self._stop_failure: BaseException | None = None
         self._consumer: ConcurrentConsumer[M] | None = None
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
 
     def run(self) -> None:
         """Consume until the input ends, a stop, or a fatal error (which propagates)."""
@@ -88,7 +90,18 @@ class DeliveryLoop(Generic[M]):
                 if observers:
                     observers.worker_stopping(adapter)
                 transport.close()
+                if self._executor is not None:
+                    context.executor = None
+                    self._executor.shutdown(wait=False, cancel_futures=True)
         logger.info("stopped: %s", transport.where())
+
+    def own_executor(self, size: int) -> concurrent.futures.Executor:
+        """A pool of ``size`` threads for the run's synchronous work, shut down after it."""
+        if self._executor is None:
+            self._executor = concurrent.futures.ThreadPoolExecutor(
+                size, thread_name_prefix="missive-sync"
+            )
+        return self._executor
 
     def wake(self) -> None:
         """End a receive that is waiting, after a stop was requested. Thread-safe."""
