@@ -67,6 +67,8 @@ class ConcurrentConsumer(Generic[M]):
         self.window: deque[Job[M]] = deque()
         #: At most this many rows are held (running or waiting): the rest stay on the broker.
         self.limit = 2 * size
+        #: Receive again only once this few are held, so that each read takes many.
+        self.low_water = self.limit - max(1, size // 2)
         #: Jobs the workers handed back; ``None`` only wakes the loop (a stop).
         self.completions: SimpleQueue[Job[M] | None] = SimpleQueue()
         self._fresh: list[Job[M]] = []  # jobs acked in this settle pass
@@ -122,7 +124,12 @@ class ConcurrentConsumer(Generic[M]):
         delivery, transport = self.delivery, self.transport
         adapter = delivery.adapter
         stopping = adapter.stop_event.is_set
-        receive, window, limit = transport.receive, self.window, self.limit
+        receive, window, limit, low_water = (
+            transport.receive,
+            self.window,
+            self.limit,
+            self.low_water,
+        )
         poll = adapter.poll_timeout
         try:
             while True:
@@ -130,15 +137,14 @@ class ConcurrentConsumer(Generic[M]):
                 if stopping():
                     self._stop(None, 0)
                     return
-                if len(window) >= limit:
-                    self._settle(poll)  # full: wait for a worker to finish
+                if len(window) > low_water:
+                    self._settle(poll)  # enough held: wait for a worker to finish
                     continue
                 batch = receive(limit - len(window), SETTLE_INTERVAL if window else poll)
-                for i in range(len(batch)):
-                    if stopping():
-                        self._stop(batch, i)
-                        return
-                    self._dispatch(batch, i)
+                if stopping():
+                    self._stop(batch, 0)
+                    return
+                self._hand_out(batch, 0)
                 if batch.ended:
                     self._wait(math.inf)
                     transport.flush()
@@ -151,8 +157,13 @@ class ConcurrentConsumer(Generic[M]):
         finally:
             self.workers.close()
 
-    def _dispatch(self, batch: Batch, i: int) -> None:
-        """Build row ``i``'s message and hand it to the workers."""
+    def _hand_out(self, batch: Batch, start: int) -> None:
+        """Hand the rows of ``batch`` from ``start`` to the workers, at once."""
+        if start < len(batch):
+            self.workers.submit([self._job(batch, i) for i in range(start, len(batch))])
+
+    def _job(self, batch: Batch, i: int) -> Job[M]:
+        """Row ``i``'s message, as a job in the window."""
         delivery = self.delivery
         adapter = delivery.adapter
         body, row_id, attributes = batch.bodies[i], batch.ids[i], batch.attributes[i]
@@ -172,7 +183,7 @@ class ConcurrentConsumer(Generic[M]):
                 key = NO_KEY
         job = Job(message, body, row_id, attributes, count, batch.handles[i], problem, key)
         self.window.append(job)
-        self.workers.submit(job)
+        return job
 
     def _settle(self, wait: float | None) -> None:
         """Settle the jobs the workers handed back (waiting up to ``wait`` s for one),
@@ -245,8 +256,7 @@ class ConcurrentConsumer(Generic[M]):
         if transport.capabilities & Capability.HAND_BACK:
             self._hand_back(batch, start)
         elif batch is not None:
-            for i in range(start, len(batch)):
-                self._dispatch(batch, i)
+            self._hand_out(batch, start)
         if transport.drain_timeout is not None:
             self._drain(transport.drain_timeout)
         # Without redelivery a message left running would be lost: wait for it.
@@ -296,8 +306,7 @@ class ConcurrentConsumer(Generic[M]):
                 if left <= 0:
                     break
                 batch = transport.receive(self.limit, min(left, SETTLE_INTERVAL * 50))
-                for i in range(len(batch)):
-                    self._dispatch(batch, i)
+                self._hand_out(batch, 0)
                 if batch.ended:
                     return
         except Exception as exc:

@@ -129,8 +129,8 @@ class Workers(abc.ABC, Generic[M]):
         self._queue = KeyedQueue()
 
     @abc.abstractmethod
-    def submit(self, job: Job[M]) -> None:
-        """Start ``job`` when a worker and its key are free."""
+    def submit(self, jobs: list[Job[M]]) -> None:
+        """Start each of ``jobs`` when a worker and its key are free."""
 
     @abc.abstractmethod
     def take_unstarted(self) -> list[Job[M]]:
@@ -158,11 +158,12 @@ class ThreadWorkers(Workers[M]):
         for thread in self._threads:
             thread.start()
 
-    def submit(self, job: Job[M]) -> None:
+    def submit(self, jobs: list[Job[M]]) -> None:
         with self._lock:
-            self._queue.put(job)
-            if self._queue.ready:
-                self._lock.notify()
+            put = self._queue.put
+            for job in jobs:
+                put(job)
+            self._lock.notify(len(self._queue.ready))
 
     def take_unstarted(self) -> list[Job[M]]:
         with self._lock:
@@ -198,8 +199,12 @@ class ThreadWorkers(Workers[M]):
 
 
 class AsyncWorkers(Workers[M]):
-    """Up to ``size`` jobs at once as tasks on ``loop_thread``: ``await run(job)`` sets
-    each one's verdict."""
+    """``size`` tasks on ``loop_thread``, each running one job at a time: ``await
+    run(job)`` sets its verdict.
+
+    The finished jobs of one turn of the event loop are handed back together, so that
+    the delivery loop's thread wakes once for them, not once each.
+    """
 
     def __init__(
         self,
@@ -212,12 +217,14 @@ class AsyncWorkers(Workers[M]):
         self._arun = run
         self._loop_thread = loop_thread
         self._loop = loop_thread.loop
-        self._running = 0
         self._closed = False
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._idle: list[asyncio.Future[None]] = []  # workers waiting for a job
+        self._finished: list[Job[M]] = []  # handed back at the end of this turn
+        # Kept: the event loop holds only weak references to its tasks.
+        self._tasks = [loop_thread.submit(self._work()) for _ in range(size)]
 
-    def submit(self, job: Job[M]) -> None:
-        self._loop.call_soon_threadsafe(self._put, job)
+    def submit(self, jobs: list[Job[M]]) -> None:
+        self._loop.call_soon_threadsafe(self._put, jobs)
 
     def take_unstarted(self) -> list[Job[M]]:
         return self._loop_thread.call(self._queue.take_all)
@@ -226,35 +233,53 @@ class AsyncWorkers(Workers[M]):
         def close() -> None:
             self._closed = True
             self._queue.take_all()
+            self._wake(len(self._idle))
 
         self._loop_thread.call(close)
 
-    def _put(self, job: Job[M]) -> None:
+    def _put(self, jobs: list[Job[M]]) -> None:
         if self._closed:
             return
-        self._queue.put(job)
-        self._start_ready()
+        put = self._queue.put
+        for job in jobs:
+            put(job)
+        self._wake(len(self._queue.ready))
 
-    def _start_ready(self) -> None:
-        ready = self._queue.ready
-        while ready and self._running < self.size and not self._closed:
+    def _wake(self, count: int) -> None:
+        idle = self._idle
+        while count > 0 and idle:
+            waiter = idle.pop()
+            if not waiter.done():
+                waiter.set_result(None)
+                count -= 1
+
+    async def _work(self) -> None:
+        ready, run, queue = self._queue.ready, self._arun, self._queue
+        while not self._closed:
+            if not ready:
+                waiter = self._loop.create_future()
+                self._idle.append(waiter)
+                await waiter
+                continue
             job = ready.popleft()
             job.state = RUNNING
-            self._running += 1
-            task = self._loop.create_task(self._run(job))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            try:
+                await run(job)
+            except asyncio.CancelledError:  # the loop is closing: left for redelivery
+                raise
+            except BaseException as exc:  # a bug below the processor: the loop reports it
+                job.verdict = exc
+            queue.done(job)
+            if len(ready) > 1:
+                self._wake(1)
+            job.state = SETTLE
+            finished = self._finished
+            finished.append(job)
+            if len(finished) == 1:
+                self._loop.call_soon(self._hand_back_finished)
 
-    async def _run(self, job: Job[M]) -> None:
-        try:
-            await self._arun(job)
-        except asyncio.CancelledError:  # the loop is closing: left for redelivery
-            raise
-        except BaseException as exc:  # a bug below the processor: the loop reports it
-            job.verdict = exc
-        finally:
-            self._running -= 1
-            self._queue.done(job)
-            self._start_ready()
-        job.state = SETTLE
-        self.done(job)
+    def _hand_back_finished(self) -> None:
+        finished, self._finished = self._finished, []
+        done = self.done
+        for job in finished:
+            done(job)
