@@ -141,10 +141,10 @@ class ConcurrentConsumer(Generic[M]):
                     self._settle(poll)  # enough held: wait for a worker to finish
                     continue
                 batch = receive(limit - len(window), SETTLE_INTERVAL if window else poll)
-                if stopping():
-                    self._stop(batch, 0)
+                stopped_at = 0 if stopping() else self._hand_out_in_turn(batch)
+                if stopped_at is not None:
+                    self._stop(batch, stopped_at)
                     return
-                self._hand_out(batch, 0)
                 if batch.ended:
                     self._wait(math.inf)
                     transport.flush()
@@ -157,10 +157,47 @@ class ConcurrentConsumer(Generic[M]):
         finally:
             self.workers.close()
 
-    def _hand_out(self, batch: Batch, start: int) -> None:
-        """Hand the rows of ``batch`` from ``start`` to the workers, at once."""
-        if start < len(batch):
-            self.workers.submit([self._job(batch, i) for i in range(start, len(batch))])
+    def _hand_out_in_turn(self, batch: Batch) -> int | None:
+        """Hand the rows of ``batch`` to the workers; each redelivery runs alone.
+
+        A redelivery may be the neighbour of a message that crashed the worker: as in
+        the serial loop, it runs with nothing else in flight and is settled (acks sent)
+        before anything else starts, so that the next crash cannot bring it back.
+        Returns the row a stop came before, or ``None``.
+        """
+        counts = batch.counts
+        start = 0
+        for i in range(len(counts)):
+            if counts[i] != 1:
+                self._hand_out(batch, start, i)
+                stopped_at = self._run_alone(batch, i)
+                if stopped_at is not None:
+                    return stopped_at
+                start = i + 1
+        self._hand_out(batch, start)
+        return None
+
+    def _run_alone(self, batch: Batch, i: int) -> int | None:
+        """Run row ``i`` with nothing else in flight and settle it; on a stop, the row
+        the stop comes before."""
+        adapter = self.delivery.adapter
+        stopping, poll, window = adapter.stop_event.is_set, adapter.poll_timeout, self.window
+        while window:
+            if stopping():
+                return i
+            self._settle(poll)
+        self._hand_out(batch, i, i + 1)
+        while window:
+            if stopping():
+                return i + 1
+            self._settle(poll)
+        return None
+
+    def _hand_out(self, batch: Batch, start: int, end: int | None = None) -> None:
+        """Hand the rows ``start:end`` of ``batch`` to the workers, at once."""
+        end = len(batch) if end is None else end
+        if start < end:
+            self.workers.submit([self._job(batch, i) for i in range(start, end)])
 
     def _job(self, batch: Batch, i: int) -> Job[M]:
         """Row ``i``'s message, as a job in the window."""
