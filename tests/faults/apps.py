@@ -9,7 +9,9 @@ configured through environment variables set by the test (see ``workers.py``):
 file shared by every worker; or ``FAULT_DLQ_URL``, ``FAULT_DLQ_TABLE`` and
 ``FAULT_DLQ_APP`` for a PostgreSQL DLQ), ``FAULT_SLEEP`` (seconds each message takes),
 ``FAULT_MAX_DELIVERIES``, ``FAULT_PREFETCH`` (RabbitMQ), ``FAULT_BATCH`` and
-``FAULT_CLAIM_MS`` (Streams).
+``FAULT_CLAIM_MS`` (Streams); ``FAULT_CONCURRENCY`` (the adapter's ``concurrency``,
+left to its default when unset) and ``FAULT_ASYNC`` (when set, the handler is an
+``async def`` that awaits ``asyncio.sleep``), for the modes of ``scenario.MODES``.
 
 Each message is a JSON object ``{"n": 1, "do": "ok"}``; ``do`` says what the handler
 does: ``ok`` handles it, ``raise`` raises (so it is dead-lettered), ``exit`` kills the
@@ -17,11 +19,13 @@ process with ``os._exit(1)`` (a poison message). Anything that is not such an ob
 or a body over :data:`MAX_BODY`, makes the handler raise. A handled message's id is
 appended to ``handled-<pid>.log`` and fsynced *before* the handler acks it: the record
 survives the worker's death, and a message recorded but not acked is one the broker
-delivers again (a duplicate, counted by the test).
+delivers again (a duplicate, counted by the test). The async handler records the same
+way, blocking its event loop for the write and fsync (a fraction of a millisecond).
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from typing import Any
@@ -37,7 +41,11 @@ DLQ_TIMEOUT = 0.5
 
 
 class _Record:
-    """Appends one id a line to this process's own file, fsynced at each line."""
+    """Appends one id a line to this process's own file, fsynced at each line.
+
+    Safe from concurrent handler threads: each line is one ``write`` on an
+    ``O_APPEND`` descriptor, which the kernel does not interleave with another.
+    """
 
     def __init__(self, directory: str) -> None:
         path = os.path.join(directory, f"handled-{os.getpid()}.log")
@@ -71,8 +79,8 @@ def _processor() -> missive.Processor[missive.JSONMessage]:
     record = _Record(os.environ["FAULT_RECORD_DIR"])
     sleep = float(os.environ.get("FAULT_SLEEP") or 0)
 
-    @processor.handle_for(lambda message: True)
-    def handle(message: missive.JSONMessage, ctx: missive.HandlingContext[Any]) -> None:
+    def act(message: missive.JSONMessage) -> None:
+        # What both handlers do before their sleep: raise, exit or go on.
         body = message.get_json()  # hostile input raises MessageDecodeError here
         if len(message.raw_data) > MAX_BODY:
             raise ValueError(f"a body of {len(message.raw_data)} bytes is over {MAX_BODY}")
@@ -81,10 +89,23 @@ def _processor() -> missive.Processor[missive.JSONMessage]:
             raise RuntimeError("injected failure")
         if action == "exit":
             os._exit(1)
+
+    def handle(message: missive.JSONMessage, ctx: missive.HandlingContext[Any]) -> None:
+        act(message)
         if sleep:
             time.sleep(sleep)
         record(message.message_id)
         ctx.ack()
+
+    async def handle_async(message: missive.JSONMessage, ctx: missive.HandlingContext[Any]) -> None:
+        act(message)
+        if sleep:
+            await asyncio.sleep(sleep)
+        record(message.message_id)
+        ctx.ack()
+
+    every_message = processor.handle_for(lambda message: True)
+    every_message(handle_async if os.environ.get("FAULT_ASYNC") else handle)
 
     @processor.after_processing
     def close_dlq(ctx: missive.ProcessingContext[Any]) -> None:
@@ -95,6 +116,12 @@ def _processor() -> missive.Processor[missive.JSONMessage]:
 
 def _int(name: str, default: int) -> int:
     return int(os.environ.get(name) or default)
+
+
+def _concurrency() -> dict[str, Any]:
+    # Only when set: the serial mode constructs the adapters exactly as before.
+    value = os.environ.get("FAULT_CONCURRENCY")
+    return {"concurrency": int(value)} if value else {}
 
 
 def rabbitmq_worker() -> missive.Adapter[Any]:
@@ -111,6 +138,7 @@ def rabbitmq_worker() -> missive.Adapter[Any]:
         retry_delay=0.2,
         max_reconnect_delay=1.0,
         connection_name=os.environ["FAULT_NAME"],
+        **_concurrency(),
     )
 
 
@@ -130,4 +158,5 @@ def streams_worker() -> missive.Adapter[Any]:
         max_deliveries=_int("FAULT_MAX_DELIVERIES", 5),
         max_reconnect_delay=1.0,
         client_name=os.environ["FAULT_NAME"],
+        **_concurrency(),
     )

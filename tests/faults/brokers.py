@@ -79,11 +79,17 @@ class RabbitBroker:
             frame = self._channel().queue_declare(self.queue, passive=True)
         return int(frame.method.message_count)
 
-    def kill_connections(self) -> int:
-        """Close every worker connection from the broker's side; how many there were."""
+    def kill_connections(self, at_least: int = 1) -> int:
+        """Close every worker connection from the broker's side; how many there were.
+
+        None if there are fewer than ``at_least`` (0 is returned): workers still
+        reconnecting after the last kill are waited for, not killed one by one.
+        """
         marker = f'{{"connection_name","{self.connection_name}"}}'
         rows = rabbitmqctl("list_connections", "pid", "client_properties")
         pids = [pid for pid, properties in rows if marker in properties]
+        if len(pids) < at_least:
+            return 0
         for pid in pids:
             subprocess.run(
                 ["rabbitmqctl", "close_connection", pid, "killed by a fault-injection test"],
@@ -176,9 +182,11 @@ class StreamsBroker(RedisStreamsHarness):
                 entry_ids.extend(pipe.execute())
         return entry_ids
 
-    def kill_connections(self) -> int:  # type: ignore[override]
-        """CLIENT KILL every worker connection; how many there were."""
+    def kill_connections(self, at_least: int = 1) -> int:  # type: ignore[override]
+        """CLIENT KILL every worker connection; how many there were (see RabbitBroker's)."""
         ids = [c["id"] for c in self.client.client_list() if c.get("name") == self.client_name]
+        if len(ids) < at_least:
+            return 0
         for client_id in ids:
             with contextlib.suppress(redis.ResponseError):  # it may have gone already
                 self.client.client_kill_filter(_id=client_id)

@@ -12,12 +12,20 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.scenario import ROWS, SIZE_VARIABLE, Counts, fault_n
+from tests.faults.scenario import MODES, ROWS, SIZE_VARIABLE, Counts, Mode, fault_n
 
 _HEADER = (
-    "| scenario | broker | N | handled | dead-lettered | duplicates | lost | seconds | notes |",
-    "|---|---|--:|--:|--:|--:|--:|--:|---|",
+    "| scenario | broker | mode | N | handled | dead-lettered | duplicates | lost | seconds "
+    "| notes |",
+    "|---|---|---|--:|--:|--:|--:|--:|--:|---|",
 )
+
+
+@pytest.fixture(params=MODES, ids=[mode.name for mode in MODES])
+def mode(request: pytest.FixtureRequest) -> Mode:
+    """Each scenario runs once per mode: ``[serial]``, ``[threads16]``, ``[async16]``."""
+    mode: Mode = request.param
+    return mode
 
 
 def table(rows: list[Counts]) -> list[str]:
@@ -25,8 +33,8 @@ def table(rows: list[Counts]) -> list[str]:
     lines = list(_HEADER)
     for r in rows:
         lines.append(
-            f"| {r.scenario} | {r.broker} | {r.n:,} | {r.handled:,} | {r.dead_lettered:,} "
-            f"| {r.duplicates:,} | {r.lost:,} | {r.seconds:.0f} | {r.note} |"
+            f"| {r.scenario} | {r.broker} | {r.mode} | {r.n:,} | {r.handled:,} "
+            f"| {r.dead_lettered:,} | {r.duplicates:,} | {r.lost:,} | {r.seconds:.0f} | {r.note} |"
         )
     return lines
 

@@ -12,6 +12,7 @@ to their ``handled-<pid>.log`` files, and the ids in the SQLite DLQ file they sh
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import os
 import signal
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Protocol
 
 import pika.exceptions
+import pytest
 import redis
 
 from missive.dlq.base import DeadLetterStore
@@ -36,8 +38,57 @@ SIZE_VARIABLE = "MISSIVE_FAULT_N"
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@dataclass(frozen=True)
+class Mode:
+    """How the workers run their handlers; every scenario runs in each of :data:`MODES`.
+
+    ``serial`` is the adapters' default (one message at a time, the constructor given
+    no ``concurrency``); the others pass ``concurrency`` (``FAULT_CONCURRENCY``), and
+    ``use_async`` registers an ``async def`` handler (``FAULT_ASYNC``): see ``apps.py``.
+    """
+
+    name: str
+    concurrency: int = 1
+    use_async: bool = False
+
+    @property
+    def serial(self) -> bool:
+        return self.concurrency == 1 and not self.use_async
+
+    def env(self) -> dict[str, str]:
+        """The workers' environment for this mode (none for ``serial``)."""
+        if self.serial:
+            return {}
+        env = {"FAULT_CONCURRENCY": str(self.concurrency)}
+        if self.use_async:
+            env["FAULT_ASYNC"] = "1"
+        return env
+
+    def require_support(self, adapter: type) -> None:
+        """Fail now, not after a scenario's patience, if ``adapter`` takes no ``concurrency``."""
+        if not self.serial and "concurrency" not in inspect.signature(adapter).parameters:
+            pytest.fail(
+                f"mode {self.name}: {adapter.__name__} takes no `concurrency` argument "
+                f"(yet?), so its workers cannot run {self.concurrency} handlers at once",
+                pytrace=False,
+            )
+
+
+#: The modes, by test id: ``test_...[serial]``, ``[threads16]``, ``[async16]``.
+MODES = (
+    Mode("serial"),
+    Mode("threads16", concurrency=16),
+    Mode("async16", concurrency=16, use_async=True),
+)
+
+
 def fault_n() -> int:
-    """N: ``MISSIVE_FAULT_N``, 2000 by default."""
+    """N: ``MISSIVE_FAULT_N``, 2000 by default, in every mode.
+
+    Not fewer in the concurrent modes: a scenario's length hardly depends on N (its
+    handlers are paced so that the stream lasts a few seconds, see ``cases.pace``),
+    and a smaller N makes some streams too short for their faults (4a, 4b).
+    """
     return int(os.environ.get(SIZE_VARIABLE) or 2000)
 
 
@@ -48,7 +99,7 @@ class Broker(Protocol):
 
     def publish(self, bodies: Sequence[bytes], ids: Sequence[str]) -> list[bytes]: ...
     def remaining(self) -> int: ...
-    def kill_connections(self) -> int: ...
+    def kill_connections(self, at_least: int = 1) -> int: ...
     def env(self, url: str | None = None) -> dict[str, str]: ...
     def proxied_url(self, port: int) -> str: ...
     @property
@@ -62,6 +113,7 @@ class Counts:
 
     scenario: str
     broker: str
+    mode: str
     n: int
     handled: int
     dead_lettered: int
@@ -145,9 +197,10 @@ class Workers:
 class Run:
     """One scenario on one broker: its files, its workers, its published ids and counts."""
 
-    def __init__(self, broker: Broker, directory: Path, scenario: str, n: int) -> None:
+    def __init__(self, broker: Broker, directory: Path, scenario: str, n: int, mode: Mode) -> None:
         self.broker = broker
         self.scenario = scenario
+        self.mode = mode
         self.n = n
         self.directory = directory
         self.record_dir = directory / "handled"
@@ -162,6 +215,7 @@ class Run:
             "FAULT_RECORD_DIR": str(self.record_dir),
             "FAULT_DLQ": str(self.dlq_path),
             "PYTHONUNBUFFERED": "1",
+            **mode.env(),
         }
         self.workers = Workers(broker.app, {**broker.env(), **self.env}, directory)
 
@@ -243,6 +297,11 @@ class Run:
         """Poll ``predicate``; fail naming ``what`` (with the workers' logs) after ``timeout``."""
         deadline = time.monotonic() + timeout
         while not self._holds(predicate):
+            if self.workers.processes and not self.workers.running():
+                raise AssertionError(
+                    f"every worker exited while waiting until {what}\n"
+                    f"worker logs (tail):\n{self.workers.logs()[-4000:]}"
+                )
             if time.monotonic() > deadline:
                 raise AssertionError(
                     f"timed out after {timeout:.0f} s waiting until {what} "
@@ -303,6 +362,7 @@ class Run:
         counts = Counts(
             scenario=self.scenario,
             broker=self.broker.name,
+            mode=self.mode.name,
             n=len(self.published),
             handled=len(set(handled) & published),
             dead_lettered=len(dead & published),

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from missive.adapters.rabbitmq import RabbitMQAdapter
 from tests.faults import cases
 from tests.faults.brokers import RabbitBroker, restart_rabbitmq
-from tests.faults.scenario import Run
+from tests.faults.scenario import Mode, Run
 from tests.services import require
 
 POSTGRES_URL = os.environ.get("MISSIVE_TEST_POSTGRES", "postgresql://root@127.0.0.1:5432/test")
@@ -19,11 +20,12 @@ pytestmark = [pytest.mark.faults, pytest.mark.timeout(cases.TEST_TIMEOUT)]
 
 
 @pytest.fixture
-def run(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Run]:
+def run(request: pytest.FixtureRequest, tmp_path: Path, mode: Mode) -> Iterator[Run]:
+    mode.require_support(RabbitMQAdapter)
     require("rabbitmq")
     marker = request.node.get_closest_marker("scenario")
     broker = RabbitBroker(marker.kwargs.get("queue_type", "classic"))
-    run = Run(broker, tmp_path, marker.args[0], cases.N)
+    run = Run(broker, tmp_path, marker.args[0], cases.N, mode)
     try:
         yield run
     finally:

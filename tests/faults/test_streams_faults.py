@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from missive.adapters.redis import RedisStreamsAdapter
 from tests.faults import cases
 from tests.faults.brokers import StreamsBroker
 from tests.faults.redis_server import RedisServer, require_redis_server
-from tests.faults.scenario import Run
+from tests.faults.scenario import Mode, Run
 from tests.services import require
 
 POSTGRES_URL = os.environ.get("MISSIVE_TEST_POSTGRES", "postgresql://root@127.0.0.1:5432/test")
@@ -32,14 +33,15 @@ def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
 
 
 @pytest.fixture
-def run(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Run]:
+def run(request: pytest.FixtureRequest, tmp_path: Path, mode: Mode) -> Iterator[Run]:
+    mode.require_support(RedisStreamsAdapter)
     marker = request.node.get_closest_marker("scenario")
     if marker.kwargs.get("own_redis"):
         broker = StreamsBroker(request.getfixturevalue("own_redis").url)
     else:
         require("redis")
         broker = StreamsBroker()
-    run = Run(broker, tmp_path, marker.args[0], cases.N)
+    run = Run(broker, tmp_path, marker.args[0], cases.N, mode)
     try:
         yield run
     finally:
