@@ -29,6 +29,7 @@ from missive.runtime.workers import (
     ACK,
     DONE,
     NO_KEY,
+    QUEUED,
     AsyncWorkers,
     Job,
     ThreadWorkers,
@@ -226,19 +227,21 @@ class ConcurrentConsumer(Generic[M]):
         """Settle the jobs the workers handed back (waiting up to ``wait`` s for one),
         then ack the settled run at the head of the window, and those behind it where
         the transport can ack out of order."""
-        completions = self.completions
+        completions, fresh = self.completions, self._fresh
         try:
             job = completions.get_nowait() if wait is None else completions.get(timeout=wait)
         except Empty:
-            return
-        fresh = self._fresh
-        while True:
-            if job is not None:
-                self._apply(job)
-            try:
-                job = completions.get_nowait()
-            except Empty:
-                break
+            window = self.window
+            if not fresh and not (window and window[0].state >= ACK):
+                return  # nothing settled since the last pass
+        else:
+            while True:
+                if job is not None:
+                    self._apply(job)
+                try:
+                    job = completions.get_nowait()
+                except Empty:
+                    break
         window, transport, observers = self.window, self.transport, self.observers
         prefix = []
         while window and window[0].state >= ACK:
@@ -332,25 +335,31 @@ class ConcurrentConsumer(Generic[M]):
             observers.handed_back(len(rows))
 
     def _drain(self, drain_timeout: float) -> None:
-        """Go on receiving what the transport still sends after ``begin_drain``."""
-        transport = self.transport
+        """Go on receiving what the transport still sends after ``begin_drain``; what no
+        worker started within ``drain_timeout`` is dead-lettered (it cannot come back)."""
+        transport, window = self.transport, self.window
         transport.begin_drain()
         deadline = time.monotonic() + drain_timeout
+        ended = False
         try:
-            while True:
+            while not ended:
                 self._settle(None)
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
                 batch = transport.receive(self.limit, min(left, SETTLE_INTERVAL * 50))
                 self._hand_out(batch, 0)
-                if batch.ended:
-                    return
+                ended = batch.ended
         except Exception as exc:
             if transport.fault(exc) is Fault.FATAL:
                 raise
             logger.warning("connection failed while stopping: %s", transport.describe(exc))
-            return
+        poll = self.delivery.adapter.poll_timeout
+        while any(job.state == QUEUED for job in window):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            self._settle(min(left, poll))
         reason = (
             f"the adapter stopped before handling it (drain_timeout={drain_timeout} s "
             f"passed); {transport.cannot_redeliver}"
@@ -360,12 +369,13 @@ class ConcurrentConsumer(Generic[M]):
                 self.observers.message_received(job.message, job.count)
             job.verdict = self.policy.dead_letter(job.message, reason)
             self._apply(job)
-        logger.warning(
-            "stopped after drain_timeout=%s s with the subscription still open; messages "
-            "%s sends after this point are not received",
-            drain_timeout,
-            transport.broker_name,
-        )
+        if not ended:
+            logger.warning(
+                "stopped after drain_timeout=%s s with the subscription still open; "
+                "messages %s sends after this point are not received",
+                drain_timeout,
+                transport.broker_name,
+            )
 
     def _finish_in_flight(self) -> None:
         """Settle the rows still running, logging (not raising) any that fail too."""

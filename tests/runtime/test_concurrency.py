@@ -374,3 +374,39 @@ def test_concurrency_must_be_a_whole_number_from_1(bad: Any) -> None:
 def test_graceful_timeout_must_not_be_negative() -> None:
     with pytest.raises(ValueError, match="graceful_timeout must be 0 s or more"):
         MemoryHarness().adapter(missive.RawMessage, missive.Processor(), graceful_timeout=-1)
+
+
+class Draining(NoRedelivery):
+    """No redelivery, and a drain: like Redis Pub/Sub."""
+
+    drain_timeout = 0.2
+
+
+def test_rows_still_waiting_when_the_drain_ends_are_dead_lettered_and_run_returns() -> None:
+    # Given a transport that drains on a stop, a slow handler on two workers, and eight
+    # rows arriving while it drains
+    processor: missive.Processor[missive.RawMessage] = missive.Processor()
+    dlq: dict[bytes, Any] = {}
+    processor.set_dlq(dlq)
+    handled: list[bytes] = []
+
+    @processor.handle_for(lambda m: True)
+    def slow(message: missive.RawMessage, ctx: Ctx) -> None:
+        time.sleep(0.3)
+        handled.append(message.raw_data)
+        ctx.ack()
+
+    adapter = ScriptedAdapter(
+        processor,
+        lambda a: Draining([[], a.stop, rows(*(b"%d" % i for i in range(8))), None], a),
+        concurrency=2,
+    )
+    # When it stops, then run() returns: the rows no worker started by the drain's end
+    # are dead-lettered (with why), the others handled, and every one acked once
+    adapter.run()
+    [transport] = adapter.transports
+    assert len(handled) + len(dlq) == 8
+    assert dlq
+    assert all("drain_timeout=0.2 s passed" in reason for _, reason in dlq.values())
+    acked = sorted(h for call in transport.settled() if call[0] == "ack" for h in call[1])
+    assert acked == list(range(1, 9))
