@@ -10,6 +10,7 @@ import logging
 import os
 import socket
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -66,8 +67,25 @@ def redact(url: str) -> str:
     return f"{scheme}://{user + ':***' if user else '***'}@{host}"
 
 
-def make_client(url: str, client_name: str | None, **options: Any) -> redis.Redis:
-    """A client for ``url`` that never retries: a failure reaches the caller at once."""
+def make_client(
+    url: str,
+    client_name: str | None,
+    on_connect: Callable[[], None] | None = None,
+    **options: Any,
+) -> redis.Redis:
+    """A client for ``url`` that never retries: a failure reaches the caller at once.
+
+    ``on_connect`` is called after each connection the client makes, the first and
+    any it makes again by itself (redis-py replaces a pooled connection the server
+    dropped while it was idle, without an error).
+    """
+    if on_connect is not None:
+
+        def connected(connection: Any) -> None:
+            connection.on_connect()
+            on_connect()
+
+        options["redis_connect_func"] = connected
     return redis.Redis.from_url(
         url,
         retry=_NO_RETRY,

@@ -52,6 +52,7 @@ class StreamsTransport(RedisTransportBase):
         self._lost = False  # the connection failed: close() keeps the owed acks
         self._streams: dict[Any, Any] = {self.stream: ">"}
         self._claim_every = min(adapter.claim_idle_ms / 2000, 5.0)
+        self._connections = 0  # made by this connect's client
         self._next_claim = 0.0
         self._cursor: Any = "0-0"
 
@@ -63,8 +64,12 @@ class StreamsTransport(RedisTransportBase):
         """Connect, make the group if it is missing, and note the connection's id."""
         adapter = self.adapter
         self._lost, self._next_claim, self._cursor = False, 0.0, "0-0"
+        self._connections = 0
         client = make_client(
-            adapter.url, adapter.client_name, socket_timeout=adapter.poll_timeout + 30
+            adapter.url,
+            adapter.client_name,
+            on_connect=self._connected,
+            socket_timeout=adapter.poll_timeout + 30,
         )
         self._client = client
         if self.groups.create(client) and adapter._had_group:
@@ -81,12 +86,17 @@ class StreamsTransport(RedisTransportBase):
             redact(adapter.url),
         )
 
+    def _connected(self) -> None:
+        self._connections += 1
+
     def receive(self, max_messages: int, timeout: float) -> Batch:
         """Claim one idle pending entry when due, else send the owed acks and read."""
         batch = self._batch
         batch.clear()
         client = self._client
         assert client is not None
+        if self._connections > 1:  # redis-py replaced a connection Redis dropped
+            raise redis.ConnectionError("Redis closed the connection while it was idle")
         now = time.monotonic()
         entries: list[Entry] = []
         counts: list[int] | None = None

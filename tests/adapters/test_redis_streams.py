@@ -385,3 +385,21 @@ def test_a_stop_after_a_lost_connection_warns_of_the_acks_unsent(
     # Then a warning says how many acks were not sent
     assert any("stopped with 1 acks unsent" in r.getMessage() for r in caplog.records)
     assert len(harness.pending()) == 1
+
+
+def test_a_connection_dropped_while_idle_is_noticed_not_replaced_silently(
+    harness: RedisStreamsHarness,
+) -> None:
+    # Given a connected transport, idle (as when every worker is busy)
+    adapter = harness.adapter(missive.RawMessage, missive.Processor(), concurrency=4)
+    transport = adapter.transport()
+    transport.connect()
+    try:
+        # When Redis drops its connection, then a receive soon fails as a lost
+        # connection (redis-py would replace it quietly: no event, a stale CLIENT id)
+        harness.kill_connections()
+        with pytest.raises(ConnectionError_):
+            for _ in range(3):
+                transport.receive(10, 0.01)
+    finally:
+        transport.close()
