@@ -96,6 +96,9 @@ class WSGIAdapter(Adapter[M]):
         read in :meth:`run`; ``None`` for no limit. See ``docs/wsgi.md``.
     :param retry_after: seconds sent in ``Retry-After`` with a 503.
     :param drop_headers: header names (any case) left out of the message attributes.
+    :param concurrency: how many requests :meth:`run`'s development server handles at
+        once (a thread each). Under gunicorn or uwsgi the server decides (``--threads``,
+        workers), and this is ignored.
     :raises ValueError: for a path not starting with ``/``, equal paths, or negative sizes.
     """
 
@@ -115,8 +118,9 @@ class WSGIAdapter(Adapter[M]):
         retry_after: int = 30,
         body_timeout: float | None = 10,
         drop_headers: Iterable[str] = DEFAULT_DROP_HEADERS,
+        concurrency: int = 1,
     ) -> None:
-        super().__init__(message_cls, processor)
+        super().__init__(message_cls, processor, concurrency=concurrency)
         for name, value in (("path", path), ("health_path", health_path)):
             if value is not None and not value.startswith("/"):
                 raise ValueError(f"{name} must start with '/', not {value!r}")
@@ -237,7 +241,8 @@ class WSGIAdapter(Adapter[M]):
     def run(self, host: str = "127.0.0.1", port: int = 8000) -> None:
         """Serve on ``host:port`` with the standard library's server, for development only.
 
-        One request at a time, no TLS: use gunicorn or uwsgi in production. Returns
+        Up to ``concurrency`` requests at once (one by default), no TLS: use gunicorn
+        or uwsgi in production. Returns
         after :meth:`stop`, SIGINT or SIGTERM, having run the ``after_processing``
         hooks. :attr:`server_address` holds the bound address (for ``port=0``).
         """

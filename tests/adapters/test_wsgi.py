@@ -755,6 +755,46 @@ def test_run_serves_on_loopback_until_stopped(recorder: Recorder) -> None:
     assert recorder.events == ["before", "after"]
 
 
+def test_run_with_concurrency_handles_requests_side_by_side_and_waits_for_them() -> None:
+    # Given handlers that each wait until three run at once
+    three = threading.Barrier(3, timeout=10)
+    processor: missive.Processor[missive.RawMessage] = missive.Processor()
+    events: list[str] = []
+    processor.after_processing(lambda ctx: events.append("after"))
+
+    @processor.handle_for(lambda m: True)
+    def handle(message: missive.RawMessage, ctx: missive.HandlingContext[Any]) -> None:
+        three.wait()
+        events.append("handled")
+        ctx.ack()
+
+    adapter = WSGIAdapter(missive.RawMessage, processor, concurrency=3)
+    server = threading.Thread(target=adapter.run, kwargs={"port": 0})
+    server.start()
+    statuses: list[int] = []
+
+    def post() -> None:
+        connection = http.client.HTTPConnection("127.0.0.1", adapter.server_address[1], timeout=10)
+        connection.request("POST", "/", body=b"x")
+        statuses.append(connection.getresponse().status)
+        connection.close()
+
+    try:
+        assert adapter.wait_ready(5)
+        # When three requests come at once, then all three are answered 200
+        clients = [threading.Thread(target=post) for _ in range(3)]
+        for client in clients:
+            client.start()
+        for client in clients:
+            client.join(15)
+    finally:
+        adapter.stop()
+        server.join(10)
+    assert statuses == [200, 200, 200]
+    # and the after_processing hooks ran once the requests were done
+    assert events == ["handled", "handled", "handled", "after"]
+
+
 class StalledStream(io.BytesIO):
     """A wsgi.input whose client stopped sending: reads time out, as a socket's do."""
 
