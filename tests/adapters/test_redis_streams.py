@@ -398,8 +398,12 @@ def test_a_connection_dropped_while_idle_is_noticed_not_replaced_silently(
         # When Redis drops its connection, then a receive soon fails as a lost
         # connection (redis-py would replace it quietly: no event, a stale CLIENT id)
         harness.kill_connections()
-        with pytest.raises(ConnectionError_):
+
+        def receive_three_times() -> None:
             for _ in range(3):
                 transport.receive(10, 0.01)
+
+        with pytest.raises(ConnectionError_):
+            receive_three_times()
     finally:
         transport.close()
