@@ -1,16 +1,19 @@
 """The worker applications the fault-injection scenarios run in subprocesses.
 
-``python -m missive run tests.faults.apps:rabbitmq_worker`` (or ``streams_worker``),
+``python -m missive run tests.faults.apps:rabbitmq_worker`` (or ``streams_worker``,
+``nats_worker``, ``mqtt_worker``),
 configured through environment variables set by the test (see ``workers.py``):
 
-``FAULT_URL``, ``FAULT_TARGET`` (queue or stream), ``FAULT_GROUP`` (Streams),
-``FAULT_NAME`` (connection or client name, so the test can kill it server-side),
+``FAULT_URL``, ``FAULT_TARGET`` (queue, stream or MQTT topic), ``FAULT_GROUP`` (the
+Streams group, the NATS durable consumer, the MQTT shared-subscription group),
+``FAULT_NAME`` (connection or client name, so the test can kill it server-side; for
+MQTT the prefix of the client ids, see :func:`mqtt_worker`),
 ``FAULT_RECORD_DIR`` (where handled ids are recorded), ``FAULT_DLQ`` (the SQLite DLQ
 file shared by every worker; or ``FAULT_DLQ_URL``, ``FAULT_DLQ_TABLE`` and
 ``FAULT_DLQ_APP`` for a PostgreSQL DLQ), ``FAULT_SLEEP`` (seconds each message takes),
-``FAULT_MAX_DELIVERIES``, ``FAULT_PREFETCH`` (RabbitMQ), ``FAULT_BATCH`` and
-``FAULT_CLAIM_MS`` (Streams); ``FAULT_CONCURRENCY`` (the adapter's ``concurrency``,
-left to its default when unset) and ``FAULT_ASYNC`` (when set, the handler is an
+``FAULT_MAX_DELIVERIES``, ``FAULT_PREFETCH`` (RabbitMQ), ``FAULT_BATCH`` (Streams,
+NATS) and ``FAULT_CLAIM_MS`` (Streams); ``FAULT_CONCURRENCY`` (the adapter's
+``concurrency``, left to its default when unset) and ``FAULT_ASYNC`` (when set, the handler is an
 ``async def`` that awaits ``asyncio.sleep``), for the modes of ``scenario.MODES``.
 
 Each message is a JSON object ``{"n": 1, "do": "ok"}``; ``do`` says what the handler
@@ -26,6 +29,8 @@ way, blocking its event loop for the write and fsync (a fraction of a millisecon
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import itertools
 import os
 import time
 from typing import Any
@@ -158,5 +163,69 @@ def streams_worker() -> missive.Adapter[Any]:
         max_deliveries=_int("FAULT_MAX_DELIVERIES", 5),
         max_reconnect_delay=1.0,
         client_name=os.environ["FAULT_NAME"],
+        **_concurrency(),
+    )
+
+
+def nats_worker() -> missive.Adapter[Any]:
+    """A NATSJetStreamAdapter on the stream ``FAULT_TARGET`` and the durable consumer
+    ``FAULT_GROUP`` (made by the test, with its ``ack_wait``), as configured by the
+    environment."""
+    from missive.adapters.nats import NATSJetStreamAdapter
+
+    return NATSJetStreamAdapter(
+        missive.JSONMessage,
+        _processor(),
+        os.environ["FAULT_TARGET"],
+        durable=os.environ["FAULT_GROUP"],
+        bind=True,
+        url=os.environ["FAULT_URL"],
+        connection_name=os.environ["FAULT_NAME"],
+        batch_size=_int("FAULT_BATCH", 100),
+        max_deliveries=_int("FAULT_MAX_DELIVERIES", 5),
+        retry_delay=0.2,
+        max_reconnect_delay=1.0,
+        **_concurrency(),
+    )
+
+
+#: The lock this process holds on its MQTT client id, for as long as it lives.
+_CLIENT_ID_LOCK: list[int] = []
+
+
+def _free_client_id(prefix: str, directory: str) -> str:
+    # The lowest k whose lock file no live process holds (the kernel drops a dead
+    # process's flock): a worker started after one was killed, or restarted by
+    # `missive run --workers`, resumes that one's session, as a stable client id would.
+    for k in itertools.count(1):
+        fd = os.open(os.path.join(directory, f"mqtt-client-{k}.lock"), os.O_RDWR | os.O_CREAT)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue
+        _CLIENT_ID_LOCK.append(fd)
+        return f"{prefix}-{k}"
+    raise AssertionError("unreachable")
+
+
+def mqtt_worker() -> missive.Adapter[Any]:
+    """An MQTTAdapter (MQTT 5, QoS 1, a persistent session) on the topic ``FAULT_TARGET``
+    shared in the group ``FAULT_GROUP``, as configured by the environment.
+
+    Its client id is ``FAULT_NAME-<k>``, the lowest ``k`` no live worker of the run has.
+    """
+    from missive.adapters.mqtt import MQTTAdapter
+
+    return MQTTAdapter(
+        missive.JSONMessage,
+        _processor(),
+        os.environ["FAULT_TARGET"],
+        group=os.environ["FAULT_GROUP"],
+        url=os.environ["FAULT_URL"],
+        client_id=_free_client_id(os.environ["FAULT_NAME"], os.environ["FAULT_RECORD_DIR"]),
+        max_deliveries=_int("FAULT_MAX_DELIVERIES", 10),
+        max_reconnect_delay=1.0,
+        connect_timeout=5.0,
         **_concurrency(),
     )

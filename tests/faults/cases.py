@@ -125,8 +125,11 @@ def finish_reconnecting(run: Run, note: str) -> Counts:
     return counts
 
 
-def connections_killed(run: Run) -> None:
-    """4a. The broker drops the workers' connections, twice: they reconnect and go on."""
+def connections_killed(run: Run, how: str = "server-side") -> None:
+    """4a. The broker drops the workers' connections, twice: they reconnect and go on.
+
+    ``how`` says where, in the report's note (NATS: at a proxy, see ``JetStreamBroker``).
+    """
     # Given two workers in the middle of N messages
     run.publish(["ok"] * run.n)
     run.workers.start(FAULT_SLEEP=pace(run, 12))  # rabbitmqctl takes a second or two
@@ -143,7 +146,7 @@ def connections_killed(run: Run) -> None:
         )
     # Then the same workers reconnect and handle everything
     run.wait_done(PATIENCE)
-    counts = finish_reconnecting(run, "connections killed server-side at 25% and 50%")
+    counts = finish_reconnecting(run, f"connections killed {how} at 25% and 50%")
     assert counts.dead_lettered == 0
     assert counts.handled == run.n
 
