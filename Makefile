@@ -45,6 +45,9 @@ bench: services $(STAMP)
 	$(PY) -m pip install --quiet -e '.[dev,bench]'
 	$(PY) bench/dispatch.py
 	$(PY) bench/brokers.py
+	$(PY) bench/brokers_nats.py
+	$(PY) bench/brokers_mqtt.py
+	$(PY) bench/concurrency.py
 	$(PY) bench/dlq.py
 	$(PY) bench/wsgi.py
 
