@@ -21,12 +21,7 @@ import missive
 from missive.adapters.nats import NATSJetStreamAdapter
 from missive.testing.conformance.support import Recorder, RecordingObserver, running, wait_until
 from tests.conformance.nats_harness import Client
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+from tests.faults.private_server import free_port
 
 
 class Server:

@@ -14,20 +14,17 @@ its workers start. Each scenario runs on one of these instead:
 
 from __future__ import annotations
 
-import contextlib
 import getpass
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import time
 from pathlib import Path
-from types import TracebackType
 
 import pytest
 
-from tests.faults.redis_server import free_port
+from tests.faults.private_server import PrivateServer
 
 __all__ = ["MosquittoServer", "require_mosquitto"]
 
@@ -45,16 +42,15 @@ def require_mosquitto() -> None:
     pytest.skip(problem)
 
 
-class MosquittoServer:
+class MosquittoServer(PrivateServer):
     """One ``mosquitto`` process, its config, persistence file and log in ``directory``."""
 
+    program = "mosquitto"
+
     def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
+        super().__init__(directory, "mosquitto.log")
         #: Where clients connect.
         self.url = f"mqtt://127.0.0.1:{self.port}"
-        self.log = directory / "mosquitto.log"
         self.config = directory / "mosquitto.conf"
         self.config.write_text(
             f"listener {self.port} 127.0.0.1\n"
@@ -66,7 +62,6 @@ class MosquittoServer:
             f"user {getpass.getuser()}\n"  # root keeps its rights to the directory
             f"log_dest file {self.log}\n"
         )
-        self._process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         """Start the server and wait until it accepts connections (persistence loaded)."""
@@ -86,62 +81,6 @@ class MosquittoServer:
                 if self._process.poll() is not None or time.monotonic() > deadline:
                     raise AssertionError(
                         f"mosquitto on port {self.port} did not come up "
-                        f"(exit status {self._process.poll()}); its log:\n{self._tail()}"
+                        f"(exit status {self._process.poll()}); its log:\n{self.tail()}"
                     ) from None
                 time.sleep(0.05)
-
-    def stop(self, timeout: float = 30) -> int:
-        """SIGTERM the server (it saves its sessions and messages) and wait; its status."""
-        process, self._process = self._process, None
-        if process is None:
-            return 0
-        process.send_signal(signal.SIGTERM)
-        try:
-            return process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
-            raise AssertionError(
-                f"mosquitto on port {self.port} ignored SIGTERM for {timeout:.0f} s; "
-                f"killed. Its log:\n{self._tail()}"
-            ) from None
-
-    def restart(self, down: float = 2.0) -> float:
-        """Stop the server, leave it down ``down`` seconds, start it again on the same port.
-
-        Returns how many seconds it did not serve; it is started again whatever fails.
-        """
-        stopped = time.monotonic()
-        try:
-            status = self.stop()
-            assert status == 0, f"mosquitto exited with status {status}:\n{self._tail()}"
-            time.sleep(down)
-        finally:
-            self.start()
-        return time.monotonic() - stopped
-
-    def close(self) -> None:
-        """Kill the server if it still runs (its files go with the test's directory)."""
-        process, self._process = self._process, None
-        if process is not None:
-            with contextlib.suppress(ProcessLookupError):
-                process.kill()
-            process.wait(10)
-
-    def _tail(self) -> str:
-        try:
-            return self.log.read_text(errors="replace")[-3000:]
-        except OSError:
-            return "(no log)"
-
-    def __enter__(self) -> MosquittoServer:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()

@@ -9,17 +9,15 @@ it again on the same port with the same store.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import subprocess
 import time
 from pathlib import Path
-from types import TracebackType
 
 import pytest
 
-from tests.faults.redis_server import free_port
+from tests.faults.private_server import PrivateServer
 
 __all__ = ["NATSServer", "require_nats_server"]
 
@@ -37,22 +35,21 @@ def require_nats_server() -> None:
     pytest.skip(problem)
 
 
-class NATSServer:
+class NATSServer(PrivateServer):
     """One ``nats-server -js`` process, its store and log in ``directory``.
 
     Use it as a context manager, or call :meth:`start` and, in a ``finally`` block,
     :meth:`close`.
     """
 
+    program = "nats-server"
+    exits_cleanly = False  # nats-server exits with 1 on SIGTERM
+
     def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self.directory.mkdir(parents=True, exist_ok=True)
+        super().__init__(directory, "nats-server.log")
         self.store = directory / "store"
-        self.port = free_port()
         #: Where clients connect.
         self.url = f"nats://127.0.0.1:{self.port}"
-        self.log = directory / "nats-server.log"
-        self._process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         """Start the server and wait until JetStream answers (its store recovered)."""
@@ -91,60 +88,6 @@ class NATSServer:
             if self._process.poll() is not None or time.monotonic() > deadline:
                 raise AssertionError(
                     f"nats-server on port {self.port} did not come up "
-                    f"(exit status {self._process.poll()}); its log:\n{self._tail()}"
+                    f"(exit status {self._process.poll()}); its log:\n{self.tail()}"
                 )
             time.sleep(0.1)
-
-    def stop(self, timeout: float = 30) -> int:
-        """SIGTERM the server and wait for it to exit; its exit status."""
-        process, self._process = self._process, None
-        if process is None:
-            return 0
-        process.terminate()
-        try:
-            return process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
-            raise AssertionError(
-                f"nats-server on port {self.port} ignored SIGTERM for {timeout:.0f} s; "
-                f"killed. Its log:\n{self._tail()}"
-            ) from None
-
-    def restart(self, down: float = 2.0) -> float:
-        """Stop the server, leave it down ``down`` seconds, start it again on the same port
-        and store. Returns how many seconds it did not serve; it is started again
-        whatever fails on the way down."""
-        stopped = time.monotonic()
-        try:
-            self.stop()  # nats-server exits with 1 on SIGTERM: its status is not checked
-            time.sleep(down)
-        finally:
-            self.start()
-        return time.monotonic() - stopped
-
-    def close(self) -> None:
-        """Kill the server if it still runs (its files go with the test's directory)."""
-        process, self._process = self._process, None
-        if process is not None:
-            with contextlib.suppress(ProcessLookupError):
-                process.kill()
-            process.wait(10)
-
-    def _tail(self) -> str:
-        try:
-            return self.log.read_text(errors="replace")[-3000:]
-        except OSError:
-            return "(no log)"
-
-    def __enter__(self) -> NATSServer:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()

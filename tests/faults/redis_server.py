@@ -12,17 +12,16 @@ a restart that loses everything does to the adapter.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import socket
 import subprocess
 import time
 from pathlib import Path
-from types import TracebackType
 
 import pytest
 import redis
+
+from tests.faults.private_server import PrivateServer, free_port
 
 __all__ = ["RedisServer", "free_port", "require_redis_server"]
 
@@ -40,14 +39,7 @@ def require_redis_server() -> None:
     pytest.skip(problem)
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on now (the system's choice)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class RedisServer:
+class RedisServer(PrivateServer):
     """One ``redis-server`` process, with AOF (``appendfsync always``) by default, in ``directory``.
 
     Use it as a context manager, or call :meth:`start` and, in a ``finally`` block,
@@ -60,15 +52,13 @@ class RedisServer:
         (call :func:`require_redis_server` first).
     """
 
+    program = "redis-server"
+
     def __init__(self, directory: Path, *, appendonly: bool = True) -> None:
-        self.directory = directory
+        super().__init__(directory, "redis.log")
         self.appendonly = appendonly
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
         #: Where clients connect.
         self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.log = directory / "redis.log"
-        self._process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         """Start the server and wait until it answers PING (its AOF loaded)."""
@@ -105,65 +95,8 @@ class RedisServer:
                     if self._process.poll() is not None or time.monotonic() > deadline:
                         raise AssertionError(
                             f"redis-server on port {self.port} did not come up "
-                            f"(exit status {self._process.poll()}); its log:\n{self._tail()}"
+                            f"(exit status {self._process.poll()}); its log:\n{self.tail()}"
                         ) from None
                     time.sleep(0.05)
         finally:
             client.close()
-
-    def stop(self, timeout: float = 30) -> int:
-        """SIGTERM the server and wait for it to exit (it fsyncs its AOF); its exit status."""
-        process, self._process = self._process, None
-        if process is None:
-            return 0
-        process.terminate()
-        try:
-            return process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
-            raise AssertionError(
-                f"redis-server on port {self.port} ignored SIGTERM for {timeout:.0f} s; "
-                f"killed. Its log:\n{self._tail()}"
-            ) from None
-
-    def restart(self, down: float = 2.0) -> float:
-        """Stop the server, leave it down ``down`` seconds, start it again on the same port.
-
-        Returns how many seconds it did not serve. It is started again whatever fails
-        on the way down.
-        """
-        stopped = time.monotonic()
-        try:
-            status = self.stop()
-            assert status == 0, f"redis-server exited with status {status}:\n{self._tail()}"
-            time.sleep(down)
-        finally:
-            self.start()
-        return time.monotonic() - stopped
-
-    def close(self) -> None:
-        """Kill the server if it still runs (its files go with the test's directory)."""
-        process, self._process = self._process, None
-        if process is not None:
-            with contextlib.suppress(ProcessLookupError):
-                process.kill()
-            process.wait(10)
-
-    def _tail(self) -> str:
-        try:
-            return self.log.read_text(errors="replace")[-3000:]
-        except OSError:
-            return "(no log)"
-
-    def __enter__(self) -> RedisServer:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
