@@ -6,6 +6,7 @@ The core imports only the standard library; each transport lives in
 
 from missive._types import DLQ, Handler, MatcherFunc
 from missive.adapters.base import Adapter
+from missive.attempts import RetryLater
 from missive.context import HandlingContext, Outcome, ProcessingContext
 from missive.errors import (
     AlreadySettledError,
@@ -22,6 +23,7 @@ from missive.matchers import Matcher
 from missive.message import JSONMessage, Message, RawMessage
 from missive.processor import Processor
 from missive.reason import DeadLetterReason
+from missive.retry import NO_RETRY, Retry
 from missive.state import State
 from missive.testing import TestClient
 
@@ -29,6 +31,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "DLQ",
+    "NO_RETRY",
     "Adapter",
     "AlreadySettledError",
     "DLQError",
@@ -50,6 +53,8 @@ __all__ = [
     "Processor",
     "RawMessage",
     "RegistrationError",
+    "Retry",
+    "RetryLater",
     "State",
     "TestClient",
     "__version__",

@@ -7,7 +7,10 @@ import concurrent.futures
 import enum
 import functools
 import logging
+import math
+import random
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from inspect import isawaitable
 from time import perf_counter
@@ -16,7 +19,9 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from missive._aio import LoopThread, is_async_callable
 from missive._names import callable_name
+from missive._recovery import Recovery, asked_for_retry, policy_for
 from missive._types import HandlingHook, M, ProcessingHook
+from missive.attempts import RetryLater
 from missive.errors import AlreadySettledError, DLQWriteError, HandlingError
 from missive.reason import DeadLetterReason
 from missive.routing import NoRoute, Route, raised
@@ -48,22 +53,43 @@ class Outcome(enum.Enum):
     NACKED = "nacked"
     #: It could not be handled and is now stored in the DLQ: ack it on the transport.
     DEAD_LETTERED = "dead-lettered"
+    #: It failed (or its handler called :meth:`HandlingContext.retry`) and is to be
+    #: handled again later: hand it back to the transport with
+    #: :attr:`HandlingContext.retry_later`. Only where the processing context's
+    #: :attr:`~ProcessingContext.delays_retries` is set.
+    RETRY = "retried"
 
 
 _ACKED = Outcome.ACKED
 _NACKED = Outcome.NACKED
 _DEAD_LETTERED = Outcome.DEAD_LETTERED
+_RETRY = Outcome.RETRY
+
+#: Why a delayed retry that was due was not made, where nothing can delay one.
+CANNOT_DELAY = "not retried later: the adapter cannot delay a retry"
 
 
 class HandlingContext(Generic[M]):
     """The context of handling one message, passed to its handler and handling hooks.
 
-    A handler must call exactly one of :meth:`ack` or :meth:`nack`.
+    A handler must call exactly one of :meth:`ack`, :meth:`nack` or :meth:`retry`.
     """
 
-    # ``_state`` and ``_failure`` are set only when used: one store less per message each.
-    __slots__ = ("_failure", "_state", "handler_name", "message", "outcome", "processing_ctx")
+    # ``_state``, ``_failure``, ``_delay`` and ``_retry_later`` are set only when used:
+    # one store less per message each.
+    __slots__ = (
+        "_delay",
+        "_failure",
+        "_retry_later",
+        "_state",
+        "handler_name",
+        "message",
+        "outcome",
+        "processing_ctx",
+    )
+    _delay: float | None
     _failure: DeadLetterReason | None
+    _retry_later: RetryLater | None
     _state: State
 
     def __init__(self, message: M, processing_ctx: ProcessingContext[M] | None = None) -> None:
@@ -74,7 +100,8 @@ class HandlingContext(Generic[M]):
         self.processing_ctx = processing_ctx
         #: The name of the handler chosen for the message, once routing chose one.
         self.handler_name: str | None = None
-        #: ACKED or NACKED once the handler settled the message, else ``None``.
+        #: ACKED, NACKED or RETRY once the handler settled the message, else ``None``;
+        #: once processing is over, what became of it.
         self.outcome: Outcome | None = None
 
     @property
@@ -101,6 +128,22 @@ class HandlingContext(Generic[M]):
     def failure(self, reason: DeadLetterReason | None) -> None:
         self._failure = reason
 
+    @property
+    def delay(self) -> float | None:
+        """The wait the handler asked for with ``nack(delay=...)`` or ``retry(delay=...)``."""
+        try:
+            return self._delay
+        except AttributeError:
+            return None
+
+    @property
+    def retry_later(self) -> RetryLater | None:
+        """When the outcome is :attr:`Outcome.RETRY`: the delay and the attempt state."""
+        try:
+            return self._retry_later
+        except AttributeError:
+            return None
+
     def ack(self) -> None:
         """Mark the message as processed; the adapter acks it once handling is over.
 
@@ -110,17 +153,39 @@ class HandlingContext(Generic[M]):
             self._already_settled("ack")
         self.outcome = _ACKED
 
-    def nack(self) -> None:
+    def nack(self, delay: float | None = None) -> None:
         """Give the message back: the transport redelivers it later, when it can.
 
-        Use it for transient failures. On a transport that cannot redeliver (stdin,
-        Redis Pub/Sub) a nacked message is dead-lettered instead.
+        It counts as a delivery (``max_deliveries``), not as a retry of the retry
+        policy. On a transport that cannot redeliver (stdin, Redis Pub/Sub) a nacked
+        message is dead-lettered instead.
 
-        :raises AlreadySettledError: if the message was already acked or nacked.
+        :param delay: seconds before it comes back, where the transport can delay a
+            redelivery; ``None``: the adapter's growing ``retry_delay``.
+        :raises AlreadySettledError: if the message was already settled.
+        :raises ValueError: if ``delay`` is negative or not finite.
         """
         if self.outcome is not None:
             self._already_settled("nack")
+        if delay is not None:
+            self._delay = _checked_delay(delay)
         self.outcome = _NACKED
+
+    def retry(self, delay: float | None = None) -> None:
+        """Ask for the message to be handled again later: a delayed retry of the policy.
+
+        It counts as a failed attempt without an exception: the retry policy's limits
+        apply (so with the default :data:`~missive.NO_RETRY` the message is
+        dead-lettered), and its history says the handler asked. Never retried at once.
+
+        :param delay: seconds to wait, in place of the policy's next delay.
+        :raises AlreadySettledError: if the message was already settled.
+        :raises ValueError: if ``delay`` is negative or not finite.
+        """
+        if self.outcome is not None:
+            self._already_settled("retry")
+        self._delay = None if delay is None else _checked_delay(delay)
+        self.outcome = _RETRY
 
     def _already_settled(self, verb: str) -> None:
         assert self.outcome is not None
@@ -147,6 +212,19 @@ class ProcessingContext(Generic[M]):
         #: Where :meth:`aprocess` runs synchronous hooks, handlers and DLQ writes, so
         #: that they never block the event loop; ``None``: the loop's default executor.
         self.executor: concurrent.futures.Executor | None = None
+        #: Whether the caller hands a message back to be handled later (it reads
+        #: :attr:`HandlingContext.retry_later` on :attr:`Outcome.RETRY`). Set by the
+        #: delivery loop for a transport that can, by the WSGI adapter and the test
+        #: client; otherwise a delayed retry due is a dead letter, with
+        #: :attr:`cannot_delay` in its reason.
+        self.delays_retries = False
+        #: Why a delayed retry cannot be made here, for the dead letter's reason.
+        self.cannot_delay = CANNOT_DELAY
+        #: The time, in seconds since the epoch, for the attempt history and
+        #: ``max_total`` (the test client's moves only when it advances).
+        self.clock: Callable[[], float] = time.time
+        #: The random source of the retry delays' jitter; ``None``: the module's.
+        self.rng: random.Random | None = None
         # Bound once per run: process() is the hot path.
         self._router = processor.router
         self._observers = processor.observers
@@ -218,77 +296,112 @@ class ProcessingContext(Generic[M]):
     def process(self, message: M) -> Outcome:
         """Route ``message`` to its one handler, run the handling hooks, and say what became of it.
 
-        Returns ACKED or NACKED as the handler decided. When the message cannot be
-        handled (no handler, several, a matcher, hook or handler raised, or the
-        handler settled nothing) it is written to the DLQ and DEAD_LETTERED returned.
+        Returns ACKED or NACKED as the handler decided. A failed attempt (a hook or
+        the handler raised, or the handler settled nothing) is retried as the retry
+        policy says: at once, then later (RETRY, where :attr:`delays_retries`; the
+        caller reads :attr:`HandlingContext.retry_later` through
+        :meth:`handling`). When the message cannot be handled (no handler, several,
+        or the policy gives up) it is written to the DLQ and DEAD_LETTERED returned.
 
         :raises HandlingError: when it cannot be handled and no DLQ is set.
         :raises DLQWriteError: when it cannot be handled and the DLQ write failed.
         In both cases the message must not be acked.
         """
+        outcome: Any = self._process(message).outcome
+        return outcome  # type: ignore[no-any-return]
+
+    def handling(self, message: M) -> HandlingContext[M]:
+        """:meth:`process`, returning the handling context: its ``outcome`` is what
+        became of the message, its ``retry_later`` and ``delay`` what the caller needs
+        to hand it back (RETRY, or a NACKED with a delay)."""
+        return self._process(message)
+
+    async def ahandling(self, message: M) -> HandlingContext[M]:
+        """:meth:`aprocess`, returning the handling context (see :meth:`handling`)."""
+        return await self._aprocess(message)
+
+    def _process(self, message: M) -> HandlingContext[M]:
+        """:meth:`process`'s body: the handling context, its ``outcome`` set."""
         processor = self.processor
-        hctx: HandlingContext[M] = HandlingContext(message, self)
-        failure: DeadLetterReason | None = None
         obs = self._observers
-        if obs:
-            obs.handling_started(self, hctx)
-            started = perf_counter()
-        hooks = processor.before_handling_hooks
-        if hooks:
-            failure = self._run_before_handling_hooks(hooks, hctx)
-        if failure is None:
-            # Router.match, inlined (this is the hot path; a call costs ~10% here).
-            # The decisions that are not one match stay in the router's methods.
-            router = self._router
-            matched = 0
-            found: Route | None = None
-            route: Route | None = None
-            current: Any = None
-            try:
-                for current, table in router.indexes:
-                    value = current.extract(message)
-                    try:
-                        entries = table.get(value)
-                    except TypeError:  # an unhashable value (a list, a dict) is no key
-                        continue
-                    if entries:
-                        for current, route in entries:
-                            if current is None or current(message):
-                                matched += 1
-                                found = route
-                for current, route in router.plain:
-                    if current(message):
-                        matched += 1
-                        found = route
-            except Exception as exc:
-                failure = router.matcher_failed(current, route, exc).reason
-            else:
-                if matched == 1:
-                    assert found is not None
-                    name = hctx.handler_name = found.name
-                    try:
-                        result = found.handler(message, hctx)
-                        if result is not None and isawaitable(result):  # an async handler
-                            self.run_async(result)
-                    except Exception as exc:
-                        failure = raised(f"handler {name!r}", exc, name)
+        recovery: Recovery[M] | None = None
+        while True:  # one turn per attempt: more only on the failure path
+            hctx: HandlingContext[M] = HandlingContext(message, self)
+            failure: DeadLetterReason | None = None
+            if obs:
+                obs.handling_started(self, hctx)
+                started = perf_counter()
+            hooks = processor.before_handling_hooks
+            if hooks:
+                failure = self._run_before_handling_hooks(hooks, hctx)
+            if failure is None:
+                # Router.match, inlined (this is the hot path; a call costs ~10% here).
+                # The decisions that are not one match stay in the router's methods.
+                router = self._router
+                matched = 0
+                found: Route | None = None
+                route: Route | None = None
+                current: Any = None
+                try:
+                    for current, table in router.indexes:
+                        value = current.extract(message)
+                        try:
+                            entries = table.get(value)
+                        except TypeError:  # an unhashable value (a list, a dict) is no key
+                            continue
+                        if entries:
+                            for current, route in entries:
+                                if current is None or current(message):
+                                    matched += 1
+                                    found = route
+                    for current, route in router.plain:
+                        if current(message):
+                            matched += 1
+                            found = route
+                except Exception as exc:
+                    failure = router.matcher_failed(current, route, exc).reason
                 else:
-                    failure = router.no_route(matched, message).reason
-        hooks = processor.after_handling_hooks
-        if hooks:
+                    if matched == 1:
+                        assert found is not None
+                        name = hctx.handler_name = found.name
+                        try:
+                            result = found.handler(message, hctx)
+                            if result is not None and isawaitable(result):  # an async handler
+                                self.run_async(result)
+                        except Exception as exc:
+                            failure = raised(f"handler {name!r}", exc, name)
+                    else:
+                        failure = router.no_route(matched, message).reason
+            hooks = processor.after_handling_hooks
+            if hooks:
+                hctx.failure = failure
+                failure = self._run_after_handling_hooks(hooks, hctx, failure)
+            if failure is None:
+                outcome = hctx.outcome
+                if outcome is _ACKED or outcome is _NACKED:
+                    if obs:
+                        obs.handling_finished(self, hctx, outcome, perf_counter() - started)
+                    return hctx
+                if outcome is None:
+                    failure = _unsettled(hctx)
+                else:  # the handler called retry()
+                    failure = asked_for_retry(hctx.handler_name)
             hctx.failure = failure
-            failure = self._run_after_handling_hooks(hooks, hctx, failure)
-        if failure is None:
-            outcome = hctx.outcome
-            if outcome is not None:
-                if obs:
-                    obs.handling_finished(self, hctx, outcome, perf_counter() - started)
-                return outcome
-            failure = _unsettled(hctx)
-        hctx.failure = failure
-        if obs:
-            obs.handling_finished(self, hctx, None, perf_counter() - started)
-        return self.dead_letter(message, failure)
+            if obs:
+                obs.handling_finished(self, hctx, None, perf_counter() - started)
+            # The failure path. ``found`` is the chosen route only if a handler was chosen.
+            if recovery is None:
+                recovery = Recovery(message, self.clock, self.rng)
+            chosen = found if hctx.handler_name is not None else None
+            asked = hctx.outcome is _RETRY
+            retry = policy_for(processor.retry, chosen, failure, asked)
+            if not recovery.again(failure, retry, asked):
+                break
+        stored, reason = self._give_up_or_later(recovery, hctx, failure, retry, asked)
+        if stored is not None:
+            self.dead_letter(stored, reason)
+            hctx.outcome = _DEAD_LETTERED
+        return hctx
 
     async def aprocess(self, message: M) -> Outcome:
         """:meth:`process`, for a caller on an event loop: the same decisions and events.
@@ -299,44 +412,86 @@ class ProcessingContext(Generic[M]):
         :raises HandlingError: when it cannot be handled and no DLQ is set.
         :raises DLQWriteError: when it cannot be handled and the DLQ write failed.
         """
+        outcome: Any = (await self._aprocess(message)).outcome
+        return outcome  # type: ignore[no-any-return]
+
+    async def _aprocess(self, message: M) -> HandlingContext[M]:
+        """:meth:`aprocess`'s body: the handling context, its ``outcome`` set."""
         processor = self.processor
-        hctx: HandlingContext[M] = HandlingContext(message, self)
-        failure: DeadLetterReason | None = None
         obs = self._observers
-        if obs:
-            obs.handling_started(self, hctx)
-        started = perf_counter()
-        hooks = processor.before_handling_hooks
-        if hooks:
-            failure = await self._arun_before_handling_hooks(hooks, hctx)
-        if failure is None:
-            route = self._router.match(message)
-            if isinstance(route, NoRoute):
-                failure = route.reason
-            else:
-                name = hctx.handler_name = route.name
-                try:
-                    if route.is_async:
-                        await route.handler(message, hctx)  # type: ignore[misc]
-                    else:
-                        await self._acall(route.handler, message, hctx)
-                except Exception as exc:
-                    failure = raised(f"handler {name!r}", exc, name)
-        hooks = processor.after_handling_hooks
-        if hooks:
+        recovery: Recovery[M] | None = None
+        while True:  # one turn per attempt: more only on the failure path
+            hctx: HandlingContext[M] = HandlingContext(message, self)
+            failure: DeadLetterReason | None = None
+            if obs:
+                obs.handling_started(self, hctx)
+            started = perf_counter()
+            hooks = processor.before_handling_hooks
+            chosen: Route | None = None
+            if hooks:
+                failure = await self._arun_before_handling_hooks(hooks, hctx)
+            if failure is None:
+                route = self._router.match(message)
+                if isinstance(route, NoRoute):
+                    failure = route.reason
+                else:
+                    chosen = route
+                    name = hctx.handler_name = route.name
+                    try:
+                        if route.is_async:
+                            await route.handler(message, hctx)  # type: ignore[misc]
+                        else:
+                            await self._acall(route.handler, message, hctx)
+                    except Exception as exc:
+                        failure = raised(f"handler {name!r}", exc, name)
+            hooks = processor.after_handling_hooks
+            if hooks:
+                hctx.failure = failure
+                failure = await self._arun_after_handling_hooks(hooks, hctx, failure)
+            if failure is None:
+                outcome = hctx.outcome
+                if outcome is _ACKED or outcome is _NACKED:
+                    if obs:
+                        obs.handling_finished(self, hctx, outcome, perf_counter() - started)
+                    return hctx
+                if outcome is None:
+                    failure = _unsettled(hctx)
+                else:  # the handler called retry()
+                    failure = asked_for_retry(hctx.handler_name)
             hctx.failure = failure
-            failure = await self._arun_after_handling_hooks(hooks, hctx, failure)
-        if failure is None:
-            outcome = hctx.outcome
-            if outcome is not None:
-                if obs:
-                    obs.handling_finished(self, hctx, outcome, perf_counter() - started)
-                return outcome
-            failure = _unsettled(hctx)
-        hctx.failure = failure
-        if obs:
-            obs.handling_finished(self, hctx, None, perf_counter() - started)
-        return await self.in_executor(self.dead_letter, message, failure)
+            if obs:
+                obs.handling_finished(self, hctx, None, perf_counter() - started)
+            if recovery is None:
+                recovery = Recovery(message, self.clock, self.rng)
+            asked = hctx.outcome is _RETRY
+            retry = policy_for(processor.retry, chosen, failure, asked)
+            if not recovery.again(failure, retry, asked):
+                break
+        stored, reason = self._give_up_or_later(recovery, hctx, failure, retry, asked)
+        if stored is not None:
+            await self.in_executor(self.dead_letter, stored, reason)
+            hctx.outcome = _DEAD_LETTERED
+        return hctx
+
+    def _give_up_or_later(
+        self,
+        recovery: Recovery[M],
+        hctx: HandlingContext[M],
+        failure: DeadLetterReason,
+        retry: Any,
+        asked: bool,
+    ) -> tuple[M | None, DeadLetterReason]:
+        """After the last attempt of a delivery: set RETRY on ``hctx`` and return
+        ``(None, failure)``, or return the message and reason to dead-letter."""
+        delay = recovery.later(failure, retry, asked, hctx.delay)
+        note = None
+        if delay is not None:
+            if self.delays_retries:
+                hctx._retry_later = recovery.retry_later(failure, delay)
+                hctx.outcome = _RETRY
+                return None, failure
+            note = self.cannot_delay
+        return recovery.dead_letter(failure, note)
 
     async def in_executor(self, function: Callable[..., T], *args: Any) -> T:
         """Run ``function(*args)`` in :attr:`executor`, from the event loop, and await it."""
@@ -441,6 +596,13 @@ class ProcessingContext(Generic[M]):
             except Exception as exc:
                 failure = _after_handling_failed(hook, exc, hctx, failure)
         return failure
+
+
+def _checked_delay(delay: float) -> float:
+    if isinstance(delay, bool) or not isinstance(delay, int | float) or not 0 <= delay < math.inf:
+        raise ValueError(f"delay must be a finite number of seconds, 0 or more, not {delay!r}")
+    return float(delay)
+
 
 def _unsettled(hctx: HandlingContext[Any]) -> DeadLetterReason:
     """The reason for a handler that returned without acking or nacking."""

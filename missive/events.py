@@ -73,6 +73,10 @@ class Observer:
     def requeued(self, message: Message, delay: float) -> None:
         """The message was given back to its transport, to come back after ``delay`` s."""
 
+    def retried(self, message: Message, delay: float) -> None:
+        """The message failed and was handed back to its transport (or, over HTTP, to its
+        sender) for a delayed retry ``delay`` s later, its attempt state updated."""
+
     def dead_lettered(self, message: Message, reason: DeadLetterReason) -> None:
         """The message was stored in the DLQ with ``reason`` (every dead letter passes here)."""
 
@@ -151,6 +155,9 @@ class Observers(list[Observer]):
 
     def requeued(self, message: Message, delay: float) -> None:
         self._call("requeued", message, delay)
+
+    def retried(self, message: Message, delay: float) -> None:
+        self._call("retried", message, delay)
 
     def dead_lettered(self, message: Message, reason: DeadLetterReason) -> None:
         self._call("dead_lettered", message, reason)

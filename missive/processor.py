@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Generic
 from missive._types import DLQ, Handler, HandlingHook, M, MatcherFunc, ProcessingHook
 from missive.context import ProcessingContext
 from missive.events import Observer, Observers
+from missive.retry import NO_RETRY, Retry
 from missive.routing import Router
 
 if TYPE_CHECKING:
@@ -31,9 +32,17 @@ class Processor(Generic[M]):
     Type it to check handlers against a message class::
 
         processor: missive.Processor[missive.JSONMessage] = missive.Processor()
+
+    :param retry: how a message whose handling failed is retried before it is
+        dead-lettered (a :class:`~missive.Retry`); by default :data:`~missive.NO_RETRY`,
+        dead-lettered at once. A handler can have its own (:meth:`handle_for`).
+    :raises TypeError: if ``retry`` is not a :class:`~missive.Retry`.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, retry: Retry = NO_RETRY) -> None:
+        _check_retry(retry)
+        #: The retry policy of every handler registered without its own; settable.
+        self.retry = retry
         #: The routing table.
         self.router: Router[M] = Router()
         self.before_processing_hooks: list[ProcessingHook[M]] = []
@@ -45,14 +54,19 @@ class Processor(Generic[M]):
         #: Who sees every message and connection event (see :meth:`add_observer`).
         self.observers = Observers()
 
-    def handle_for(self, matcher: MatcherFunc[M]) -> Callable[[Handler[M]], Handler[M]]:
+    def handle_for(
+        self, matcher: MatcherFunc[M], *, retry: Retry | None = None
+    ) -> Callable[[Handler[M]], Handler[M]]:
         """Register the decorated function as the handler for messages ``matcher`` accepts.
 
         The handler is returned unchanged. Each message must be matched by exactly one
         handler's matcher. Matchers from :mod:`missive.matchers` are indexed, so they
         cost about the same however many handlers there are.
 
-        :raises TypeError: if ``matcher`` is not callable.
+        :param retry: this handler's own retry policy, in place of the processor's
+            :attr:`retry` (``None``).
+        :raises TypeError: if ``matcher`` is not callable, or ``retry`` not a
+            :class:`~missive.Retry`.
         :raises RegistrationError: if the same matcher object is already registered,
             or an indexed matcher certainly overlaps another handler's.
         """
@@ -61,9 +75,11 @@ class Processor(Generic[M]):
                 f"a matcher must be callable (message -> bool), not {type(matcher).__name__} "
                 f"{matcher!r}"
             )
+        if retry is not None:
+            _check_retry(retry)
 
         def register(handler: Handler[M]) -> Handler[M]:
-            self.router.add(matcher, handler)
+            self.router.add(matcher, handler, retry)
             return handler
 
         return register
@@ -131,3 +147,10 @@ class Processor(Generic[M]):
         from missive.testing import TestClient
 
         return TestClient(self)
+
+
+def _check_retry(retry: object) -> None:
+    if not isinstance(retry, Retry):
+        raise TypeError(
+            f"retry must be a missive.Retry (or missive.NO_RETRY), not {type(retry).__name__}"
+        )

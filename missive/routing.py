@@ -15,6 +15,7 @@ from missive._types import Handler, M, MatcherFunc, callable_name
 from missive.errors import MatcherError, MessageDecodeError, RegistrationError
 from missive.matchers import Field, IndexEntry, Matcher
 from missive.reason import DeadLetterReason
+from missive.retry import Retry
 
 __all__ = [
     "NO_HANDLER",
@@ -41,13 +42,15 @@ class Route:
     two attributes is the cheapest thing Python does, on every message.
     """
 
-    __slots__ = ("handler", "is_async", "name")
+    __slots__ = ("handler", "is_async", "name", "retry")
 
-    def __init__(self, handler: Handler[Any], name: str) -> None:
+    def __init__(self, handler: Handler[Any], name: str, retry: Retry | None = None) -> None:
         self.handler = handler
         self.name = name
         #: Whether the handler is an ``async def`` (a coroutine to await).
         self.is_async = is_async_callable(handler)
+        #: The handler's own retry policy; ``None``: the processor's.
+        self.retry = retry
 
     def __iter__(self) -> Iterator[Any]:
         return iter((self.handler, self.name))
@@ -126,8 +129,9 @@ class Router(Generic[M]):
         #: Whether any handler is an ``async def``.
         self.any_async = False
 
-    def add(self, matcher: MatcherFunc[M], handler: Handler[M]) -> None:
-        """Route messages that ``matcher`` accepts to ``handler``.
+    def add(self, matcher: MatcherFunc[M], handler: Handler[M], retry: Retry | None = None) -> None:
+        """Route messages that ``matcher`` accepts to ``handler`` (retried under ``retry``,
+        or the processor's policy when ``None``).
 
         :raises TypeError: if ``matcher`` is not callable.
         :raises RegistrationError: if the matcher object is already registered, or
@@ -147,7 +151,7 @@ class Router(Generic[M]):
                     "each handler its own matcher"
                 )
         entry = matcher.index_entry() if isinstance(matcher, Matcher) else None
-        route = Route(handler, name)
+        route = Route(handler, name, retry)
         self.any_async = self.any_async or route.is_async
         if entry is None:
             self.plain.append((matcher, route))

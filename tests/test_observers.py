@@ -18,6 +18,7 @@ EVENTS = [
     ("handling_finished", (None, None, None, 0.1)),
     ("acked", (missive.RawMessage(b"x"),)),
     ("requeued", (missive.RawMessage(b"x"), 0.0)),
+    ("retried", (missive.RawMessage(b"x"), 1.5)),
     ("dead_lettered", (missive.RawMessage(b"x"), missive.DeadLetterReason("r"))),
     ("dlq_write_failed", (missive.RawMessage(b"x"), missive.DeadLetterReason("r"), None)),
     ("lost", (missive.RawMessage(b"x"), missive.MissiveError("gone"))),

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import heapq
+import itertools
+import time
 from types import TracebackType
 from typing import TYPE_CHECKING, Generic
 
 from missive._typing import M
-from missive.context import Outcome, ProcessingContext
+from missive.attempts import with_state
+from missive.context import HandlingContext, Outcome, ProcessingContext
 
 if TYPE_CHECKING:
     from missive.processor import Processor
@@ -15,6 +19,7 @@ __all__ = ["TestClient"]
 
 _ACKED = Outcome.ACKED
 _NACKED = Outcome.NACKED
+_RETRY = Outcome.RETRY
 
 
 class TestClient(Generic[M]):
@@ -25,6 +30,9 @@ class TestClient(Generic[M]):
     ``after_processing`` hooks when the client is closed (or its ``with`` block ends).
     A message that cannot be handled is dead-lettered if the processor has a DLQ,
     and otherwise :meth:`send` raises :class:`~missive.HandlingError`.
+
+    Delayed retries are kept at a virtual time: :attr:`retried` lists them, and
+    :meth:`advance` moves the clock and handles those due, so a test never sleeps.
     """
 
     __test__ = False  # not a pytest test class, despite its name
@@ -38,6 +46,15 @@ class TestClient(Generic[M]):
         #: Messages stored in the DLQ, in order; like a broker, the client acked them
         #: on the transport, but they are listed here rather than in ``acked``.
         self.dead_lettered: list[M] = []
+        #: ``(message, delay)`` for each delayed retry, in order: the message as it
+        #: failed, and the seconds until :meth:`advance` handles it again.
+        self.retried: list[tuple[M, float]] = []
+        #: The virtual time, in seconds since the epoch: the clock of the attempt
+        #: history and ``max_total``. Only :meth:`advance` moves it.
+        self.now = time.time()
+        # (due, order, message with its attempt state): a heap of the delayed retries.
+        self._due: list[tuple[float, int, M]] = []
+        self._order = itertools.count()
         self._context: ProcessingContext[M] | None = None
         self._closed = False
 
@@ -49,6 +66,8 @@ class TestClient(Generic[M]):
             if self._closed:
                 raise RuntimeError("this test client is closed; get a new one")
             context = self.processor.context()
+            context.delays_retries = True
+            context.clock = self._clock
             context.__enter__()
             self._context = context
         return context
@@ -60,14 +79,16 @@ class TestClient(Generic[M]):
         :raises DLQWriteError: if it cannot be handled and the DLQ write failed.
         """
         context = self._context or self.processing_context
-        outcome = context.process(message)
+        hctx = context._process(message)
+        outcome = hctx.outcome
         # _record, inlined: this is the hot path of a test suite.
         if outcome is _ACKED:
             self.acked.append(message)
         elif outcome is _NACKED:
             self.nacked.append(message)
         else:
-            self.dead_lettered.append(message)
+            self._record(hctx)
+        assert outcome is not None
         return outcome
 
     async def asend(self, message: M) -> Outcome:
@@ -82,15 +103,63 @@ class TestClient(Generic[M]):
         :raises DLQWriteError: if it cannot be handled and the DLQ write failed.
         """
         context = self._context or self.processing_context
-        outcome = await context.aprocess(message)
-        self._record(message, outcome)
-        return outcome
+        hctx = await context._aprocess(message)
+        self._record(hctx)
+        assert hctx.outcome is not None
+        return hctx.outcome
 
-    def _record(self, message: M, outcome: Outcome) -> None:
+    def advance(self, seconds: float) -> list[Outcome]:
+        """Move the virtual clock ``seconds`` on and handle again, with :meth:`send`, each
+        delayed retry now due (earliest first), its attempt state updated; returns their
+        outcomes. A retry scheduled meanwhile is handled too if it falls due in time.
+
+        :raises ValueError: if ``seconds`` is negative.
+        """
+        end = self._end(seconds)
+        outcomes = []
+        while (message := self._next_due(end)) is not None:
+            outcomes.append(self.send(message))
+        self.now = end
+        return outcomes
+
+    async def aadvance(self, seconds: float) -> list[Outcome]:
+        """:meth:`advance`, handling each due retry with :meth:`asend`."""
+        end = self._end(seconds)
+        outcomes = []
+        while (message := self._next_due(end)) is not None:
+            outcomes.append(await self.asend(message))
+        self.now = end
+        return outcomes
+
+    def _end(self, seconds: float) -> float:
+        if not seconds >= 0:
+            raise ValueError(f"time only moves forward: seconds must be 0 or more, not {seconds}")
+        return self.now + seconds
+
+    def _next_due(self, end: float) -> M | None:
+        """The next delayed retry due by ``end``, the clock moved to its time; or ``None``."""
+        if not self._due or self._due[0][0] > end:
+            return None
+        when, _, message = heapq.heappop(self._due)
+        self.now = max(self.now, when)
+        return message
+
+    def _clock(self) -> float:
+        return self.now
+
+    def _record(self, hctx: HandlingContext[M]) -> None:
+        message, outcome = hctx.message, hctx.outcome
         if outcome is _ACKED:
             self.acked.append(message)
         elif outcome is _NACKED:
             self.nacked.append(message)
+        elif outcome is _RETRY:
+            retry_later = hctx.retry_later
+            assert retry_later is not None
+            self.retried.append((message, retry_later.delay))
+            again = with_state(message, retry_later.state)
+            entry = (self.now + retry_later.delay, next(self._order), again)
+            heapq.heappush(self._due, entry)
         else:
             self.dead_lettered.append(message)
 

@@ -211,6 +211,9 @@ class RecordingObserver(Observer):
     def requeued(self, message: missive.Message, delay: float) -> None:
         self._record("requeued", message.message_id, message, delay)
 
+    def retried(self, message: missive.Message, delay: float) -> None:
+        self._record("retried", message.message_id, message, delay)
+
     def dead_lettered(self, message: missive.Message, reason: DeadLetterReason) -> None:
         self._record("dead_lettered", message.message_id, message, reason)
 
