@@ -29,7 +29,7 @@ from missive.reason import DeadLetterReason
 from missive.retry import Retry
 from missive.routing import Route
 
-__all__ = ["Recovery", "asked_for_retry", "policy_for"]
+__all__ = ["Recovery", "annotated", "asked_for_retry", "given_up", "policy_for"]
 
 
 def asked_for_retry(handler: str | None) -> DeadLetterReason:
@@ -139,17 +139,35 @@ class Recovery(Generic[M]):
         """
         if note is None and not self.prior and self.attempts <= 1:
             return self.message, failure
-        summary = failure.summary if note is None else f"{failure.summary}; {note}"
-        full = str(failure) if note is None else f"{failure}; {note}"
         state = self.state(self.retries)
-        if len(state[HISTORY]) > 1:
-            full = f"{full}\n{describe_history(state[HISTORY])}"
-        reason = DeadLetterReason(
-            full,
-            summary=summary,
-            handler=failure.handler,
-            exc_type=failure.exc_type,
-            traceback=failure.traceback,
-            exception=failure.exception,
-        )
-        return with_state(self.message, state), reason
+        return with_state(self.message, state), annotated(failure, state[HISTORY], note)
+
+
+def annotated(
+    failure: DeadLetterReason, history: list[dict[str, Any]], note: str | None
+) -> DeadLetterReason:
+    """``failure`` with ``note`` ending its summary and the ``history`` in its full text."""
+    summary = failure.summary if note is None else f"{failure.summary}; {note}"
+    full = str(failure) if note is None else f"{failure}; {note}"
+    if len(history) > 1:
+        full = f"{full}\n{describe_history(history)}"
+    return DeadLetterReason(
+        full,
+        summary=summary,
+        handler=failure.handler,
+        exc_type=failure.exc_type,
+        traceback=failure.traceback,
+        exception=failure.exception,
+    )
+
+
+def given_up(message: M, retry_later: RetryLater, note: str) -> tuple[M, DeadLetterReason]:
+    """The message and reason to dead-letter when the delayed retry ``retry_later``
+    cannot be made after all (``note`` says why)."""
+    state = dict(retry_later.state)
+    state[RETRIES] = max(0, read_retries(state) - 1)  # the retry was not made
+    history = [dict(entry) for entry in state[HISTORY]]
+    if history:
+        history[-1]["delay"] = None
+    state[HISTORY] = history
+    return with_state(message, state), annotated(retry_later.reason, history, note)

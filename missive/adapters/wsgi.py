@@ -11,6 +11,7 @@ Standard library only. See ``docs/wsgi.md`` for status codes, limits and signatu
 from __future__ import annotations
 
 import logging
+import math
 import os
 import weakref
 from collections.abc import Iterable
@@ -31,8 +32,9 @@ from missive.adapters._wsgi_response import (
 )
 from missive.adapters._wsgi_signature import HMACSignature, SignatureVerifier, StripeSignature
 from missive.adapters.base import Adapter
+from missive.attempts import RetryLater
 from missive.processor import Processor
-from missive.runtime.policy import Verdict
+from missive.runtime.policy import Requeue, Verdict
 from missive.runtime.push import PushDelivery
 
 __all__ = [
@@ -62,7 +64,12 @@ class WSGIAdapter(Adapter[M]):
 
     The response says what became of the message, as a small JSON document:
 
-    * ACKED: 200. NACKED: 503 with ``Retry-After``: the sender should retry.
+    * ACKED: 200. NACKED: 503 with ``Retry-After``: the sender should retry (after
+      the handler's ``nack(delay=...)``, rounded up, if it gave one).
+    * Due a delayed retry (the retry policy, or ``ctx.retry()``): 503 with
+      ``Retry-After`` set to the policy's next delay, in seconds rounded up; the
+      sender keeps the message meanwhile. Each request is a first delivery: over
+      HTTP the sender, not Missive, keeps count of its retries.
     * DEAD_LETTERED: 202 with the message id: it is stored, so do not retry.
     * Not handled and no DLQ (HandlingError), or the DLQ write failed
       (DLQWriteError): 500, the message is not stored; the reason goes to the log.
@@ -216,6 +223,11 @@ class WSGIAdapter(Adapter[M]):
             return respond_outcome(
                 start_response, 503, "nacked", message.message_id, self._retry_headers
             )
+        if isinstance(verdict, RetryLater | Requeue):  # a delay: the policy's or the handler's
+            outcome = "nacked" if isinstance(verdict, Requeue) else "retry"
+            logger.debug("message %r: %s, answered 503", message.message_id, outcome)
+            headers = [("Retry-After", str(math.ceil(verdict.delay)))]
+            return respond_outcome(start_response, 503, outcome, message.message_id, headers)
         if isinstance(verdict, Verdict):  # RETRY, LOST, STOP: not from a push delivery
             logger.error("message %r: verdict %s; answered 500", message.message_id, verdict)
         else:

@@ -23,7 +23,7 @@ from missive._names import callable_name
 from missive._typing import M
 from missive.errors import DLQWriteError, HandlingError
 from missive.routing import raised
-from missive.runtime.policy import Policy, Requeue, Verdict
+from missive.runtime.policy import Policy, Verdict
 from missive.runtime.transport import Batch, Capability, Fault
 from missive.runtime.workers import (
     ACK,
@@ -45,7 +45,6 @@ logger = logging.getLogger("missive.runtime")
 
 _ACK = Verdict.ACK
 _DEAD_LETTERED = Verdict.DEAD_LETTERED
-_REQUEUE = Verdict.REQUEUE
 #: How long a receive waits while rows are in flight, so that finished ones are
 #: settled (and the broker sends more) without waiting for a new message.
 SETTLE_INTERVAL = 0.002
@@ -269,7 +268,6 @@ class ConcurrentConsumer(Generic[M]):
         """What the loop does with one handed-back job: its settle call and its events."""
         verdict, message = job.verdict, job.message
         delivery = self.delivery
-        observers = delivery.adapter.processor.observers
         if verdict is _ACK or verdict is _DEAD_LETTERED:
             job.state = ACK
             self._fresh.append(job)
@@ -277,18 +275,11 @@ class ConcurrentConsumer(Generic[M]):
                 self._flush = True
             return
         job.state = DONE
-        if verdict is _REQUEUE or isinstance(verdict, Requeue):
-            if isinstance(verdict, Requeue):  # the DLQ counted its redeliveries
-                delay = verdict.delay
-            else:
-                delay = self.policy.nack_delay(job.count)
-            self.transport.requeue(job.handle, delay)
-            if observers:
-                observers.requeued(message, delay)
-        elif isinstance(verdict, HandlingError | DLQWriteError):
-            delivery._failed(self.policy, message, job.handle, verdict)
-        else:  # a BaseException from below the processor (SystemExit in a handler)
+        if isinstance(verdict, BaseException) and not isinstance(
+            verdict, HandlingError | DLQWriteError
+        ):  # a BaseException from below the processor (SystemExit in a handler)
             raise verdict
+        delivery.give_back(self.policy, message, job.handle, verdict, job.count)
 
     def _stop(self, batch: Batch | None, start: int) -> None:
         """Take nothing new; hand back or finish what was received; wait for the rest."""

@@ -15,6 +15,7 @@ import time
 from typing import TYPE_CHECKING, Any, Generic, NoReturn
 
 from missive._typing import M
+from missive.attempts import RetryLater
 from missive.context import Outcome
 from missive.errors import DLQWriteError, HandlingError
 from missive.runtime.backoff import Backoff
@@ -133,11 +134,11 @@ class DeliveryLoop(Generic[M]):
         adapter, transport = self.adapter, self.transport
         cls = adapter.message_cls
         observers = adapter.processor.observers
-        handle, nacked = policy.handle, policy.nacked
-        process = policy.context.process
+        handle, settled = policy.handle, policy.settled
+        process = policy.context._process
         plain_first = policy.first_delivery_is_plain()
         stopping = adapter.stop_event.is_set
-        receive, ack, requeue = transport.receive, transport.ack, transport.requeue
+        receive, ack = transport.receive, transport.ack
         size, timeout, limit = adapter.batch_size, adapter.poll_timeout, transport.ack_limit
         acks: list[Any] = []
         while True:
@@ -167,16 +168,17 @@ class DeliveryLoop(Generic[M]):
                     # Policy.handle's decision for a plain first delivery, inlined: the
                     # hot path (the call would cost more than the rest of this loop).
                     try:
-                        outcome = process(message)
+                        hctx = process(message)
                     except (HandlingError, DLQWriteError) as exc:
                         verdict: Any = exc
                     else:
+                        outcome = hctx.outcome
                         if outcome is _ACKED:
                             verdict = _ACK
                         elif outcome is _DEAD:
                             verdict = _DEAD_LETTERED
-                        else:
-                            verdict = nacked(message)
+                        else:  # NACKED or RETRY
+                            verdict = settled(hctx, count)
                 else:
                     verdict = handle(
                         message,
@@ -201,16 +203,7 @@ class DeliveryLoop(Generic[M]):
                     if acks:  # settle in delivery order: the earlier rows first
                         ack(acks)
                         acks.clear()
-                    if verdict is _REQUEUE or isinstance(verdict, Requeue):
-                        if isinstance(verdict, Requeue):  # the DLQ counted its redeliveries
-                            delay = verdict.delay
-                        else:
-                            delay = policy.nack_delay(count)
-                        requeue(handles[i], delay)
-                        if observers:
-                            observers.requeued(message, delay)
-                    else:
-                        self._failed(policy, message, handles[i], verdict)
+                    self.give_back(policy, message, handles[i], verdict, count)
             if batch.ended:
                 if acks:
                     ack(acks)
@@ -234,20 +227,39 @@ class DeliveryLoop(Generic[M]):
             transport.ack([batch.handles[i]])
             if observers:
                 observers.acked(message)
-        elif verdict is _REQUEUE or isinstance(verdict, Requeue):
+        else:
+            self.give_back(policy, message, batch.handles[i], verdict, count)
+
+    def give_back(
+        self,
+        policy: Policy[M],
+        message: M,
+        handle: Any,
+        verdict: Verdict | Requeue | RetryLater | HandlingError | DLQWriteError,
+        count: int | None,
+    ) -> None:
+        """Settle a row that was not acked: requeue it, hand it to ``retry_later``, or
+        (neither handled nor stored) what :meth:`_failed` says."""
+        observers = self.adapter.processor.observers
+        if verdict is _REQUEUE or isinstance(verdict, Requeue):
+            # A Requeue's delay is the one the DLQ's count or the handler gave.
             delay = verdict.delay if isinstance(verdict, Requeue) else policy.nack_delay(count)
-            transport.requeue(batch.handles[i], delay)
+            self.transport.requeue(handle, delay)
             if observers:
                 observers.requeued(message, delay)
+        elif isinstance(verdict, RetryLater):
+            self.transport.retry_later(handle, message, verdict.delay, verdict.state)
+            if observers:
+                observers.retried(message, verdict.delay)
         else:
-            self._failed(policy, message, batch.handles[i], verdict)
+            self._failed(policy, message, handle, verdict)
 
     def _failed(
         self,
         policy: Policy[M],
         message: M,
         handle: Any,
-        error: Verdict | Requeue | HandlingError | DLQWriteError,
+        error: Verdict | Requeue | RetryLater | HandlingError | DLQWriteError,
     ) -> None:
         """A message neither handled nor stored: requeue it, log it as lost, or stop."""
         assert isinstance(error, HandlingError | DLQWriteError)

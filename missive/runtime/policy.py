@@ -13,8 +13,10 @@ import functools
 import logging
 from typing import Generic
 
+from missive._recovery import given_up
 from missive._typing import M
-from missive.context import Outcome, ProcessingContext
+from missive.attempts import RetryLater
+from missive.context import HandlingContext, Outcome, ProcessingContext
 from missive.dlq.base import DeadLetterStore
 from missive.errors import DLQWriteError, HandlingError, MissiveError
 from missive.message import Message
@@ -24,6 +26,7 @@ __all__ = [
     "MAX_NACK_DELAY",
     "Policy",
     "Requeue",
+    "RetryLater",
     "Verdict",
     "forget_attempts",
     "poison_reason",
@@ -37,6 +40,7 @@ MAX_NACK_DELAY = 30.0
 
 _ACKED = Outcome.ACKED
 _NACKED = Outcome.NACKED
+_RETRY = Outcome.RETRY
 
 
 class Verdict(enum.Enum):
@@ -57,6 +61,10 @@ class Verdict(enum.Enum):
     #: Neither handled nor stored, and the transport cannot redeliver: stop ``run()``
     #: with the error, so that the rest of the input stays unread.
     STOP = "stop"
+    #: It failed and is due a delayed retry: hand it to ``Transport.retry_later``.
+    #: :meth:`Policy.handle` returns it as the :class:`~missive.RetryLater` of the
+    #: handling, which carries the delay and the attempt state.
+    RETRY_LATER = "retry-later"
 
 
 class Requeue:
@@ -145,6 +153,10 @@ class Policy(Generic[M]):
         self._counted = transport.counted
         #: The reason a nacked message is dead-lettered with, without REDELIVERY.
         self.nacked_reason = f"nacked by its handler; {transport.cannot_redeliver}"
+        # What the processing context may decide: delayed retries only where the
+        # transport keeps them (set here, once per run, before any message).
+        context.delays_retries = bool(caps & Capability.DELAYED_RETRY)
+        context.cannot_delay = transport.cannot_delay
         #: What an error from the processor (no DLQ, DLQ write failed) means here.
         self.on_failure = (
             Verdict.RETRY
@@ -156,7 +168,7 @@ class Policy(Generic[M]):
 
     def handle(
         self, message: M, count: int | None, problem: str | None, stable_id: bool
-    ) -> Verdict | Requeue | HandlingError | DLQWriteError:
+    ) -> Verdict | Requeue | RetryLater | HandlingError | DLQWriteError:
         """Process ``message`` (or dead-letter it) and return what to do on the transport.
 
         ``count`` is its delivery count (``None``: redelivered, count unknown),
@@ -164,7 +176,8 @@ class Policy(Generic[M]):
         came from the transport. An error the processor raised is returned, not
         raised: the caller applies :attr:`on_failure`. A nack is :attr:`Verdict.REQUEUE`
         (after :meth:`nack_delay` of ``count``), or a :class:`Requeue` with its delay
-        where the DLQ counted the redeliveries.
+        where the DLQ counted the redeliveries or the handler gave one. A delayed
+        retry is the handling's :class:`~missive.RetryLater` (see :meth:`settled`).
         """
         key: bytes | None = None
         if count != 1 and self.count_in_dlq:
@@ -177,17 +190,24 @@ class Policy(Generic[M]):
                     count = attempts
                     self._counted(message, stable_id, attempts)
         context = self.context
+        outcome: Outcome | None
         try:
             if problem is not None:
                 outcome = context.dead_letter(message, problem)
             elif (limit := self.max_deliveries) is not None and count is not None and count > limit:
                 outcome = context.dead_letter(message, poison_reason(count, limit, message))
             else:
-                outcome = context.process(message)
+                hctx = context._process(message)
+                outcome = hctx.outcome
                 if outcome is _NACKED:
-                    if key is not None and self.redelivers and self.delays:
+                    if hctx.delay is None and key is not None and self.redelivers and self.delays:
                         return Requeue(self.nack_delay(count))  # the counted attempts
-                    return self.nacked(message)
+                    return self.settled(hctx, count)
+                if outcome is _RETRY:
+                    verdict = self.settled(hctx, count)
+                    if key is not None and not isinstance(verdict, HandlingError | DLQWriteError):
+                        self._forget(message, key)  # settled: retried as a new delivery
+                    return verdict
         except (HandlingError, DLQWriteError) as exc:
             return exc
         if key is not None:
@@ -201,7 +221,7 @@ class Policy(Generic[M]):
         problem: str | None,
         stable_id: bool,
         executor: concurrent.futures.Executor | None = None,
-    ) -> Verdict | Requeue | HandlingError | DLQWriteError:
+    ) -> Verdict | Requeue | RetryLater | HandlingError | DLQWriteError:
         """:meth:`handle`, from an event loop: the same decisions, no blocking call on it.
 
         A plain first delivery is processed with :meth:`ProcessingContext.aprocess`;
@@ -213,15 +233,16 @@ class Policy(Generic[M]):
             call = functools.partial(self.handle, message, count, problem, stable_id)
             return await loop.run_in_executor(executor, call)
         try:
-            outcome = await self.context.aprocess(message)
+            hctx = await self.context._aprocess(message)
         except (HandlingError, DLQWriteError) as exc:
             return exc
+        outcome = hctx.outcome
         if outcome is _ACKED:
             return _ACK
-        if outcome is _NACKED:
-            if self.redelivers:
+        if outcome is _NACKED or outcome is _RETRY:
+            if outcome is _NACKED and hctx.delay is None and self.redelivers:
                 return _REQUEUE
-            return await loop.run_in_executor(executor, self.nacked, message)
+            return await loop.run_in_executor(executor, self.settled, hctx, count)
         return _DEAD_LETTERED
 
     def first_delivery_is_plain(self) -> bool:
@@ -232,6 +253,33 @@ class Policy(Generic[M]):
         :meth:`handle` would.
         """
         return self.max_deliveries is None or self.max_deliveries >= 1
+
+    def settled(
+        self, hctx: HandlingContext[M], count: int | None
+    ) -> Verdict | Requeue | RetryLater | HandlingError | DLQWriteError:
+        """What to do for a handling whose outcome is NACKED or RETRY (the loop calls it
+        for a plain first delivery too; it may write to the DLQ).
+
+        A nack with a delay (``ctx.nack(delay=...)``) is a :class:`Requeue` after it,
+        where the transport delays requeues. A delayed retry is the handling's
+        :class:`~missive.RetryLater`, unless the next delivery would pass
+        ``max_deliveries``: then the message is dead-lettered now, with its history,
+        rather than come back only to be quarantined unhandled.
+        """
+        message = hctx.message
+        if hctx.outcome is _NACKED:
+            delay = hctx.delay
+            if delay is not None and self.redelivers and self.delays:
+                return Requeue(delay)
+            return self.nacked(message)
+        retry_later = hctx.retry_later
+        assert retry_later is not None
+        limit = self.max_deliveries
+        if limit is not None and count is not None and count >= limit:
+            note = f"not retried later: delivered {count} times, max_deliveries={limit}"
+            stored, reason = given_up(message, retry_later, note)
+            return self.dead_letter(stored, reason)
+        return retry_later
 
     def nacked(self, message: M) -> Verdict | HandlingError | DLQWriteError:
         """A handler nacked ``message``: REQUEUE, or its dead letter without REDELIVERY."""

@@ -23,6 +23,9 @@ class Capability(enum.Flag):
     COUNT_IN_DLQ = enum.auto()
     #: ``requeue(handle, delay)`` honours a delay.
     DELAYED_REQUEUE = enum.auto()
+    #: ``retry_later(handle, message, delay, state)`` keeps a message for a delayed
+    #: retry outside the consumer and delivers it again, its attempt state written in.
+    DELAYED_RETRY = enum.auto()
     #: Rows received but not started can be given back on a stop (``hand_back``).
     HAND_BACK = enum.auto()
     #: One consumer sees a destination's messages in the order they were sent.
@@ -111,7 +114,7 @@ class Transport(abc.ABC):
     moves bytes and settles handles. Its contract:
 
     * :meth:`connect`, :meth:`receive`, :meth:`ack`, :meth:`ack_out_of_order`,
-      :meth:`requeue`,
+      :meth:`requeue`, :meth:`retry_later`,
       :meth:`hand_back`, :meth:`begin_drain`, :meth:`flush` and :meth:`close` are
       called from the loop's thread only; :meth:`wake` from any thread or a signal
       handler.
@@ -131,6 +134,8 @@ class Transport(abc.ABC):
     capabilities: ClassVar[Capability] = Capability.NONE
     #: Why a nacked message is dead-lettered on a transport without REDELIVERY.
     cannot_redeliver: ClassVar[str] = "this transport cannot redeliver a message"
+    #: Why a failed message due a delayed retry is dead-lettered without DELAYED_RETRY.
+    cannot_delay: ClassVar[str] = "not retried later: this transport cannot delay a retry"
     #: Whether a message neither handled nor stored stops ``run()`` with the error.
     #: Without REDELIVERY the rest stays unread (stdin), rather than the message being
     #: logged as lost; with it, the message is requeued first, rather than retried.
@@ -181,6 +186,22 @@ class Transport(abc.ABC):
 
     def requeue(self, handle: Any, delay: float = 0.0) -> None:  # noqa: B027
         """Give a row back, to be delivered again after ``delay`` seconds where supported."""
+
+    def retry_later(
+        self, handle: Any, message: Message, delay: float, state: dict[str, Any]
+    ) -> None:
+        """Settle a row whose message is to be handled again after ``delay`` seconds
+        (:attr:`Capability.DELAYED_RETRY`); called only where the transport has it.
+
+        The message comes back as a new delivery with the same id, bytes and
+        attributes, plus ``state`` (:mod:`missive.attempts`: ``x-missive-retries``,
+        ``x-missive-first-attempt``, ``x-missive-history``) in its attributes. Its
+        delivery count goes on from the deliveries before (so ``max_deliveries``
+        counts the retries). The wait is kept by the broker, never by the consumer,
+        and must survive a restart. A crash during the call may deliver the message
+        twice, never lose it.
+        """
+        raise NotImplementedError(f"{type(self).__name__} has no Capability.DELAYED_RETRY")
 
     def hand_back(self, batch: Batch, start: int) -> None:  # noqa: B027
         """On a stop, give back the rows ``start:`` of ``batch``, received but not started."""

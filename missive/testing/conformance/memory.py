@@ -5,7 +5,9 @@ without a broker, and it is the smallest complete example of a
 :class:`~missive.runtime.Transport` and a
 :class:`~missive.testing.conformance.Harness` for a third-party adapter's author. The
 broker is a queue with acks, nacks (redelivered at once or after a delay, same id,
-counted), competing consumers and connections that can be dropped::
+counted), delayed retries kept by the broker (``retry_later``: the attempt state
+written into the attributes, the delivery count going on), competing consumers and
+connections that can be dropped::
 
     @pytest.fixture
     def harness():
@@ -49,6 +51,7 @@ class MemoryBroker:
         self._unacked: dict[bytes, tuple[bytes, int]] = {}  # id -> (body, connection)
         self._deliveries: dict[bytes, int] = {}  # id -> times delivered, until acked
         self._delayed: list[tuple[float, bytes, bytes]] = []  # (when due, id, body)
+        self._states: dict[bytes, dict[str, Any]] = {}  # id -> attempt state, until acked
         self._condition = threading.Condition()
         self._ids = itertools.count(1)
         self._connections = itertools.count(1)
@@ -65,8 +68,11 @@ class MemoryBroker:
             self._alive.add(connection)
             return connection
 
-    def get(self, connection: int, timeout: float) -> tuple[bytes, bytes, int] | None:
-        """The next message ``(id, body, times delivered)``, or ``None`` after ``timeout``."""
+    def get(
+        self, connection: int, timeout: float
+    ) -> tuple[bytes, bytes, int, dict[str, Any]] | None:
+        """The next message ``(id, body, times delivered, attempt state)``, or ``None``
+        after ``timeout``."""
         with self._condition:
             self._check(connection)
             self._release_due()
@@ -81,15 +87,26 @@ class MemoryBroker:
             message_id, body = self._ready.popleft()
             self._unacked[message_id] = (body, connection)
             count = self._deliveries[message_id] = self._deliveries.get(message_id, 0) + 1
-            return message_id, body, count
+            return message_id, body, count, self._states.get(message_id, {})
 
-    def settle(self, connection: int, message_id: bytes, ack: bool, delay: float = 0.0) -> None:
-        """Ack a message, or requeue it (after ``delay`` seconds)."""
+    def settle(
+        self,
+        connection: int,
+        message_id: bytes,
+        ack: bool,
+        delay: float = 0.0,
+        state: dict[str, Any] | None = None,
+    ) -> None:
+        """Ack a message, or requeue it (after ``delay`` seconds, with the attempt
+        ``state`` its next deliveries carry, if given)."""
         with self._condition:
             self._check(connection)
             body, _ = self._unacked.pop(message_id)
+            if state is not None:
+                self._states[message_id] = dict(state)
             if ack:
                 del self._deliveries[message_id]
+                self._states.pop(message_id, None)
             elif delay > 0:
                 self._delayed.append((time.monotonic() + delay, message_id, body))
             else:
@@ -139,6 +156,7 @@ class MemoryTransport(Transport):
         Capability.REDELIVERY
         | Capability.DELIVERY_COUNTS
         | Capability.DELAYED_REQUEUE
+        | Capability.DELAYED_RETRY
         | Capability.HAND_BACK
         | Capability.PERSISTENCE
         | Capability.CONSUMER_GROUPS
@@ -161,8 +179,8 @@ class MemoryTransport(Transport):
         connection = self._live()
         delivery = self.broker.get(connection, timeout)
         while delivery is not None:
-            message_id, body, count = delivery
-            batch.add(body, message_id, {"queue": "memory"}, message_id, count)
+            message_id, body, count, state = delivery
+            batch.add(body, message_id, {"queue": "memory", **state}, message_id, count)
             if len(batch) >= max_messages:
                 break
             delivery = self.broker.get(connection, 0.0)
@@ -179,6 +197,12 @@ class MemoryTransport(Transport):
 
     def requeue(self, handle: Any, delay: float = 0.0) -> None:
         self.broker.settle(self._live(), handle, ack=False, delay=delay)
+
+    def retry_later(
+        self, handle: Any, message: missive.Message, delay: float, state: dict[str, Any]
+    ) -> None:
+        # Kept by the broker, not this connection: a drop does not bring it back early.
+        self.broker.settle(self._live(), handle, ack=False, delay=delay, state=state)
 
     def hand_back(self, batch: Batch, start: int) -> None:
         # Each goes back to the front of the queue: the last first keeps their order.
