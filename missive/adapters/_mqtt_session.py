@@ -119,19 +119,29 @@ def subscriptions(adapter: MQTTAdapter[Any], v5: bool) -> list[tuple[str, Any]]:
 
 
 def row_maker(adapter: MQTTAdapter[Any]) -> Callable[[MQTTMessage], tuple[Any, ...]]:
-    """The function that turns a PUBLISH into the arguments of ``Batch.add``.
+    """The function that turns a PUBLISH into the arguments of ``Batch.add``, for one
+    connection.
 
-    The publisher's id, if any, is the ``id_property`` user property; a redelivery
-    (DUP) has no count; the handle is the packet id (none for QoS 0: nothing to ack).
+    The publisher's id, if any, is the ``id_property`` user property; the handle is
+    the packet id (none for QoS 0: nothing to ack). A redelivery (DUP) has no count,
+    but only among the first ``receive_maximum`` messages of the connection: the
+    broker resends first what was in flight on the previous one, which is never more
+    than that window, and Mosquitto also marks DUP whatever else a resumed session
+    held, never sent. Those are first deliveries (count 1), so that they do not each
+    run alone and get counted in the DLQ as suspects of a crash.
     """
     v5, id_property, client_id = adapter.protocol == "5", adapter.id_property, adapter.client_id
+    resent = adapter.receive_maximum if v5 else 65535  # 3.1.1: the broker's own window
+    seen = 0
 
     def row(message: MQTTMessage) -> tuple[Any, ...]:
+        nonlocal seen
+        seen += 1
         properties = message.properties if v5 else None
         pairs: list[tuple[str, str]] = getattr(properties, "UserProperty", None) or []
         headers = dict(pairs)
         publisher_id = headers.get(id_property) if id_property else None
-        count = None if message.dup else 1
+        count = None if message.dup and seen <= resent else 1
         payload = message.payload
         attributes = {
             "topic": message.topic,

@@ -73,7 +73,6 @@ class MQTTTransport(Transport):
         self._closing = False
         self._woken = False
         self._unflushed = False  # PUBACKs were sent since the last round trip
-        self._row = row_maker(adapter)
 
     # -- connecting -------------------------------------------------------------------
 
@@ -83,7 +82,7 @@ class MQTTTransport(Transport):
         self._lost, self._closing, self._unflushed = None, False, False
         state: dict[str, Any] = {}
         client = new_client(adapter)
-        row = self._row
+        row = row_maker(adapter)
 
         def on_message(client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
             # A row at once: paho's message dies young, which spares the collector.

@@ -179,3 +179,23 @@ def test_mosquitto_drops_what_a_shared_subscription_gets_before_its_worker_recon
     # without a group the session's subscription is restored and the message kept)
     if recorder.count():
         pytest.fail("this Mosquitto keeps it now: update docs/mqtt.md (broker restarts)")
+
+
+
+def test_after_a_restart_only_the_first_window_of_dup_messages_counts_as_redelivered(
+    broker: Mosquitto,
+) -> None:
+    # Given a running worker with a window of 5, slow, and 50 messages for it
+    recorder = Recorder(lambda message: time.sleep(0.02))
+    with running(adapter(broker, recorder.processor, receive_maximum=5)):
+        broker.publish("orders/1", [b"kept-%d" % i for i in range(50)])
+        # When the broker restarts while it holds most of them (Mosquitto then sets
+        # DUP on every message the session holds, sent or not)
+        broker.restart()
+        wait_until(lambda: len(set(recorder.bodies)) >= 50, "the kept messages are handled")
+    # Then only a window's worth could have been in flight before the restart: those
+    # after them are first deliveries, whatever their DUP flag says
+    dup = [m.attributes["dup"] for m in recorder.messages]
+    counts = [m.attributes["delivery_count"] for m in recorder.messages]
+    assert sum(dup) > 5, "Mosquitto no longer marks what it never sent"
+    assert counts.count(None) <= 5
