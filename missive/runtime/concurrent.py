@@ -165,10 +165,10 @@ class ConcurrentConsumer(Generic[M]):
         before anything else starts, so that the next crash cannot bring it back.
         Returns the row a stop came before, or ``None``.
         """
-        counts = batch.counts
+        counts, suspect = batch.counts, batch.suspect
         start = 0
         for i in range(len(counts)):
-            if counts[i] != 1:
+            if counts[i] != 1 and suspect(i):
                 self._hand_out(batch, start, i)
                 stopped_at = self._run_alone(batch, i)
                 if stopped_at is not None:
@@ -219,6 +219,8 @@ class ConcurrentConsumer(Generic[M]):
                 problem = raised(what, exc)
                 key = NO_KEY
         job = Job(message, body, row_id, attributes, count, batch.handles[i], problem, key)
+        if count != 1:
+            job.suspect = batch.suspect(i)
         self.window.append(job)
         return job
 
@@ -271,7 +273,7 @@ class ConcurrentConsumer(Generic[M]):
         if verdict is _ACK or verdict is _DEAD_LETTERED:
             job.state = ACK
             self._fresh.append(job)
-            if job.count != 1:  # a redelivery: settle it now (see DeliveryLoop._consume)
+            if job.suspect:  # a redelivery: settle it now (see DeliveryLoop._consume)
                 self._flush = True
             return
         job.state = DONE

@@ -188,7 +188,7 @@ class DeliveryLoop(Generic[M]):
                     )
                 if verdict is _ACK or verdict is _DEAD_LETTERED:
                     acks.append(handles[i])
-                    if count != 1:
+                    if count != 1 and batch.suspect(i):
                         # A redelivery may be the neighbour of a message that crashed the
                         # worker: settle it now, so the next crash does not bring it back.
                         ack(acks)

@@ -61,7 +61,16 @@ class Batch:
     list is made per message.
     """
 
-    __slots__ = ("attributes", "bodies", "counts", "ended", "handles", "ids", "problems")
+    __slots__ = (
+        "attributes",
+        "bodies",
+        "counts",
+        "ended",
+        "handles",
+        "ids",
+        "problems",
+        "retried",
+    )
 
     def __init__(self) -> None:
         self.bodies: list[bytes] = []
@@ -70,6 +79,10 @@ class Batch:
         self.counts: list[int | None] = []
         self.handles: list[Any] = []
         self.problems: dict[int, str] | None = None
+        #: Rows that came back by a delayed retry, not by a redelivery: their count is
+        #: above 1, but their last delivery ended cleanly, so they are no suspects of
+        #: a crash (they need not run alone nor be acked at once).
+        self.retried: set[int] | None = None
         self.ended = False
 
     def clear(self) -> None:
@@ -80,6 +93,7 @@ class Batch:
         self.counts.clear()
         self.handles.clear()
         self.problems = None
+        self.retried = None
         self.ended = False
 
     def add(
@@ -90,8 +104,14 @@ class Batch:
         handle: Any = None,
         count: int | None = 1,
         problem: str | None = None,
+        retried: bool = False,
     ) -> None:
-        """Append one row; ``problem`` dead-letters it unhandled with that reason."""
+        """Append one row; ``problem`` dead-letters it unhandled with that reason;
+        ``retried``: it came back by a delayed retry (see :attr:`retried`)."""
+        if retried:
+            if self.retried is None:
+                self.retried = set()
+            self.retried.add(len(self.bodies))
         if problem is not None:
             if self.problems is None:
                 self.problems = {}
@@ -104,6 +124,11 @@ class Batch:
 
     def __len__(self) -> int:
         return len(self.bodies)
+
+    def suspect(self, i: int) -> bool:
+        """Whether row ``i`` came back after a delivery that may have crashed the worker:
+        a redelivery, not a first delivery nor a delayed retry."""
+        return self.counts[i] != 1 and (self.retried is None or i not in self.retried)
 
 
 class Transport(abc.ABC):

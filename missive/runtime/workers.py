@@ -46,6 +46,7 @@ class Job(Generic[M]):
         "problem",
         "row_id",
         "state",
+        "suspect",
         "verdict",
     )
 
@@ -70,6 +71,8 @@ class Job(Generic[M]):
         self.key = key
         self.state = QUEUED
         self.verdict: Any = None
+        #: A redelivery after a delivery that may have crashed the worker (see Batch).
+        self.suspect = False
 
 
 class KeyedQueue:

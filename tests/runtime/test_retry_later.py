@@ -269,3 +269,31 @@ def test_wsgi_answers_a_nack_with_a_delay_with_it_rounded_up() -> None:
     assert response.status == 503
     assert response.headers["Retry-After"] == "1"
     assert response.json["status"] == "nacked"
+
+
+def test_retried_messages_run_side_by_side_unlike_redeliveries(harness: MemoryHarness) -> None:
+    # Given four workers and a handler that fails each message once, then takes a while
+    lock, running_now, most = threading.Lock(), [0], [0]
+
+    def slow_second_time(message: missive.Message, ctx: Ctx) -> None:
+        if message.attributes.get(RETRIES) is None:
+            raise ConnectionError("database down")
+        with lock:
+            running_now[0] += 1
+            most[0] = max(most[0], running_now[0])
+        threading.Event().wait(0.05)
+        with lock:
+            running_now[0] -= 1
+        ctx.ack()
+
+    retry = missive.Retry(delayed=1, initial_delay=0.01)
+    processor, dlq, events = processor_for(slow_second_time, retry)
+    assert events.counts == []
+    harness.publish(b"%d" % i for i in range(8))
+    # When every message comes back by a delayed retry (count 2: not a first delivery)
+    with running(harness.adapter(missive.RawMessage, processor, concurrency=4)):
+        wait_until(lambda: harness.remaining() == 0, "all retried and acked")
+    # Then they ran together: their last delivery ended cleanly, no crash to isolate
+    assert sorted(events.counts) == [1] * 8 + [2] * 8
+    assert most[0] > 1
+    assert dlq == {}

@@ -52,6 +52,7 @@ class MemoryBroker:
         self._deliveries: dict[bytes, int] = {}  # id -> times delivered, until acked
         self._delayed: list[tuple[float, bytes, bytes]] = []  # (when due, id, body)
         self._states: dict[bytes, dict[str, Any]] = {}  # id -> attempt state, until acked
+        self._retried: set[bytes] = set()  # ids whose last delivery ended in a delayed retry
         self._condition = threading.Condition()
         self._ids = itertools.count(1)
         self._connections = itertools.count(1)
@@ -70,9 +71,9 @@ class MemoryBroker:
 
     def get(
         self, connection: int, timeout: float
-    ) -> tuple[bytes, bytes, int, dict[str, Any]] | None:
-        """The next message ``(id, body, times delivered, attempt state)``, or ``None``
-        after ``timeout``."""
+    ) -> tuple[bytes, bytes, int, dict[str, Any], bool] | None:
+        """The next message ``(id, body, times delivered, attempt state, whether it
+        comes back from a delayed retry)``, or ``None`` after ``timeout``."""
         with self._condition:
             self._check(connection)
             self._release_due()
@@ -87,7 +88,9 @@ class MemoryBroker:
             message_id, body = self._ready.popleft()
             self._unacked[message_id] = (body, connection)
             count = self._deliveries[message_id] = self._deliveries.get(message_id, 0) + 1
-            return message_id, body, count, self._states.get(message_id, {})
+            retried = message_id in self._retried
+            self._retried.discard(message_id)
+            return message_id, body, count, self._states.get(message_id, {}), retried
 
     def settle(
         self,
@@ -107,7 +110,10 @@ class MemoryBroker:
             if ack:
                 del self._deliveries[message_id]
                 self._states.pop(message_id, None)
-            elif delay > 0:
+                return
+            if state is not None:  # a delayed retry, as against a nack
+                self._retried.add(message_id)
+            if delay > 0:
                 self._delayed.append((time.monotonic() + delay, message_id, body))
             else:
                 self._ready.appendleft((message_id, body))
@@ -179,8 +185,9 @@ class MemoryTransport(Transport):
         connection = self._live()
         delivery = self.broker.get(connection, timeout)
         while delivery is not None:
-            message_id, body, count, state = delivery
-            batch.add(body, message_id, {"queue": "memory", **state}, message_id, count)
+            message_id, body, count, state, retried = delivery
+            attributes = {"queue": "memory", **state}
+            batch.add(body, message_id, attributes, message_id, count, retried=retried)
             if len(batch) >= max_messages:
                 break
             delivery = self.broker.get(connection, 0.0)
