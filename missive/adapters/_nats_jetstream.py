@@ -32,10 +32,9 @@ class NATSJetStreamAdapter(Adapter[M]):
       created: a missing stream stops :meth:`run` with the error.
     * **Batches.** One pull request at a time, for up to ``batch_size`` messages
       (twice ``concurrency`` with more in flight); each message is queued as it arrives.
-    * **Ack.** An acked or dead-lettered message is acked (``+ACK``) after its handling,
-      the acks of a batch sent together with the next pull request. A dead letter is
-      acked, not terminated (``+TERM``): the loop asks for an ack, Missive's DLQ holds
-      the message, and both end its deliveries alike.
+    * **Ack.** A handled message is acked (``+ACK``) after its handling, a dead-lettered
+      one terminated (``+TERM``) once the DLQ holds it; those of a batch are sent
+      together with the next pull request.
     * **Nack.** ``-NAK`` with a delay: ``retry_delay`` doubled for each earlier
       delivery, up to 30 s. JetStream redelivers it then, to this worker or another.
     * **Poison messages.** The delivery count is JetStream's (``num_delivered``): a

@@ -49,6 +49,7 @@ _CAPABILITIES |= Capability.CONSUMER_GROUPS | Capability.PATTERNS
 #: The shortest life of a pull request on the server, in seconds.
 MIN_EXPIRES = 0.05
 _ACK = b"+ACK"
+_TERM = b"+TERM"
 
 
 class _PullEnded:
@@ -81,6 +82,7 @@ class JetStreamTransport(NATSTransportBase):
         # Reply subjects of rows settled, acks not sent yet: kept across reconnections,
         # since a JetStream ack subject is valid on any connection.
         self._owed: list[str] = []
+        self._dead: set[str] = set()  # owed +TERM rather than +ACK: dead-lettered
         self._lost = False
         # Reply subject -> when it last told the server it is in progress (event loop only).
         self._unsettled: dict[str, float] = {}
@@ -138,8 +140,13 @@ class JetStreamTransport(NATSTransportBase):
         assert nc is not None
         publish, unsettled = nc.publish, self._unsettled
         try:
+            dead = self._dead
             for reply in owed:
-                await publish(reply, _ACK)
+                if dead and reply in dead:
+                    await publish(reply, _TERM)  # stored in the DLQ: no more deliveries
+                    dead.discard(reply)
+                else:
+                    await publish(reply, _ACK)
                 unsettled.pop(reply, None)
         except BaseException:
             self._owed[:0] = owed  # sent again by the next connection
@@ -181,6 +188,10 @@ class JetStreamTransport(NATSTransportBase):
     def ack(self, handles: list[Any]) -> None:
         """Owe ``+ACK`` for these: sent with the next pull, by flush() or close()."""
         self._owed.extend(handles)
+
+    def dead_lettered(self, handle: Any) -> None:
+        """Owe ``+TERM`` rather than ``+ACK`` for this one, when its ack comes."""
+        self._dead.add(handle)
 
     def ack_out_of_order(self, handles: list[Any]) -> bool:
         """JetStream acks each message by its own subject: owe them as any other."""

@@ -271,6 +271,8 @@ class ConcurrentConsumer(Generic[M]):
         verdict, message = job.verdict, job.message
         delivery = self.delivery
         if verdict is _ACK or verdict is _DEAD_LETTERED:
+            if verdict is _DEAD_LETTERED:
+                self.transport.dead_lettered(job.handle)
             job.state = ACK
             self._fresh.append(job)
             if job.suspect:  # a redelivery: settle it now (see DeliveryLoop._consume)

@@ -187,6 +187,8 @@ class DeliveryLoop(Generic[M]):
                         message_id is not None,
                     )
                 if verdict is _ACK or verdict is _DEAD_LETTERED:
+                    if verdict is _DEAD_LETTERED:
+                        transport.dead_lettered(handles[i])
                     acks.append(handles[i])
                     if count != 1 and batch.suspect(i):
                         # A redelivery may be the neighbour of a message that crashed the
@@ -224,6 +226,8 @@ class DeliveryLoop(Generic[M]):
             message, count, problems.get(i) if problems else None, message_id is not None
         )
         if verdict is _ACK or verdict is _DEAD_LETTERED:
+            if verdict is _DEAD_LETTERED:
+                transport.dead_lettered(batch.handles[i])
             transport.ack([batch.handles[i]])
             if observers:
                 observers.acked(message)
@@ -377,6 +381,7 @@ class DeliveryLoop(Generic[M]):
             observers.message_received(message, batch.counts[i])
         verdict = policy.dead_letter(message, reason)
         if verdict is _DEAD_LETTERED:
+            self.transport.dead_lettered(batch.handles[i])
             self.transport.ack([batch.handles[i]])
             if observers:
                 observers.acked(message)

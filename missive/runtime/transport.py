@@ -228,6 +228,10 @@ class Transport(abc.ABC):
         """
         raise NotImplementedError(f"{type(self).__name__} has no Capability.DELAYED_RETRY")
 
+    def dead_lettered(self, handle: Any) -> None:  # noqa: B027
+        """The row ``handle`` was stored in the DLQ: the :meth:`ack` that follows may
+        settle it as such (JetStream's ``+TERM``). Called only on that rare path."""
+
     def hand_back(self, batch: Batch, start: int) -> None:  # noqa: B027
         """On a stop, give back the rows ``start:`` of ``batch``, received but not started."""
 

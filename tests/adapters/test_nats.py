@@ -7,6 +7,7 @@ test_nats_restart.py.
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import socket
@@ -163,6 +164,41 @@ def test_the_delivery_count_dead_letters_a_poison_message_after_max_deliveries(
     [(message, reason)] = dlq.values()
     assert message.attributes["delivery_count"] == 4
     assert "delivered 4 times, more than max_deliveries=3" in reason
+
+
+def test_a_dead_lettered_message_is_terminated_and_a_handled_one_acked(
+    harness: NATSJetStreamHarness,
+) -> None:
+    # Given a handler that dead-letters one message and acks the other, and a listener
+    # on JetStream's advisories of terminated messages for this consumer
+    def judge(message: missive.RawMessage, ctx: missive.HandlingContext[Any]) -> None:
+        if message.raw_data == b"bad":
+            raise ValueError("cannot handle it")
+        ctx.ack()
+
+    processor, dlq = dlq_processor(judge)
+    advisories: list[bytes] = []
+    subject = f"$JS.EVENT.ADVISORY.CONSUMER.MSG_TERMINATED.{harness.stream}.{harness.durable}"
+
+    async def listen() -> Any:
+        async def record(msg: Any) -> None:
+            advisories.append(msg.data)
+
+        return await harness.client.nc.subscribe(subject, cb=record)
+
+    subscription = harness.client.run(listen())
+    try:
+        harness.publish([b"bad", b"good"])
+        # When both are consumed
+        with running(harness.adapter(missive.RawMessage, processor)):
+            wait_until(lambda: harness.remaining() == 0, "both are settled")
+            wait_until(lambda: advisories, "a termination advisory")
+    finally:
+        harness.client.run(subscription.unsubscribe())
+    # Then the dead letter ended with +TERM (one advisory, its sequence), the other +ACK
+    [(message, _)] = dlq.values()
+    [advisory] = advisories
+    assert json.loads(advisory)["stream_seq"] == message.attributes["sequence"]
 
 
 def test_a_nack_is_redelivered_after_the_retry_delay_growing_per_delivery(
