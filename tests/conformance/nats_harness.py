@@ -7,23 +7,28 @@ proxy of its own, so that ``kill_connections`` can drop exactly their connection
 come back after 50 ms, abandoned ones after ``ack_wait`` (2 s), reconnections within
 half a second.
 
-There is no non-Python publisher: Debian has no package of the ``nats`` CLI
-(``apt-cache policy natscli`` finds none), so EXTERNAL_PUBLISHER is not declared.
+The non-Python publisher is the official Node.js client (``tests/node``, installed by
+``npm ci --prefix tests/node``, which CI runs): the ``nats`` CLI is neither in Debian
+nor installable from the registries this machine reaches.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import socket
+import subprocess
 import threading
 import time
 import uuid
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import nats
 import nats.js.errors
+import pytest
 from nats.js import api
 
 import missive
@@ -32,6 +37,7 @@ from missive.adapters._nats_common import round_trip
 from missive.adapters.nats import NATSAdapter, NATSJetStreamAdapter
 from missive.testing.conformance.harness import (
     CONSUMER_GROUPS,
+    EXTERNAL_PUBLISHER,
     KILL_CONNECTION,
     PATTERNS,
     PERSISTENCE,
@@ -42,6 +48,28 @@ URL = os.environ.get("NATS_URL", "nats://127.0.0.1:4222")
 HOST, PORT = "127.0.0.1", 4222
 #: The ack_wait of the consumers the JetStream harness's adapters create, in seconds.
 ACK_WAIT = 2.0
+NODE_PUBLISHER = Path(__file__).parent.parent / "node" / "nats_publish.mjs"
+
+
+def node_publish(subject: str, body: bytes, jetstream: bool) -> None:
+    """Publish ``body`` on ``subject`` with the Node.js client (``tests/node``)."""
+    modules = NODE_PUBLISHER.parent / "node_modules" / "nats"
+    if shutil.which("node") is None or not modules.is_dir():
+        problem = (
+            "the Node.js NATS publisher is not installed: apt-get install nodejs npm, "
+            "then npm ci --prefix tests/node"
+        )
+        if os.environ.get("CI") == "true":
+            pytest.fail(problem)
+        pytest.skip(problem)
+    mode = ["--jetstream"] if jetstream else []
+    subprocess.run(
+        ["node", str(NODE_PUBLISHER), URL, subject, *mode],
+        input=body,
+        check=True,
+        timeout=30,
+        capture_output=True,
+    )
 
 
 class Proxy:
@@ -160,7 +188,7 @@ class NATSCoreHarness(_NATSHarness):
     """Core NATS on the subject ``missive.test.<suffix>``, in a queue group: nothing persists."""
 
     name = "nats-core"
-    capabilities = frozenset({CONSUMER_GROUPS, PATTERNS, KILL_CONNECTION})
+    capabilities = frozenset({CONSUMER_GROUPS, PATTERNS, KILL_CONNECTION, EXTERNAL_PUBLISHER})
 
     def __init__(self) -> None:
         super().__init__()
@@ -178,6 +206,9 @@ class NATSCoreHarness(_NATSHarness):
     def publish(self, bodies: Iterable[bytes]) -> None:
         self.client.publish(self.subject, bodies)
 
+    def publish_external(self, body: bytes) -> None:
+        node_publish(self.subject, body, jetstream=False)
+
     def remaining(self) -> int:
         return 0  # core NATS holds nothing
 
@@ -191,7 +222,7 @@ class NATSJetStreamHarness(_NATSHarness):
 
     name = "nats-jetstream"
     capabilities = frozenset(
-        {REDELIVERY, PERSISTENCE, CONSUMER_GROUPS, PATTERNS, KILL_CONNECTION}
+        {REDELIVERY, PERSISTENCE, CONSUMER_GROUPS, PATTERNS, KILL_CONNECTION, EXTERNAL_PUBLISHER}
     )
 
     def __init__(self, retention: api.RetentionPolicy = api.RetentionPolicy.WORK_QUEUE) -> None:
@@ -229,6 +260,10 @@ class NATSJetStreamHarness(_NATSHarness):
                 return
             time.sleep(0.01)
         raise AssertionError("the stream did not store every message published")
+
+    def publish_external(self, body: bytes) -> None:
+        node_publish(self.subject, body, jetstream=True)
+        self.published += 1
 
     def publish_one(
         self, body: bytes, headers: dict[str, str] | None = None, subject: str | None = None
