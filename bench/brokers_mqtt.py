@@ -37,13 +37,10 @@ import asyncio
 import contextlib
 import getpass
 import importlib
-import json
 import logging
 import shutil
 import socket
-import statistics
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -53,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from _compare import Clock, Result, Runs, interleave, payloads, table
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -62,48 +60,6 @@ from missive.adapters.mqtt import MQTTAdapter
 
 WINDOW = 100  # receive_maximum, for every consumer
 EXPIRY = 300  # seconds a bench session outlives its connection, should cleanup not run
-
-Result = tuple[float, int, float]  # (seconds, messages handled, CPU seconds of this process)
-
-
-def payloads(count: int) -> list[bytes]:
-    """``count`` JSON documents of about 100 bytes (never decoded here)."""
-    return [
-        json.dumps(
-            {
-                "label": "sign-in",
-                "user": f"user-{i:08d}",
-                "amount": i % 97,
-                "ok": True,
-                "note": "x" * 24,
-            }
-        ).encode()
-        for i in range(count)
-    ]
-
-
-class _Clock:
-    """Wall and CPU time from the first message handled to the last."""
-
-    def __init__(self, count: int) -> None:
-        self.count = count
-        self.handled = 0
-        self.start = self.cpu = self.elapsed = self.cpu_elapsed = 0.0
-
-    def tick(self) -> bool:
-        """Count one message handled; true for the last one."""
-        self.handled += 1
-        if self.handled == 1:
-            self.start, self.cpu = time.perf_counter(), time.process_time()
-        elif self.handled == self.count:
-            self.elapsed = time.perf_counter() - self.start
-            self.cpu_elapsed = time.process_time() - self.cpu
-            return True
-        return False
-
-    def result(self) -> Result:
-        return self.elapsed, self.handled, self.cpu_elapsed
-
 
 # -- The broker and a backlog per run ------------------------------------------------------
 
@@ -219,7 +175,7 @@ def on_fresh_backlog(contender: Contender, host: str, port: int, count: int) -> 
 def raw_paho(host: str, port: int, client_id: str, topic: str, count: int) -> Result:
     """Raw paho-mqtt: manual acks, ``client.ack(mid, qos)`` each, ``loop_forever()``."""
     client = _client(client_id, manual_ack=True)
-    clock = _Clock(count)
+    clock = Clock(count)
 
     def on_message(client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         client.ack(message.mid, message.qos)
@@ -235,7 +191,7 @@ def raw_paho(host: str, port: int, client_id: str, topic: str, count: int) -> Re
 def missive_adapter(host: str, port: int, client_id: str, topic: str, count: int) -> Result:
     """MQTTAdapter on the same session, stopped by the handler of the last message."""
     processor: missive.Processor[missive.RawMessage] = missive.Processor()
-    clock = _Clock(count)
+    clock = Clock(count)
     adapter = MQTTAdapter(
         missive.RawMessage,
         processor,
@@ -271,7 +227,7 @@ def faststream(host: str, port: int, client_id: str, topic: str, count: int) -> 
             logger=None,
         )
         done = asyncio.Event()
-        clock = _Clock(count)
+        clock = Clock(count)
 
         @broker.subscriber(topic, qos=QoS.AT_LEAST_ONCE)
         async def handle(message: MQTTMessage) -> None:
@@ -302,44 +258,17 @@ def contenders() -> tuple[dict[str, Contender], str | None]:
 # -- Running and reporting ----------------------------------------------------------------
 
 
-def run(host: str, port: int, count: int, repeat: int) -> dict[str, list[tuple[float, float]]]:
+def run(host: str, port: int, count: int, repeat: int) -> Runs:
     """(seconds, CPU seconds) per run of each contender, interleaved."""
     runners, _ = contenders()
-    runs: dict[str, list[tuple[float, float]]] = {name: [] for name in runners}
-    names = list(runners)
-    for repetition in range(repeat):
-        # Each repetition starts with the next contender, so that none always runs
-        # right after the same one (a heavy run disturbs the next on a shared VM).
-        shift = repetition % len(names)
-        for name in names[shift:] + names[:shift]:
-            seconds, handled, cpu = on_fresh_backlog(runners[name], host, port, count)
-            if handled != count:
-                print(f"  {name}: handled {handled} of {count}", file=sys.stderr)
-            runs[name].append((seconds, cpu))
-    return runs
-
-
-def table(title: str, count: int, runs: dict[str, list[tuple[float, float]]]) -> str:
-    """A Markdown table of medians: wall time, msg/s, CPU time, and their ratios to raw."""
-
-    def median(name: str, index: int) -> float:
-        return statistics.median(r[index] for r in runs[name])
-
-    baseline = next(iter(runs))
-    raw, raw_cpu = median(baseline, 0), median(baseline, 1)
-    lines = [
-        f"{title} ({count:,} messages, median of {len(runs[baseline])})",
-        "",
-        "| contender | wall s | msg/s | ratio to raw | CPU s | CPU ratio to raw |",
-        "|---|---:|---:|---:|---:|---:|",
-    ]
-    for name in runs:
-        wall, cpu = median(name, 0), median(name, 1)
-        lines.append(
-            f"| {name} | {wall:.3f} | {count / wall:,.0f} | {raw / wall:.2f} "
-            f"| {cpu:.3f} | {raw_cpu / cpu:.2f} |"
-        )
-    return "\n".join(lines)
+    return interleave(
+        {
+            name: (lambda c=c: on_fresh_backlog(c, host, port, count))
+            for name, c in runners.items()
+        },
+        count,
+        repeat,
+    )
 
 
 def main() -> None:

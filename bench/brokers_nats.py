@@ -28,65 +28,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import os
-import statistics
-import sys
 import time
 import uuid
 from collections.abc import Callable
 from typing import Any
 
 import nats
+from _compare import Clock, Result, Runs, interleave, payloads, table
 
 import missive
 from missive.adapters.nats import NATSJetStreamAdapter
 
 URL = os.environ.get("NATS_URL", "nats://127.0.0.1:4222")
 BATCH = 100
-
-Result = tuple[float, int, float]  # (seconds, messages handled, CPU seconds of this process)
-
-
-def payloads(count: int) -> list[bytes]:
-    """``count`` JSON documents of about 100 bytes (never decoded here)."""
-    return [
-        json.dumps(
-            {
-                "label": "sign-in",
-                "user": f"user-{i:08d}",
-                "amount": i % 97,
-                "ok": True,
-                "note": "x" * 24,
-            }
-        ).encode()
-        for i in range(count)
-    ]
-
-
-class _Clock:
-    """Wall and CPU time from the first message handled to the last."""
-
-    def __init__(self, count: int) -> None:
-        self.count = count
-        self.handled = 0
-        self.start = self.cpu = self.elapsed = self.cpu_elapsed = 0.0
-
-    def tick(self) -> bool:
-        """Count one message handled; true for the last one."""
-        self.handled += 1
-        if self.handled == 1:
-            self.start, self.cpu = time.perf_counter(), time.process_time()
-        elif self.handled == self.count:
-            self.elapsed = time.perf_counter() - self.start
-            self.cpu_elapsed = time.process_time() - self.cpu
-            return True
-        return False
-
-    def result(self) -> Result:
-        return self.elapsed, self.handled, self.cpu_elapsed
-
 
 # -- A fresh stream per run ---------------------------------------------------------------
 
@@ -136,7 +92,7 @@ def raw_nats(stream: str, count: int) -> Result:
         nc = await nats.connect(URL)
         try:
             sub = await nc.jetstream().pull_subscribe(stream, durable="raw", stream=stream)
-            clock = _Clock(count)
+            clock = Clock(count)
             while clock.handled < count:
                 for msg in await sub.fetch(BATCH, timeout=5):
                     clock.tick()
@@ -152,7 +108,7 @@ def raw_nats(stream: str, count: int) -> Result:
 def missive_adapter(stream: str, count: int) -> Result:
     """NATSJetStreamAdapter, batch_size=100, stopped by the handler of the last message."""
     processor: missive.Processor[missive.RawMessage] = missive.Processor()
-    clock = _Clock(count)
+    clock = Clock(count)
     adapter = NATSJetStreamAdapter(
         missive.RawMessage, processor, stream, durable="missive", url=URL, batch_size=BATCH
     )
@@ -174,7 +130,7 @@ def faststream(stream: str, count: int) -> Result:
     async def main() -> Result:
         broker = NatsBroker(URL, logger=None)
         done = asyncio.Event()
-        clock = _Clock(count)
+        clock = Clock(count)
 
         @broker.subscriber(
             stream,
@@ -206,43 +162,13 @@ CONTENDERS: dict[str, Callable[[str, int], Result]] = {
 # -- Running and reporting ----------------------------------------------------------------
 
 
-def run(count: int, repeat: int) -> dict[str, list[tuple[float, float]]]:
+def run(count: int, repeat: int) -> Runs:
     """(seconds, CPU seconds) per run of each contender, interleaved."""
-    runs: dict[str, list[tuple[float, float]]] = {name: [] for name in CONTENDERS}
-    names = list(CONTENDERS)
-    for repetition in range(repeat):
-        # Each repetition starts with the next contender, so that none always runs
-        # right after the same one (a heavy run disturbs the next on a shared VM).
-        shift = repetition % len(names)
-        for name in names[shift:] + names[:shift]:
-            seconds, handled, cpu = on_fresh_stream(CONTENDERS[name], count)
-            if handled != count:
-                print(f"  {name}: handled {handled} of {count}", file=sys.stderr)
-            runs[name].append((seconds, cpu))
-    return runs
-
-
-def table(title: str, count: int, runs: dict[str, list[tuple[float, float]]]) -> str:
-    """A Markdown table of medians: wall time, msg/s, CPU time, and their ratios to raw."""
-
-    def median(name: str, index: int) -> float:
-        return statistics.median(r[index] for r in runs[name])
-
-    baseline = next(iter(runs))
-    raw, raw_cpu = median(baseline, 0), median(baseline, 1)
-    lines = [
-        f"{title} ({count:,} messages, median of {len(runs[baseline])})",
-        "",
-        "| contender | wall s | msg/s | ratio to raw | CPU s | CPU ratio to raw |",
-        "|---|---:|---:|---:|---:|---:|",
-    ]
-    for name in runs:
-        wall, cpu = median(name, 0), median(name, 1)
-        lines.append(
-            f"| {name} | {wall:.3f} | {count / wall:,.0f} | {raw / wall:.2f} "
-            f"| {cpu:.3f} | {raw_cpu / cpu:.2f} |"
-        )
-    return "\n".join(lines)
+    return interleave(
+        {name: (lambda c=c: on_fresh_stream(c, count)) for name, c in CONTENDERS.items()},
+        count,
+        repeat,
+    )
 
 
 def main() -> None:

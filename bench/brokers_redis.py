@@ -31,7 +31,6 @@ import asyncio
 import json
 import logging
 import os
-import statistics
 import subprocess
 import sys
 import threading
@@ -41,6 +40,7 @@ from collections.abc import Callable
 from typing import Any
 
 import redis
+from _compare import Clock, Result, Runs, interleave, payloads, table
 
 import missive
 from missive.adapters.redis import RedisPubSubAdapter, RedisStreamsAdapter
@@ -48,25 +48,6 @@ from missive.adapters.redis import RedisPubSubAdapter, RedisStreamsAdapter
 URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 BATCH = 100
 STALL = 10.0  # seconds without a message after which a Pub/Sub run counts the rest lost
-
-Result = tuple[float, int, float]  # (seconds, messages handled, CPU seconds of this process)
-
-
-def payloads(count: int) -> list[bytes]:
-    """``count`` JSON documents of about 100 bytes."""
-    return [
-        json.dumps(
-            {
-                "label": "sign-in",
-                "user": f"user-{i:08d}",
-                "amount": i % 97,
-                "ok": True,
-                "note": "x" * 24,
-            }
-        ).encode()
-        for i in range(count)
-    ]
-
 
 def _key() -> str:
     return f"missive-bench-{uuid.uuid4().hex[:10]}"
@@ -87,35 +68,12 @@ def _fill_stream(client: redis.Redis, count: int, field: str) -> tuple[str, str]
     return stream, group
 
 
-class _Clock:
-    """Wall and CPU time from the first message handled to the last (Streams runs)."""
-
-    def __init__(self, count: int) -> None:
-        self.count = count
-        self.handled = 0
-        self.start = self.cpu = self.elapsed = self.cpu_elapsed = 0.0
-
-    def tick(self) -> bool:
-        """Count one message handled; true for the last one."""
-        self.handled += 1
-        if self.handled == 1:
-            self.start, self.cpu = time.perf_counter(), time.process_time()
-        elif self.handled == self.count:
-            self.elapsed = time.perf_counter() - self.start
-            self.cpu_elapsed = time.process_time() - self.cpu
-            return True
-        return False
-
-    def result(self) -> Result:
-        return self.elapsed, self.handled, self.cpu_elapsed
-
-
 def streams_raw(client: redis.Redis, count: int) -> Result:
     """Raw redis-py: XREADGROUP COUNT 100, json.loads each, one XACK per batch."""
     stream, group = _fill_stream(client, count, "data")
     try:
         consumer = redis.Redis.from_url(URL)
-        clock = _Clock(count)
+        clock = Clock(count)
         while clock.handled < count:
             read: Any = consumer.xreadgroup(group, "raw", {stream: ">"}, count=BATCH, block=1000)
             if not read:
@@ -132,7 +90,7 @@ def streams_raw(client: redis.Redis, count: int) -> Result:
         client.delete(stream)
 
 
-def _json_processor(clock: _Clock, done: Callable[[], None]) -> missive.Processor[Any]:
+def _json_processor(clock: Clock, done: Callable[[], None]) -> missive.Processor[Any]:
     processor: missive.Processor[missive.JSONMessage] = missive.Processor()
 
     @processor.handle_for(lambda m: True)
@@ -150,7 +108,7 @@ def streams_missive(client: redis.Redis, count: int) -> Result:
     stream, group = _fill_stream(client, count, "data")
     try:
         adapter: list[RedisStreamsAdapter[Any]] = []
-        clock = _Clock(count)
+        clock = Clock(count)
         processor = _json_processor(clock, lambda: adapter[0].stop())
         adapter.append(
             RedisStreamsAdapter(
@@ -178,7 +136,7 @@ def streams_faststream(client: redis.Redis, count: int) -> Result:
     async def main() -> Result:
         broker = RedisBroker(URL, logger=None)  # type: ignore[arg-type]
         done = asyncio.Event()
-        clock = _Clock(count)
+        clock = Clock(count)
 
         @broker.subscriber(stream=StreamSub(stream, group=group, consumer="fs", max_records=BATCH))
         async def handle(body: dict[str, Any]) -> None:
@@ -290,7 +248,7 @@ def pubsub_missive(count: int) -> Result:
         end[:] = [time.perf_counter(), time.process_time()]
         adapter[0].stop()
 
-    clock = _Clock(count)
+    clock = Clock(count)
     processor = _json_processor(clock, last)
     adapter.append(RedisPubSubAdapter(missive.JSONMessage, processor, channel, url=URL))
     publisher = _Publisher(channel, count)
@@ -353,30 +311,11 @@ def pubsub_faststream(count: int) -> Result:
 # -- Running and reporting ----------------------------------------------------------------
 
 
-def _interleave(
-    contenders: dict[str, Callable[[], Result]],
-    count: int,
-    repeat: int,
-) -> dict[str, list[tuple[float, float]]]:
-    runs: dict[str, list[tuple[float, float]]] = {name: [] for name in contenders}
-    names = list(contenders)
-    for repetition in range(repeat):
-        # Each repetition starts with the next contender, so that none always runs
-        # right after the same one (a heavy run disturbs the next on a shared VM).
-        shift = repetition % len(names)
-        for name in names[shift:] + names[:shift]:
-            seconds, handled, cpu = contenders[name]()
-            if handled != count:
-                print(f"  {name}: handled {handled} of {count}", file=sys.stderr)
-            runs[name].append((seconds, cpu))
-    return runs
-
-
-def run_streams(count: int = 20_000, repeat: int = 5) -> dict[str, list[tuple[float, float]]]:
+def run_streams(count: int = 20_000, repeat: int = 5) -> Runs:
     """(seconds, CPU seconds) per run of each Streams contender: raw, missive, faststream."""
     client = redis.Redis.from_url(URL)
     try:
-        return _interleave(
+        return interleave(
             {
                 "raw redis-py": lambda: streams_raw(client, count),
                 "missive": lambda: streams_missive(client, count),
@@ -389,9 +328,9 @@ def run_streams(count: int = 20_000, repeat: int = 5) -> dict[str, list[tuple[fl
         client.close()
 
 
-def run_pubsub(count: int = 20_000, repeat: int = 5) -> dict[str, list[tuple[float, float]]]:
+def run_pubsub(count: int = 20_000, repeat: int = 5) -> Runs:
     """(seconds, CPU seconds) per run of each Pub/Sub contender: raw, missive, faststream."""
-    return _interleave(
+    return interleave(
         {
             "raw redis-py": lambda: pubsub_raw(count),
             "missive": lambda: pubsub_missive(count),
@@ -405,34 +344,6 @@ def run_pubsub(count: int = 20_000, repeat: int = 5) -> dict[str, list[tuple[flo
 def burst(count: int = 200_000) -> Result:
     """One Pub/Sub burst of ``count`` messages into the Missive adapter: (seconds, received)."""
     return pubsub_missive(count)
-
-
-def table(title: str, count: int, runs: dict[str, list[tuple[float, float]]]) -> str:
-    """A Markdown table: median wall time, msg/s and ratio to raw, then the same for CPU.
-
-    A ratio is raw's median / the contender's (1.0: as fast as raw). CPU time is this
-    process's, the consumer's (all its threads): less disturbed than wall time by
-    other work on the machine.
-    """
-
-    def median(name: str, index: int) -> float:
-        return statistics.median(run[index] for run in runs[name])
-
-    raw, raw_cpu = median("raw redis-py", 0), median("raw redis-py", 1)
-    repeat = len(runs["raw redis-py"])
-    lines = [
-        f"{title} ({count:,} messages, median of {repeat})",
-        "",
-        "| contender | wall s | msg/s | ratio to raw | CPU s | CPU ratio to raw |",
-        "|---|---:|---:|---:|---:|---:|",
-    ]
-    for name in runs:
-        wall, cpu = median(name, 0), median(name, 1)
-        lines.append(
-            f"| {name} | {wall:.3f} | {count / wall:,.0f} | {raw / wall:.2f} "
-            f"| {cpu:.3f} | {raw_cpu / cpu:.2f} |"
-        )
-    return "\n".join(lines)
 
 
 def main() -> None:
