@@ -44,11 +44,18 @@ except ImportError as _exc:  # pragma: no cover - depends on what is installed
 pytest.register_assert_rewrite(
     *(
         f"{__name__}.{name}"
-        for name in ("adapter_suite", "dlq_suite", "events_suite", "memory", "support")
+        for name in (
+            "adapter_suite",
+            "dlq_suite",
+            "events_suite",
+            "memory",
+            "retries_suite",
+            "support",
+        )
     )
 )
 
-from missive.testing.conformance.adapter_suite import AdapterSuite, needs  # noqa: E402
+from missive.testing.conformance.adapter_suite import AdapterSuite  # noqa: E402
 from missive.testing.conformance.dlq_suite import (  # noqa: E402
     Features,
     MappingSuite,
@@ -59,6 +66,7 @@ from missive.testing.conformance.dlq_suite import (  # noqa: E402
 from missive.testing.conformance.events_suite import EventsSuite  # noqa: E402
 from missive.testing.conformance.harness import (  # noqa: E402
     CONSUMER_GROUPS,
+    DELAYED_RETRY,
     EXTERNAL_PUBLISHER,
     KILL_CONNECTION,
     PATTERNS,
@@ -66,6 +74,7 @@ from missive.testing.conformance.harness import (  # noqa: E402
     REDELIVERY,
     Harness,
     WithOptions,
+    needs,
 )
 from missive.testing.conformance.memory import (  # noqa: E402
     MemoryAdapter,
@@ -73,6 +82,7 @@ from missive.testing.conformance.memory import (  # noqa: E402
     MemoryHarness,
     MemoryTransport,
 )
+from missive.testing.conformance.retries_suite import DelayedRetrySuite  # noqa: E402
 from missive.testing.conformance.support import (  # noqa: E402
     TIMEOUT,
     Recorder,
@@ -85,6 +95,7 @@ from missive.testing.conformance.support import (  # noqa: E402
 
 __all__ = [
     "CONSUMER_GROUPS",
+    "DELAYED_RETRY",
     "EXTERNAL_PUBLISHER",
     "KILL_CONNECTION",
     "PATTERNS",
@@ -92,6 +103,7 @@ __all__ = [
     "REDELIVERY",
     "TIMEOUT",
     "AdapterSuite",
+    "DelayedRetrySuite",
     "EventsSuite",
     "Features",
     "Harness",

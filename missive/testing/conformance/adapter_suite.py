@@ -12,7 +12,8 @@ afterwards)::
 
 Each test publishes only once the adapter is consuming, unless it is about
 persistence, so that transports without it (Redis Pub/Sub) run it too. The harness's
-capability flags decide which tests apply; the others are skipped, saying why.
+capability flags decide which tests apply; the others are skipped, saying why. The
+delayed-retry tests live in ``retries_suite.py``.
 """
 
 from __future__ import annotations
@@ -34,17 +35,12 @@ from missive.testing.conformance.harness import (
     PRODUCT_FLAGS,
     REDELIVERY,
     Harness,
+    needs,
 )
+from missive.testing.conformance.retries_suite import DelayedRetrySuite
 from missive.testing.conformance.support import TIMEOUT, Recorder, running, wait_until
 
 DLQ = dict[bytes, tuple[missive.Message, str]]
-
-
-def needs(harness: Harness, *capabilities: str) -> None:
-    """Skip the calling test unless ``harness`` has every one of ``capabilities``."""
-    missing = sorted(set(capabilities) - harness.capabilities)
-    if missing:
-        pytest.skip(f"{harness.name} lacks {', '.join(missing)}")
 
 
 def invalid_json_processor() -> missive.Processor[missive.JSONMessage]:
@@ -92,8 +88,11 @@ def publish_until_handled(harness: Harness, recorder: Recorder, prefix: bytes) -
         time.sleep(0.1)
 
 
-class AdapterSuite:
-    """The adapter conformance tests; subclass it where a ``harness`` fixture exists."""
+class AdapterSuite(DelayedRetrySuite):
+    """The adapter conformance tests; subclass it where a ``harness`` fixture exists.
+
+    It holds :class:`~missive.testing.conformance.retries_suite.DelayedRetrySuite`'s
+    tests too, run where the harness declares DELAYED_RETRY."""
 
     # -- what the transport says of itself -----------------------------------------------
 

@@ -28,8 +28,14 @@ import missive
 from missive.dlq.sqlite import SQLiteDLQ
 from missive.events import Observer
 from missive.runtime import Capability
-from missive.testing.conformance.adapter_suite import needs, publish_until_handled
-from missive.testing.conformance.harness import KILL_CONNECTION, PERSISTENCE, REDELIVERY, Harness
+from missive.testing.conformance.adapter_suite import publish_until_handled
+from missive.testing.conformance.harness import (
+    KILL_CONNECTION,
+    PERSISTENCE,
+    REDELIVERY,
+    Harness,
+    needs,
+)
 from missive.testing.conformance.support import (
     Recorder,
     RecordingObserver,

@@ -35,6 +35,9 @@ small example; Missive's ``tests/conformance/redis_harness.py`` has two real one
 * ``kill_connections()`` returns once the server has dropped the connections; the
   adapter must notice, reconnect and go on. Without PERSISTENCE the suite publishes
   probes until one is handled before it counts on delivery again.
+* With DELAYED_RETRY, a message retried after a delay under 0.3 s must come back
+  within about 3 s (a broker may keep it for a delay level of its own: RabbitMQ's
+  shortest is 1 s), and ``remaining()`` counts the messages waiting for a retry.
 * PATTERNS is not used by the suite: it is for transport-specific tests.
 """
 
@@ -42,6 +45,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from typing import Any, Protocol
+
+import pytest
 
 import missive
 from missive.runtime.transport import Capability
@@ -53,9 +58,11 @@ REDELIVERY = Capability.REDELIVERY.name.lower()  # a nacked or abandoned message
 PERSISTENCE = Capability.PERSISTENCE.name.lower()  # messages published before a consumer kept
 CONSUMER_GROUPS = Capability.CONSUMER_GROUPS.name.lower()  # consumers share a queue, no dups
 PATTERNS = Capability.PATTERNS.name.lower()  # subscribe by pattern (Redis Pub/Sub psubscribe)
+DELAYED_RETRY = Capability.DELAYED_RETRY.name.lower()  # a failed message comes back later
 #: The product flags a harness declares by name (the others are the suite's own).
 PRODUCT_FLAGS = {
-    name: Capability[name.upper()] for name in (REDELIVERY, PERSISTENCE, CONSUMER_GROUPS, PATTERNS)
+    name: Capability[name.upper()]
+    for name in (REDELIVERY, PERSISTENCE, CONSUMER_GROUPS, PATTERNS, DELAYED_RETRY)
 }
 #: The suite's own flags: what the test setup can do, not the transport.
 KILL_CONNECTION = "kill_connection"  # the server can drop our connection on demand
@@ -113,3 +120,10 @@ class WithOptions:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.harness, name)
+
+
+def needs(harness: Harness, *capabilities: str) -> None:
+    """Skip the calling test unless ``harness`` has every one of ``capabilities``."""
+    missing = sorted(set(capabilities) - harness.capabilities)
+    if missing:
+        pytest.skip(f"{harness.name} lacks {', '.join(missing)}")

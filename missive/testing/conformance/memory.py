@@ -33,6 +33,7 @@ from missive.adapters.base import Adapter
 from missive.runtime import Batch, Capability, Fault, Transport
 from missive.testing.conformance.harness import (
     CONSUMER_GROUPS,
+    DELAYED_RETRY,
     KILL_CONNECTION,
     PERSISTENCE,
     REDELIVERY,
@@ -262,7 +263,9 @@ class MemoryHarness:
     """The conformance ``Harness`` for :class:`MemoryAdapter`: a fresh broker per test."""
 
     name = "memory"
-    capabilities = frozenset({REDELIVERY, PERSISTENCE, CONSUMER_GROUPS, KILL_CONNECTION})
+    capabilities = frozenset(
+        {REDELIVERY, PERSISTENCE, CONSUMER_GROUPS, KILL_CONNECTION, DELAYED_RETRY}
+    )
 
     def __init__(self) -> None:
         self.broker = MemoryBroker()
