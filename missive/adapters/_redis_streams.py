@@ -47,6 +47,12 @@ class RedisStreamsAdapter(RedisAdapterBase[M]):
       another) once it has been idle ``claim_idle_ms`` (XAUTOCLAIM). The same goes
       for entries that a consumer which died, or lost its connection, had read but
       not acked.
+    * **Delayed retries** (a processor or handler :class:`~missive.Retry` policy with
+      ``delayed``): the entry is XACKed and a copy kept in the sorted set
+      ``<stream>:missive-delayed:<group>``, in one Lua script; once due, a worker of
+      the group adds it back to the stream (a new entry id; the message keeps its id,
+      bytes, fields and delivery count, plus the attempt state in its attributes).
+      Nothing waits in the worker's memory.
     * **Poison messages**: an entry delivered more than ``max_deliveries`` times is
       dead-lettered without being handled, with a reason saying so.
     * **Errors**: when an entry cannot be handled and cannot be dead-lettered either

@@ -1,4 +1,5 @@
-"""The Redis Streams transport: XREADGROUP, XAUTOCLAIM and XACK on one connection.
+"""The Redis Streams transport: XREADGROUP, XAUTOCLAIM, XACK and delayed retries on one
+connection.
 
 Private: :class:`~missive.adapters.redis.RedisStreamsAdapter` makes one per run.
 """
@@ -13,7 +14,9 @@ from typing import TYPE_CHECKING, Any
 import redis
 
 from missive.adapters._redis_common import RedisTransportBase, make_client, redact, unblock_soon
+from missive.adapters._redis_delays import MOVE_LIMIT, DelayedSet, read_copy
 from missive.adapters._redis_groups import Entry, StreamGroup
+from missive.message import Message
 from missive.runtime.transport import Batch, Capability, Fault
 
 if TYPE_CHECKING:
@@ -25,6 +28,11 @@ logger = logging.getLogger("missive.adapters.redis")
 
 _CAPABILITIES = Capability.REDELIVERY | Capability.DELIVERY_COUNTS | Capability.HAND_BACK
 _CAPABILITIES |= Capability.PERSISTENCE | Capability.CONSUMER_GROUPS | Capability.ORDERED
+_CAPABILITIES |= Capability.DELAYED_RETRY
+#: The shortest and longest waits, in seconds, between two looks for due copies (the
+#: workers that schedule copies look again when theirs are due; the longest wait is
+#: for the copies of a worker that died).
+MOVE_EVERY, MOVE_IDLE = 0.1, 1.0
 
 
 class StreamsTransport(RedisTransportBase):
@@ -55,6 +63,12 @@ class StreamsTransport(RedisTransportBase):
         self._connections = 0  # made by this connect's client
         self._next_claim = 0.0
         self._cursor: Any = "0-0"
+        self.delayed = DelayedSet(self.stream, self.group, adapter._field)
+        self._group = self.group.encode("utf-8")
+        self._next_move = 0.0
+        # Delayed copies in hand: entry id -> deliveries before the copy's, so that a
+        # hand-back sets the entry's own delivery count back, not the message's.
+        self._bases: dict[Any, int] = {}
 
     def where(self) -> str:
         """The stream, group and URL (without its password)."""
@@ -64,7 +78,8 @@ class StreamsTransport(RedisTransportBase):
         """Connect, make the group if it is missing, and note the connection's id."""
         adapter = self.adapter
         self._lost, self._next_claim, self._cursor = False, 0.0, "0-0"
-        self._connections = 0
+        self._connections, self._next_move = 0, 0.0
+        self._bases.clear()
         client = make_client(
             adapter.url,
             adapter.client_name,
@@ -72,6 +87,7 @@ class StreamsTransport(RedisTransportBase):
             socket_timeout=adapter.poll_timeout + 30,
         )
         self._client = client
+        self.delayed.bind(client)
         if self.groups.create(client) and adapter._had_group:
             self.groups.gone("when reconnecting")
             self._owed.clear()  # its pending list went with it, so the acks owed are moot
@@ -90,7 +106,8 @@ class StreamsTransport(RedisTransportBase):
         self._connections += 1
 
     def receive(self, max_messages: int, timeout: float) -> Batch:
-        """Claim one idle pending entry when due, else send the owed acks and read."""
+        """Move due delayed copies back to the stream when it is time to look; claim
+        one idle pending entry when due, else send the owed acks and read."""
         batch = self._batch
         batch.clear()
         client = self._client
@@ -98,6 +115,8 @@ class StreamsTransport(RedisTransportBase):
         if self._connections > 1:  # redis-py replaced a connection Redis dropped
             raise redis.ConnectionError("Redis closed the connection while it was idle")
         now = time.monotonic()
+        if now >= self._next_move:
+            self._move(now)
         entries: list[Entry] = []
         counts: list[int] | None = None
         if now >= self._next_claim:
@@ -106,7 +125,8 @@ class StreamsTransport(RedisTransportBase):
             if self._cursor in (b"0-0", "0-0"):  # went round the whole pending list
                 self._next_claim = now + self._claim_every
         if not entries:
-            block = max(1, round(min(timeout, self._next_claim - now) * 1000))
+            wait = min(timeout, self._next_claim - now, self._next_move - now)
+            block = max(1, round(wait * 1000))
             pipe = client.pipeline(transaction=False)
             owed = self._owed
             if owed:
@@ -142,29 +162,85 @@ class StreamsTransport(RedisTransportBase):
                 self._add_unusual(entry_id, fields, count)
         return batch
 
+    def _move(self, now: float) -> None:
+        """Move the due delayed copies back to the stream; note when to look again."""
+        moved, wait = self.delayed.move()
+        if moved >= MOVE_LIMIT:  # more may be due: look again at the next receive
+            self._next_move = now
+        else:
+            self._next_move = now + (MOVE_IDLE if wait is None else min(MOVE_IDLE, wait))
+            self._next_move = max(self._next_move, now + MOVE_EVERY)
+        if moved:
+            logger.debug("moved %d due retries back to stream %r", moved, self.stream)
+
     def _add_unusual(self, entry_id: bytes, fields: dict[bytes, bytes], count: int) -> None:
-        # A redelivery, an entry with other fields, or one without the message field.
+        # A redelivery, an entry with other fields, or one without the message field;
+        # a delayed copy, or another group's (acked unhandled: it is not for us).
         adapter = self.adapter
+        message_id, retried = entry_id, False
+        state: dict[str, Any] | None = None
+        if fields.get(b"x-missive-group", self._group) != self._group:
+            self._owed.append(entry_id)
+            return
+        copy = read_copy(fields)
+        if copy is not None:
+            # Delivered once before as this entry: a retry. More often: a redelivery.
+            retried = count == 1
+            self._bases[entry_id] = copy.deliveries
+            message_id, fields, state = copy.message_id, copy.fields, copy.state
+            count += copy.deliveries
         attributes = dict(adapter._attributes, delivery_count=count)
         field = adapter._field
         others = {k.decode("utf-8", "replace"): v for k, v in fields.items() if k != field}
         if others:
             attributes["fields"] = others
+        if state:
+            attributes.update(state)
         data = fields.get(field)
         if data is not None:
-            self._batch.add(data, entry_id, attributes, entry_id, count)
+            self._batch.add(data, message_id, attributes, entry_id, count, retried=retried)
         else:
             problem = f"stream entry has no {adapter.field!r} field to read the message from"
-            self._batch.add(b"", entry_id, attributes, entry_id, count, problem)
+            self._batch.add(b"", message_id, attributes, entry_id, count, problem, retried)
 
     def ack(self, handles: list[Any]) -> None:
         """Owe XACKs for ``handles``: sent with the next read, by flush() or close()."""
         self._owed.extend(handles)
+        if self._bases:
+            self._forget(handles)
 
     def ack_out_of_order(self, handles: list[Any]) -> bool:
         """XACK is by entry id: owe them as any other ack."""
-        self._owed.extend(handles)
+        self.ack(handles)
         return True
+
+    def retry_later(
+        self, handle: Any, message: Message, delay: float, state: dict[str, Any]
+    ) -> None:
+        """XACK the entry and keep a copy in the delayed set, in one script: added back
+        to the stream once due, with ``state``, the message's id and its delivery count."""
+        assert self._client is not None
+        count = message.attributes.get("delivery_count")
+        deliveries = count if isinstance(count, int) and count > 0 else 1
+        message_id = message.message_id or handle
+        if self._bases:
+            self._forget([handle])
+        body = message.raw_data
+        if not self.delayed.schedule(handle, message_id, body, delay, deliveries, state):
+            logger.info(
+                "entry %r of stream %r was acked already (claimed and settled by another "
+                "consumer): not retried later",
+                handle,
+                self.stream,
+            )
+            return
+        due = time.monotonic() + max(delay, MOVE_EVERY)
+        self._next_move = min(self._next_move, due)
+
+    def _forget(self, handles: list[Any]) -> None:
+        bases = self._bases
+        for handle in handles:
+            bases.pop(handle, None)
 
     def requeue(self, handle: Any, delay: float = 0.0) -> None:
         """Nothing to do: the entry stays pending and is claimed after claim_idle_ms."""
@@ -178,7 +254,14 @@ class StreamsTransport(RedisTransportBase):
     def hand_back(self, batch: Batch, start: int) -> None:
         """Make the unstarted entries claimable at once, their delivery count unchanged."""
         assert self._client is not None
-        self.groups.hand_back(self._client, batch.handles[start:], batch.counts[start:])
+        handles, counts = batch.handles[start:], batch.counts[start:]
+        if self._bases:  # a delayed copy's own count, not the message's
+            bases = self._bases
+            counts = [
+                None if c is None else c - bases.pop(h, 0)
+                for h, c in zip(handles, counts, strict=True)
+            ]
+        self.groups.hand_back(self._client, handles, counts)
 
     def wake(self, from_signal: bool) -> None:
         """Unblock a waiting read (best effort: else it ends after ``block_ms``)."""

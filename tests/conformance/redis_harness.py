@@ -19,9 +19,11 @@ import pytest
 import redis
 
 import missive
+from missive.adapters._redis_delays import delayed_key
 from missive.adapters.redis import RedisPubSubAdapter, RedisStreamsAdapter
 from missive.testing.conformance.harness import (
     CONSUMER_GROUPS,
+    DELAYED_RETRY,
     EXTERNAL_PUBLISHER,
     KILL_CONNECTION,
     PATTERNS,
@@ -112,17 +114,27 @@ class RedisPubSubHarness(_RedisHarness):
 
 
 class RedisStreamsHarness(_RedisHarness):
-    """A stream ``missive-test-<suffix>`` read in the group ``group-<suffix>``."""
+    """A stream ``missive-test-<suffix>`` read in the group ``group-<suffix>``, and the
+    group's sorted set of delayed retries."""
 
     name = "redis-streams"
     capabilities = frozenset(
-        {REDELIVERY, PERSISTENCE, CONSUMER_GROUPS, KILL_CONNECTION, EXTERNAL_PUBLISHER}
+        {
+            REDELIVERY,
+            PERSISTENCE,
+            CONSUMER_GROUPS,
+            KILL_CONNECTION,
+            EXTERNAL_PUBLISHER,
+            DELAYED_RETRY,
+        }
     )
 
     def __init__(self) -> None:
         super().__init__()
         self.stream = f"missive-test-{self.suffix}"
         self.group = f"group-{self.suffix}"
+        #: The sorted set of the group's delayed retries.
+        self.delayed = delayed_key(self.stream, self.group)
 
     def adapter(
         self, message_cls: type[missive.Message], processor: missive.Processor[Any], **options: Any
@@ -147,17 +159,19 @@ class RedisStreamsHarness(_RedisHarness):
         redis_cli("XADD", self.stream, "*", "data", stdin=body)
 
     def remaining(self) -> int:
-        """Entries the group has not acked: pending, plus not yet delivered (lag)."""
+        """Entries the group has not acked (pending, plus not yet delivered: lag), and
+        the retries waiting in the delayed set."""
+        waiting = int(self.client.zcard(self.delayed))
         if not self.client.exists(self.stream):
-            return 0
+            return waiting
         for group in self.client.xinfo_groups(self.stream):
             if group["name"] == self.group.encode():
-                return int(group["pending"]) + int(group["lag"] or 0)
-        return int(self.client.xlen(self.stream))
+                return int(group["pending"]) + int(group["lag"] or 0) + waiting
+        return int(self.client.xlen(self.stream)) + waiting
 
     def pending(self) -> list[dict[str, Any]]:
         """The group's pending entries (id, consumer, idle time, delivery count)."""
         return list(self.client.xpending_range(self.stream, self.group, "-", "+", 10_000))
 
     def close(self) -> None:
-        self._close(self.stream)
+        self._close(self.stream, self.delayed)
