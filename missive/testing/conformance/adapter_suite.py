@@ -109,7 +109,10 @@ class AdapterSuite(DelayedRetrySuite):
         actual = {
             name for name, flag in PRODUCT_FLAGS.items() if flag in type(transport).capabilities
         }
-        assert declared == actual, f"{type(transport).__name__}.capabilities"
+        assert declared == actual, (
+            f"{type(transport).__name__}.capabilities has {sorted(actual)}, the harness "
+            f"declares {sorted(declared)}: the harness's capabilities must match"
+        )
 
     # -- delivery ---------------------------------------------------------------------
 
