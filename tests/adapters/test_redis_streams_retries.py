@@ -347,3 +347,19 @@ def test_pub_sub_keeps_no_delayed_retry_and_dead_letters_saying_so() -> None:
         assert handler.acked == []
     finally:
         pubsub.close()
+
+
+def test_a_member_that_is_not_a_copy_is_dead_lettered_not_left_in_the_set(
+    harness: RedisStreamsHarness,
+) -> None:
+    # Given a member written by hand that is not a copy, due now
+    harness.client.zadd(harness.delayed, {"not json": 0})
+    processor, dlq, _ = processor_for(lambda message, ctx: ctx.ack())
+    # When a worker runs
+    with running(harness.adapter(missive.RawMessage, processor)):
+        wait_until(lambda: dlq, "the member is dead-lettered")
+        wait_until(lambda: harness.remaining() == 0, "the stream and the set hold nothing")
+    # Then it went to the DLQ, kept whole, as an entry without the message field
+    [(message, reason)] = dlq.values()
+    assert "no 'data' field" in reason
+    assert message.attributes["fields"]["x-missive-unreadable"] == b"not json"
