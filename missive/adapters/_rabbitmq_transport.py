@@ -20,6 +20,8 @@ from pika.spec import Basic, BasicProperties
 
 from missive.adapters._rabbitmq_acks import Acks
 from missive.adapters._rabbitmq_causes import consume_refused, describe, login_refused
+from missive.adapters._rabbitmq_delays import Delays
+from missive.attempts import RETRIES
 from missive.message import Message
 from missive.runtime.transport import Batch, Capability, Fault, Transport
 
@@ -47,15 +49,19 @@ class _RabbitMQTransport(Transport):
 
     capabilities: ClassVar[Capability] = (
         Capability.REDELIVERY | Capability.COUNT_IN_DLQ | Capability.DELAYED_REQUEUE
-        | Capability.HAND_BACK | Capability.ORDERED | Capability.PERSISTENCE
-        | Capability.CONSUMER_GROUPS
+        | Capability.DELAYED_RETRY | Capability.HAND_BACK | Capability.ORDERED
+        | Capability.PERSISTENCE | Capability.CONSUMER_GROUPS
     )
     broker_name: ClassVar[str] = "RabbitMQ"
     loss_note: ClassVar[str] = "; unacked messages go back to their queue"
     first_reconnect_delay: ClassVar[float] = 0.5
 
     def __init__(
-        self, parameters: pika.URLParameters, queues: Sequence[str], prefetch: int
+        self,
+        parameters: pika.URLParameters,
+        queues: Sequence[str],
+        prefetch: int,
+        longest_delay: Callable[[], float | None] = lambda: None,
     ) -> None:
         self._parameters = parameters
         self._queues = tuple(queues)
@@ -67,6 +73,8 @@ class _RabbitMQTransport(Transport):
         self._channel: BlockingChannel | None = None
         self._acks: Acks | None = None
         self._consumers: list[str] = []
+        # The delay queues, declared when ``longest_delay()`` says a policy retries later.
+        self._delays = Delays(self._queues, longest_delay)
         self._woken = False  # a stop woke us: never wait again
 
     def connect(self) -> None:
@@ -84,6 +92,7 @@ class _RabbitMQTransport(Transport):
         channel.basic_qos(prefetch_count=self._prefetch)
         channel.add_on_cancel_callback(_on_cancelled_by_broker)
         self._acks = Acks(channel)
+        self._delays.open(connection)
         self._consumers = [
             channel.basic_consume(queue, self._on_message_callback(queue)) for queue in self._queues
         ]
@@ -97,6 +106,8 @@ class _RabbitMQTransport(Transport):
         batch = self._batch
         add_body, add_id, add_count = batch.bodies.append, batch.ids.append, batch.counts.append
         add_attributes, add_handle = batch.attributes.append, batch.handles.append
+        delays = self._delays
+        keep = delays.keep if delays.on else None
 
         def on_message(
             channel: BlockingChannel,
@@ -107,13 +118,21 @@ class _RabbitMQTransport(Transport):
             # No settling here: a reject or an ack is sent at once, and pika reads while
             # it sends, so what it frees could join this dispatch, forever.
             headers = properties.headers
+            tag: int = method.delivery_tag  # type: ignore[assignment]  # set on a delivery
+            if keep is not None:  # for a delayed retry's copy
+                keep(tag, properties)
+            publisher_id = properties.message_id
             redelivered = method.redelivered
             count: int | None = None if redelivered else 1
             if headers:
+                if RETRIES in headers:  # a copy back from a delay queue
+                    row_id = publisher_id.encode() if publisher_id else None
+                    attributes, count, retried = delays.returned(queue, method, properties, headers)
+                    batch.add(body, row_id, attributes, tag, count, retried=retried)
+                    return
                 previous = headers.get("x-delivery-count")
                 if isinstance(previous, int):  # quorum queues count earlier deliveries
                     count = previous + 1
-            publisher_id = properties.message_id
             add_body(body)
             add_id(publisher_id.encode() if publisher_id else None)
             add_attributes(
@@ -131,7 +150,7 @@ class _RabbitMQTransport(Transport):
                 }
             )
             add_count(count)
-            add_handle(method.delivery_tag)
+            add_handle(tag)
 
         return on_message
 
@@ -149,15 +168,30 @@ class _RabbitMQTransport(Transport):
     def ack(self, handles: list[Any]) -> None:
         assert self._acks is not None
         self._acks.send(handles)
+        if self._delays.on:
+            self._delays.settled_through(handles[-1])
 
     def ack_out_of_order(self, handles: list[Any]) -> bool:
         assert self._acks is not None
         self._acks.send_each(handles)
+        if self._delays.on:
+            self._delays.settled(handles)
         return True
 
     def requeue(self, handle: Any, delay: float = 0.0) -> None:
         assert self._acks is not None
         self._acks.requeue(handle, delay)
+        if self._delays.on:
+            self._delays.settled([handle])
+
+    def retry_later(
+        self, handle: Any, message: Message, delay: float, state: dict[str, Any]
+    ) -> None:
+        # The copy first, confirmed, then the ack: a crash between them duplicates it.
+        assert self._acks is not None
+        assert self._connection is not None
+        self._delays.retry(self._connection, handle, message, delay, state)
+        self._acks.send_each([handle])
 
     def hand_back(self, batch: Batch, start: int) -> None:
         # Cancelled first, so that the rows rejected below are not delivered back to us.
@@ -170,6 +204,8 @@ class _RabbitMQTransport(Transport):
         connection.process_data_events(time_limit=0)
         for tag in batch.handles[start:]:  # the rows not started, and any it just added
             channel.basic_reject(tag, requeue=True)
+        if self._delays.on:
+            self._delays.settled(batch.handles[start:])
 
     def wake(self, from_signal: bool) -> None:
         if from_signal:
@@ -189,6 +225,7 @@ class _RabbitMQTransport(Transport):
             connection, self._connection = self._connection, None
         channel, self._channel = self._channel, None
         acks, self._acks = self._acks, None
+        self._delays.forget()  # the copies' channel closes with the connection
         if connection is None:
             return
         if acks is not None and acks.owed:
@@ -213,6 +250,8 @@ class _RabbitMQTransport(Transport):
             channel.basic_cancel(tag)
 
     def fault(self, exc: BaseException) -> Fault:
+        if exc is self._delays.refused:  # its note says what to fix
+            return Fault.FATAL
         if isinstance(exc, _FATAL_CONNECTION_ERRORS):
             exc.add_note(login_refused(exc, self.where()))
             return Fault.FATAL
@@ -232,9 +271,13 @@ class _RabbitMQTransport(Transport):
         return f"{params.host}:{params.port} vhost {params.virtual_host!r}"
 
     def count_key(self, message: Message, stable_id: bool) -> bytes | None:
+        attributes = message.attributes
+        if RETRIES in attributes and not attributes["redelivered"]:
+            # A delayed retry's copy, delivered once: its count (retries + 1) is exact,
+            # and counting it in the DLQ would cost two writes a retry.
+            return None
         if stable_id:
             return message.message_id
-        attributes = message.attributes
         return _content_key(attributes["queue"], attributes["routing_key"], message.raw_data)
 
     def counted(self, message: Message, stable_id: bool, attempts: int) -> None:

@@ -14,6 +14,7 @@ from missive._typing import M
 from missive.adapters.base import Adapter
 from missive.errors import MissingExtraError
 from missive.processor import Processor
+from missive.retry import Retry
 from missive.runtime.transport import Transport
 
 try:
@@ -68,6 +69,17 @@ class RabbitMQAdapter(Adapter[M]):
     hash of queue, routing key and body (identical messages then share a count: a
     WARNING says so once per message). Otherwise quorum queues' ``x-delivery-count``
     is used, and on classic queues the limit does not apply.
+
+    **Delayed retries.** When the processor's or a handler's retry policy has delayed
+    retries (:class:`~missive.Retry` with ``delayed`` above 0), each queue gets a ladder
+    of durable delay queues, ``<queue>.missive-delay.<seconds>`` for 1, 2, 4, ... s up
+    to the longest ``max_delay`` (20 at most), declared at each connection. A message
+    due a retry is copied there (same body, properties, headers and ``message_id``, the
+    attempt state in ``x-missive-*`` headers), and the original is acked once RabbitMQ
+    confirmed the copy; when its wait is over the copy comes back to the queue, with
+    ``x-missive-retries``, ``x-missive-first-attempt`` and ``x-missive-history`` in its
+    attributes and its delivery count going on (retries + 1). A delay is rounded down
+    to a level, and up to 1 s below it. See ``docs/rabbitmq.md``.
 
     **Shutdown.** :meth:`stop` (thread-safe) or SIGINT/SIGTERM (when :meth:`run` is on
     the main thread): the message in hand is finished and settled, the owed acks are
@@ -153,7 +165,20 @@ class RabbitMQAdapter(Adapter[M]):
         credentials or vhost, and :class:`pika.exceptions.ChannelClosedByBroker` if a
         queue does not exist (404) or may not be read (403).
         """
-        return _RabbitMQTransport(self._parameters, self.queues, self.qos)
+        return _RabbitMQTransport(self._parameters, self.queues, self.qos, self.longest_delay)
+
+    def longest_delay(self) -> float | None:
+        """The longest wait a delayed retry may ask for: the largest ``max_delay`` of the
+        processor's and the handlers' retry policies with delayed retries; ``None`` when
+        none has any (then no delay queue is declared)."""
+        processor = self.processor
+        policies: list[Retry | None] = [processor.retry]
+        router = processor.router
+        policies.extend(route.retry for _, route in router.plain)
+        for _, table in router.indexes:
+            policies.extend(route.retry for entries in table.values() for _, route in entries)
+        delays = [policy.max_delay for policy in policies if policy is not None and policy.delayed]
+        return max(delays, default=None)
 
     @property
     def qos(self) -> int:
