@@ -15,14 +15,17 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 import pika
+import pika.exceptions
 import pytest
 
 import missive
+from missive.adapters._rabbitmq_delays import MAX_LEVELS, delay_queue, levels_up_to
 from missive.adapters.rabbitmq import RabbitMQAdapter
 from missive.testing.conformance.adapter_suite import AdapterSuite
 from missive.testing.conformance.events_suite import EventsSuite
 from missive.testing.conformance.harness import (
     CONSUMER_GROUPS,
+    DELAYED_RETRY,
     EXTERNAL_PUBLISHER,
     KILL_CONNECTION,
     PERSISTENCE,
@@ -33,6 +36,8 @@ from missive.testing.conformance.support import TIMEOUT, Recorder, running, wait
 from tests.services import require
 
 URL = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
+#: Every delay level a work queue's ladder may have, in seconds.
+ALL_LEVELS = levels_up_to(2.0**MAX_LEVELS)
 
 
 def require_tool(command: str, package: str) -> None:
@@ -68,11 +73,20 @@ class RabbitMQHarness:
 
     Published messages carry a unique AMQP ``message_id`` so that redeliveries keep
     their id. ``queue_type`` is ``"classic"`` or ``"quorum"`` (which counts deliveries).
+    The queue's delay queues (delayed retries) count in :meth:`remaining` and are
+    deleted with it.
     """
 
     name = "rabbitmq"
     capabilities = frozenset(
-        {REDELIVERY, PERSISTENCE, CONSUMER_GROUPS, KILL_CONNECTION, EXTERNAL_PUBLISHER}
+        {
+            REDELIVERY,
+            PERSISTENCE,
+            CONSUMER_GROUPS,
+            DELAYED_RETRY,
+            KILL_CONNECTION,
+            EXTERNAL_PUBLISHER,
+        }
     )
 
     def __init__(self, queue_type: str = "classic") -> None:
@@ -117,13 +131,31 @@ class RabbitMQHarness:
         """Messages held by the broker: ready, or unacked by this test's adapters."""
         # Ready messages over AMQP, plus those our adapters' channels hold unacked. Not
         # `list_queues messages`: for quorum queues it lags by up to 5 s. Read in this
-        # order, a message delivered in between counts twice, never zero times.
+        # order, a message delivered in between counts twice, never zero times. The
+        # delay queues first (a copy leaves them for the queue), and again last: a
+        # copy published after the first look, its original acked before the unacked
+        # are read, is in the second.
+        delayed = self.delayed()
         ready = self.ready()
         connections = set(self._connection_pids())
-        if not connections:
-            return ready
-        rows = rabbitmqctl("list_channels", "connection", "messages_unacknowledged")
-        return ready + sum(int(unacked) for pid, unacked in rows if pid in connections)
+        unacked = 0
+        if connections:
+            rows = rabbitmqctl("list_channels", "connection", "messages_unacknowledged")
+            unacked = sum(int(count) for pid, count in rows if pid in connections)
+        return max(delayed, self.delayed()) + ready + unacked
+
+    def delayed(self) -> int:
+        """Messages waiting in the queue's delay queues for a delayed retry."""
+        waiting = 0
+        for seconds in ALL_LEVELS:  # a ladder starts at 1 s and has no gaps
+            channel = self._connection.channel()
+            try:
+                frame = channel.queue_declare(delay_queue(self.queue, seconds), passive=True)
+            except pika.exceptions.ChannelClosedByBroker:  # 404: no such level
+                return waiting
+            channel.close()
+            waiting += int(frame.method.message_count)
+        return waiting
 
     def ready(self) -> int:
         """Messages ready for delivery (not counting unacked ones), over AMQP."""
@@ -150,6 +182,8 @@ class RabbitMQHarness:
     def close(self) -> None:
         try:
             self.channel.queue_delete(self.queue)
+            for seconds in ALL_LEVELS:  # deleting a queue that does not exist is no error
+                self.channel.queue_delete(delay_queue(self.queue, seconds))
         finally:
             self._connection.close()
 
