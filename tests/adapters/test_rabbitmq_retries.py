@@ -6,6 +6,8 @@ afterwards. The levels are whole seconds, so these tests wait 1-2 s per retry.
 
 from __future__ import annotations
 
+import decimal
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -21,6 +23,7 @@ import missive
 from missive.adapters._rabbitmq_delays import (
     MAX_LEVELS,
     Delays,
+    _copy_properties,
     delay_queue,
     level_for,
     levels_up_to,
@@ -140,6 +143,35 @@ def test_a_copy_counts_its_retries_and_only_a_redelivered_copy_is_a_suspect(
     assert attributes["headers"] == {}
 
 
+def test_a_copy_has_the_state_in_headers_and_floats_as_text() -> None:
+    # Given a delivery whose headers hold a float (another client's double, which
+    # pika reads but cannot write), with no kept properties
+    attributes = {
+        "queue": "q",
+        "exchange": "ex",
+        "routing_key": "rk",
+        "headers": {"rate": 0.5, "nested": {"list": [1.5]}},
+        "publisher_id": True,
+        "content_type": "text/plain",
+    }
+    message = missive.RawMessage(b"x", b"m-1", attributes)
+    state = {RETRIES: 1, FIRST_ATTEMPT: 1700000000.25, HISTORY: [{"at": 1.0, "delay": 2.0}]}
+
+    properties = _copy_properties(None, message, state)
+
+    assert properties.message_id == "m-1"
+    assert properties.content_type == "text/plain"
+    assert properties.headers == {
+        "rate": "0.5",
+        "nested": {"list": ["1.5"]},
+        RETRIES: 1,
+        FIRST_ATTEMPT: "1700000000.25",
+        HISTORY: '[{"at":1.0,"delay":2.0}]',
+        "x-missive-exchange": "ex",
+        "x-missive-routing-key": "rk",
+    }
+
+
 # -- against the broker --------------------------------------------------------------------
 
 
@@ -184,6 +216,66 @@ def test_a_failing_message_is_handled_after_its_retries_with_its_id_properties_a
     assert len(events.retries) == 2
     assert dlq == {}
     assert harness.waiting() == 0
+
+
+def test_a_copy_waits_in_its_delay_queue_with_the_original_properties_and_the_state(
+    classic: RetryHarness,
+) -> None:
+    # Given a message with every property, whose handler asks for a retry in 5 s
+    handler_calls: list[missive.Message] = []
+
+    def handler(message: missive.Message, ctx: Ctx) -> None:
+        handler_calls.append(message)
+        ctx.retry(delay=5.0)
+
+    processor, _, events = processor_for(handler, missive.Retry(delayed=1, max_delay=8))
+    publish_with_properties(
+        classic,
+        b"kept",
+        message_id="m-1",
+        content_type="text/plain",
+        content_encoding="utf-8",
+        priority=3,
+        correlation_id="c-1",
+        reply_to="replies",
+        timestamp=1_700_000_000,
+        type="order",
+        app_id="shop",
+        expiration="60000",
+        headers={"tenant": "acme", "rate": decimal.Decimal("0.5")},
+    )
+    # When it is consumed, then the worker stops
+    with running(classic.adapter(missive.RawMessage, processor)):
+        wait_until(lambda: events.retries, "the retry asked for")
+    # Then its copy waits in the 4 s delay queue (5 s rounded down), persistent, with
+    # the original's properties (not its TTL) and the attempt state in headers
+    method, properties, body = classic.channel.basic_get(delay_queue(classic.queue, 4))
+    assert method is not None, "no copy in the 4 s delay queue"
+    classic.channel.basic_ack(method.delivery_tag)
+    assert body == b"kept"
+    expected = ("m-1", "text/plain", "utf-8", 3, "c-1", "replies", 1_700_000_000, "order", "shop")
+    assert (
+        properties.message_id,
+        properties.content_type,
+        properties.content_encoding,
+        properties.priority,
+        properties.correlation_id,
+        properties.reply_to,
+        properties.timestamp,
+        properties.type,
+        properties.app_id,
+    ) == expected
+    assert properties.delivery_mode == 2
+    assert properties.expiration is None
+    headers = properties.headers
+    assert headers["tenant"] == "acme"
+    assert headers["rate"] == decimal.Decimal("0.5")
+    assert headers[RETRIES] == 1
+    assert float(headers[FIRST_ATTEMPT]) == pytest.approx(time.time(), abs=30)
+    [entry] = json.loads(headers[HISTORY])
+    assert entry["delay"] == 5.0
+    assert headers["x-missive-exchange"] == "amq.direct"
+    assert len(handler_calls) == 1
 
 
 def test_a_message_without_a_publisher_id_keeps_its_id_across_retries(
