@@ -453,3 +453,21 @@ def test_a_policy_set_once_the_worker_runs_declares_the_ladder_at_its_first_retr
     assert classic.delay_queue_exists(1)
     assert len(events.retries) == 1
     assert handler.acked[0].attributes[RETRIES] == 1
+
+
+def test_a_delay_queue_declared_otherwise_stops_the_adapter_saying_what_it_needs(
+    classic: RetryHarness,
+) -> None:
+    # Given a delay queue declared by hand with another TTL
+    classic.channel.queue_declare(
+        delay_queue(classic.queue, 1), durable=True, arguments={"x-message-ttl": 5}
+    )
+    processor, _, _ = processor_for(Flaky(failures=0), ONE_SECOND)
+    adapter = classic.adapter(missive.RawMessage, processor)
+    # When the adapter runs, then it stops at once with the broker's refusal, explained
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as caught:
+        adapter.run()
+    assert caught.value.reply_code == 406
+    [note] = caught.value.__notes__
+    assert f"'{classic.queue}.missive-delay.1'" in note
+    assert "x-message-ttl=1000" in note
