@@ -22,15 +22,17 @@ class DeadLetterReason(str):
         defaults to ``reason``.
     :param handler: the handler's name, when one was chosen.
     :param exc_type: the exception's type name, when one was raised.
-    :param traceback: the formatted traceback, when one was raised.
+    :param traceback: the formatted traceback, when one was raised; by default it is
+        formatted from ``exception`` when first read (a failure that is retried, not
+        dead-lettered, never pays for it).
     :param exception: the exception itself, when one was raised (never stored).
     """
 
     summary: str
     handler: str | None
     exc_type: str | None
-    traceback: str | None
     exception: BaseException | None
+    _traceback: str | None
 
     def __new__(
         cls,
@@ -46,9 +48,16 @@ class DeadLetterReason(str):
         self.summary = reason if summary is None else summary
         self.handler = handler
         self.exc_type = exc_type
-        self.traceback = traceback
+        self._traceback = traceback
         self.exception = exception
         return self
+
+    @property
+    def traceback(self) -> str | None:
+        """The formatted traceback, when one was raised."""
+        if self._traceback is None and self.exception is not None:
+            self._traceback = "".join(_traceback.format_exception(self.exception))
+        return self._traceback
 
     @classmethod
     def from_exception(
@@ -62,6 +71,5 @@ class DeadLetterReason(str):
             summary=summary,
             handler=handler,
             exc_type=exc_type,
-            traceback="".join(_traceback.format_exception(exc)),
             exception=exc,
         )
