@@ -203,7 +203,7 @@ class DelayedSet:
         self._schedule = client.register_script(SCHEDULE)
         self._move = client.register_script(MOVE)
 
-    def schedule(
+    def schedule_args(
         self,
         entry_id: bytes,
         message_id: bytes,
@@ -211,9 +211,8 @@ class DelayedSet:
         delay: float,
         deliveries: int,
         state: Mapping[str, Any],
-    ) -> bool:
-        """XACK ``entry_id`` and keep its copy for ``delay`` seconds, atomically;
-        ``False``: the entry was not pending (acked already), so nothing was kept."""
+    ) -> list[Any]:
+        """The arguments of :meth:`schedule` for ``entry_id``'s copy, due in ``delay`` s."""
         args: list[Any] = [
             self.group,
             entry_id,
@@ -230,7 +229,12 @@ class DelayedSet:
         ]
         for name, value in state.items():
             args += (name, _encode(value))
-        return bool(self._schedule(keys=[self.stream, self.key], args=args))
+        return args
+
+    def schedule(self, args: list[Any], pipe: Any) -> None:
+        """Queue on ``pipe``: XACK the entry and keep its copy, atomically. Its result
+        is 0 when the entry was not pending (acked already): then nothing was kept."""
+        self._schedule(keys=[self.stream, self.key], args=args, client=pipe)
 
     def move(self) -> tuple[int, float | None]:
         """Move up to :data:`MOVE_LIMIT` due copies back to the stream: (how many,

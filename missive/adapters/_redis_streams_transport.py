@@ -57,6 +57,8 @@ class StreamsTransport(RedisTransportBase):
         self._client_id: int | None = None  # for wake() to unblock the read
         # Ids settled but not yet XACKed: kept across reconnections, sent by the next.
         self._owed: list[bytes] = []
+        # Delayed retries not yet scheduled (schedule script arguments): sent likewise.
+        self._owed_retries: list[list[Any]] = []
         self._lost = False  # the connection failed: close() keeps the owed acks
         self._streams: dict[Any, Any] = {self.stream: ">"}
         self._claim_every = min(adapter.claim_idle_ms / 2000, 5.0)
@@ -91,6 +93,7 @@ class StreamsTransport(RedisTransportBase):
         if self.groups.create(client) and adapter._had_group:
             self.groups.gone("when reconnecting")
             self._owed.clear()  # its pending list went with it, so the acks owed are moot
+            self._owed_retries.clear()
         adapter._had_group = True
         # The client only ever uses one connection at a time, so one connection.
         self._client_id = client.client_id()
@@ -116,6 +119,8 @@ class StreamsTransport(RedisTransportBase):
             raise redis.ConnectionError("Redis closed the connection while it was idle")
         now = time.monotonic()
         if now >= self._next_move:
+            if self._owed_retries:  # into the set first: some may be due at once
+                self.flush()
             self._move(now)
         entries: list[Entry] = []
         counts: list[int] | None = None
@@ -127,18 +132,15 @@ class StreamsTransport(RedisTransportBase):
         if not entries:
             wait = min(timeout, self._next_claim - now, self._next_move - now)
             block = max(1, round(wait * 1000))
-            pipe = client.pipeline(transaction=False)
-            owed = self._owed
-            if owed:
-                pipe.xack(self.stream, self.group, *owed)
+            pipe = self._settle_on(client.pipeline(transaction=False))
             pipe.xreadgroup(self.group, self.consumer, self._streams, max_messages, block)
             try:
-                read = pipe.execute()[-1]
+                read = self._settled(pipe.execute())[-1]
             except redis.ResponseError as exc:
                 self.groups.recreate(client, exc)
-                owed.clear()  # the group's pending list went with it
+                self._owed.clear()  # the group's pending list went with it
+                self._owed_retries.clear()
                 return batch
-            owed.clear()
             if not read:
                 return batch
             entries = read[0][1]
@@ -217,25 +219,41 @@ class StreamsTransport(RedisTransportBase):
     def retry_later(
         self, handle: Any, message: Message, delay: float, state: dict[str, Any]
     ) -> None:
-        """XACK the entry and keep a copy in the delayed set, in one script: added back
-        to the stream once due, with ``state``, the message's id and its delivery count."""
-        assert self._client is not None
+        """Owe a script that XACKs the entry and keeps a copy in the delayed set,
+        atomically (sent with the next read, as the acks): added back to the stream once
+        due, with ``state``, the message's id and its delivery count."""
         count = message.attributes.get("delivery_count")
         deliveries = count if isinstance(count, int) and count > 0 else 1
         message_id = message.message_id or handle
         if self._bases:
             self._forget([handle])
         body = message.raw_data
-        if not self.delayed.schedule(handle, message_id, body, delay, deliveries, state):
-            logger.info(
-                "entry %r of stream %r was acked already (claimed and settled by another "
-                "consumer): not retried later",
-                handle,
-                self.stream,
-            )
-            return
+        args = self.delayed.schedule_args(handle, message_id, body, delay, deliveries, state)
+        self._owed_retries.append(args)
         due = time.monotonic() + max(delay, MOVE_EVERY)
         self._next_move = min(self._next_move, due)
+
+    def _settle_on(self, pipe: Any) -> Any:
+        """Queue the owed retries and acks on ``pipe``; :meth:`_settled` reads them."""
+        for args in self._owed_retries:
+            self.delayed.schedule(args, pipe)
+        if self._owed:
+            pipe.xack(self.stream, self.group, *self._owed)
+        return pipe
+
+    def _settled(self, results: list[Any]) -> list[Any]:
+        """Forget what :meth:`_settle_on` sent, now done; note a retry not kept."""
+        for args, kept in zip(self._owed_retries, results, strict=False):
+            if not kept:
+                logger.info(
+                    "entry %r of stream %r was acked already (claimed and settled by "
+                    "another consumer): not retried later",
+                    args[1],
+                    self.stream,
+                )
+        self._owed_retries.clear()
+        self._owed.clear()
+        return results
 
     def _forget(self, handles: list[Any]) -> None:
         bases = self._bases
@@ -246,10 +264,9 @@ class StreamsTransport(RedisTransportBase):
         """Nothing to do: the entry stays pending and is claimed after claim_idle_ms."""
 
     def flush(self) -> None:
-        """XACK the owed entries now."""
-        if self._owed and self._client is not None:
-            self._client.xack(self.stream, self.group, *self._owed)
-            self._owed.clear()
+        """Send the owed retries and XACKs now."""
+        if (self._owed or self._owed_retries) and self._client is not None:
+            self._settled(self._settle_on(self._client.pipeline(transaction=False)).execute())
 
     def hand_back(self, batch: Batch, start: int) -> None:
         """Make the unstarted entries claimable at once, their delivery count unchanged."""
@@ -287,10 +304,11 @@ class StreamsTransport(RedisTransportBase):
             client.close()
             if self._lost:
                 return  # the next connection sends the owed acks
-        if self._owed:
+        if self._owed or self._owed_retries:
             logger.warning(
                 "stopped with %d acks unsent (connection lost); those entries will be "
                 "delivered again",
-                len(self._owed),
+                len(self._owed) + len(self._owed_retries),
             )
             self._owed.clear()
+            self._owed_retries.clear()
