@@ -14,11 +14,15 @@ file shared by every worker; or ``FAULT_DLQ_URL``, ``FAULT_DLQ_TABLE`` and
 ``FAULT_MAX_DELIVERIES``, ``FAULT_PREFETCH`` (RabbitMQ), ``FAULT_BATCH`` (Streams,
 NATS) and ``FAULT_CLAIM_MS`` (Streams); ``FAULT_CONCURRENCY`` (the adapter's
 ``concurrency``, left to its default when unset) and ``FAULT_ASYNC`` (when set, the handler is an
-``async def`` that awaits ``asyncio.sleep``), for the modes of ``scenario.MODES``.
+``async def`` that awaits ``asyncio.sleep``), for the modes of ``scenario.MODES``;
+``FAULT_RETRY`` (the processor's :class:`missive.Retry`, as JSON keyword arguments) and
+``FAULT_DOWN_UNTIL`` (epoch seconds until which the handler's "dependency" is down).
 
 Each message is a JSON object ``{"n": 1, "do": "ok"}``; ``do`` says what the handler
-does: ``ok`` handles it, ``raise`` raises (so it is dead-lettered), ``exit`` kills the
-process with ``os._exit(1)`` (a poison message). Anything that is not such an object,
+does: ``ok`` handles it, ``raise`` raises (so it is dead-lettered, after its retries),
+``exit`` kills the process with ``os._exit(1)`` (a poison message), ``once`` raises on
+its first delivery only (not on a delayed retry), ``dependency`` raises
+``ConnectionError`` until ``FAULT_DOWN_UNTIL``. Anything that is not such an object,
 or a body over :data:`MAX_BODY`, makes the handler raise. A handled message's id is
 appended to ``handled-<pid>.log`` and fsynced *before* the handler acks it: the record
 survives the worker's death, and a message recorded but not acked is one the broker
@@ -31,11 +35,13 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import itertools
+import json
 import os
 import time
 from typing import Any
 
 import missive
+from missive.attempts import RETRIES
 from missive.dlq.base import DeadLetterStore
 from missive.dlq.sqlite import SQLiteDLQ
 
@@ -77,12 +83,18 @@ def _dlq() -> DeadLetterStore:
     )
 
 
+def _retry() -> missive.Retry:
+    options = os.environ.get("FAULT_RETRY")
+    return missive.Retry(**json.loads(options)) if options else missive.NO_RETRY
+
+
 def _processor() -> missive.Processor[missive.JSONMessage]:
-    processor: missive.Processor[missive.JSONMessage] = missive.Processor()
+    processor: missive.Processor[missive.JSONMessage] = missive.Processor(retry=_retry())
     dlq = _dlq()
     processor.set_dlq(dlq)
     record = _Record(os.environ["FAULT_RECORD_DIR"])
     sleep = float(os.environ.get("FAULT_SLEEP") or 0)
+    down_until = float(os.environ.get("FAULT_DOWN_UNTIL") or 0)
 
     def act(message: missive.JSONMessage) -> None:
         # What both handlers do before their sleep: raise, exit or go on.
@@ -94,6 +106,10 @@ def _processor() -> missive.Processor[missive.JSONMessage]:
             raise RuntimeError("injected failure")
         if action == "exit":
             os._exit(1)
+        if action == "once" and RETRIES not in message.attributes:
+            raise RuntimeError("injected failure, first delivery only")
+        if action == "dependency" and time.time() < down_until:
+            raise ConnectionError("the dependency is down")
 
     def handle(message: missive.JSONMessage, ctx: missive.HandlingContext[Any]) -> None:
         act(message)

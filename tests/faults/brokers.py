@@ -29,6 +29,7 @@ from paho.mqtt.properties import Properties
 
 import missive
 from missive.adapters._nats_common import round_trip as nats_round_trip
+from missive.adapters._rabbitmq_delays import delay_queue, levels_up_to
 from tests.adapters.test_rabbitmq import URL as AMQP_URL
 from tests.adapters.test_rabbitmq import rabbitmqctl
 from tests.conformance.nats_harness import URL as NATS_URL
@@ -39,6 +40,10 @@ from tests.faults.proxy import TCPProxy
 
 #: How many messages one publishing round trip carries.
 BATCH = 1000
+#: The messages an MQTT publish waits for at a time (below paho's 65,535 packet ids).
+MQTT_CHUNK = 10_000
+#: The delay queues a RabbitMQ scenario's policy may use (none waits over 64 s).
+DELAY_LEVELS = levels_up_to(64)
 
 
 class RabbitBroker:
@@ -84,13 +89,27 @@ class RabbitBroker:
         return [message_id.encode() for message_id in ids]
 
     def remaining(self) -> int:
-        """Messages ready in the queue (unacked ones in a worker's hands not counted)."""
+        """Messages ready in the queue (unacked ones in a worker's hands not counted),
+        and those waiting for a delayed retry in its delay queues."""
         try:
             frame = self._channel().queue_declare(self.queue, passive=True)
         except pika.exceptions.AMQPError:  # a connection from before a broker restart
             self._connection = None
             frame = self._channel().queue_declare(self.queue, passive=True)
-        return int(frame.method.message_count)
+        return int(frame.method.message_count) + self.waiting()
+
+    def waiting(self) -> int:
+        """Messages in the queue's delay queues (those the workers declared so far)."""
+        total = 0
+        for seconds in DELAY_LEVELS:
+            channel = self._channel().connection.channel()
+            try:
+                frame = channel.queue_declare(delay_queue(self.queue, seconds), passive=True)
+            except pika.exceptions.ChannelClosedByBroker:  # 404: not declared (yet)
+                continue
+            total += int(frame.method.message_count)
+            channel.close()
+        return total
 
     def kill_connections(self, at_least: int = 1) -> int:
         """Close every worker connection from the broker's side; how many there were.
@@ -132,6 +151,8 @@ class RabbitBroker:
         with contextlib.suppress(pika.exceptions.AMQPError):
             self.remaining()  # reconnects if need be
             self._channel().queue_delete(self.queue)
+            for seconds in DELAY_LEVELS:
+                self._channel().queue_delete(delay_queue(self.queue, seconds))
         if self._connection is not None and self._connection.is_open:
             with contextlib.suppress(pika.exceptions.AMQPError):
                 self._connection.close()
@@ -194,6 +215,10 @@ class StreamsBroker(RedisStreamsHarness):
                     pipe.xadd(self.stream, {"data": body})
                 entry_ids.extend(pipe.execute())
         return entry_ids
+
+    def waiting(self) -> int:
+        """Entries waiting for a delayed retry in the group's sorted set."""
+        return int(self.client.zcard(self.delayed))
 
     def kill_connections(self, at_least: int = 1) -> int:  # type: ignore[override]
         """CLIENT KILL every worker connection; how many there were (see RabbitBroker's)."""
@@ -388,15 +413,23 @@ class MQTTBroker:
         self.publisher.loop_start()
 
     def publish(self, bodies: Sequence[bytes], ids: Sequence[str]) -> list[bytes]:
-        """Publish at QoS 1, each with its ``message_id``; Mosquitto has each on return."""
-        infos = []
-        for body, message_id in zip(bodies, ids, strict=True):
-            properties = Properties(PacketTypes.PUBLISH)
-            properties.UserProperty = [("message_id", message_id)]
-            infos.append(self.publisher.publish(self.topic, body, qos=1, properties=properties))
-        for info in infos:
-            info.wait_for_publish(60)
-            assert info.is_published(), "Mosquitto did not take a message in 60 s"
+        """Publish at QoS 1, each with its ``message_id``; Mosquitto has each on return.
+
+        In chunks, each acknowledged before the next: packet ids are 16 bits, and paho
+        refuses a publish whose id is still in flight (ERR_QUEUE_SIZE) past 65,535.
+        """
+        for start in range(0, len(bodies), MQTT_CHUNK):
+            infos = []
+            end = start + MQTT_CHUNK
+            for body, message_id in zip(bodies[start:end], ids[start:end], strict=True):
+                properties = Properties(PacketTypes.PUBLISH)
+                properties.UserProperty = [("message_id", message_id)]
+                infos.append(
+                    self.publisher.publish(self.topic, body, qos=1, properties=properties)
+                )
+            for info in infos:
+                info.wait_for_publish(60)
+                assert info.is_published(), "Mosquitto did not take a message in 60 s"
         return [message_id.encode() for message_id in ids]
 
     def remaining(self) -> int:

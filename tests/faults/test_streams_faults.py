@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from missive.adapters.redis import RedisStreamsAdapter
-from tests.faults import cases
+from tests.faults import cases, retry_cases
 from tests.faults.brokers import StreamsBroker
 from tests.faults.redis_server import RedisServer, require_redis_server
 from tests.faults.scenario import Mode, Run
@@ -112,3 +112,20 @@ def test_hostile_bodies_are_dead_lettered_and_the_worker_runs_on(run: Run) -> No
 def test_entries_handled_before_a_poison_entry_are_not_quarantined(run: Run) -> None:
     run.workers.env.update(FAULT_MAX_DELIVERIES="2", FAULT_BATCH="10", FAULT_CLAIM_MS="300")
     cases.handled_before_poison(run)
+
+
+@pytest.mark.scenario("9. dependency down 10 s (delayed retries)")
+def test_messages_failing_while_a_dependency_is_down_are_retried_until_it_is_back(
+    run: Run,
+) -> None:
+    retry_cases.dependency_down(run)
+
+
+@pytest.mark.scenario("10. worker SIGKILLed while retries wait")
+def test_messages_waiting_for_a_retry_survive_the_worker(run: Run) -> None:
+    retry_cases.killed_while_waiting(run)
+
+
+@pytest.mark.scenario("11. 10% always fail (6 attempts)")
+def test_messages_that_always_fail_are_dead_lettered_with_their_history(run: Run) -> None:
+    retry_cases.always_failing(run)
