@@ -10,6 +10,12 @@ order, which per-message TTLs in one queue would not (RabbitMQ expires only at t
 head). No plugin, nothing held by a consumer: the wait is kept by the broker, in
 durable queues, as persistent messages.
 
+The copies go out on a connection of their own, in AMQP transactions: the
+transport publishes the copies of a batch's retries, commits them in one round
+trip (which returns once RabbitMQ has them, persisted), and only then acks the
+originals. Their own connection lets a return (``mandatory``: a delay queue deleted
+under us) be read without dispatching the consumer's deliveries.
+
 A delay is rounded *down* to a level (the policy's jitter already spreads them; a
 retry never comes later than the policy allows), except below 1 s, where it goes to
 the 1 s level: published straight back, a retry would spin through the broker while
@@ -23,6 +29,7 @@ from __future__ import annotations
 
 import bisect
 import collections
+import contextlib
 import json
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -86,14 +93,37 @@ class Delays:
     (:meth:`keep`) until it is settled, so that a retry copies them exactly.
     """
 
-    __slots__ = ("_channel", "_declared", "_kept", "_longest", "levels", "queues", "refused")
+    __slots__ = (
+        "_channel",
+        "_connection",
+        "_declared",
+        "_kept",
+        "_longest",
+        "_parameters",
+        "_returned",
+        "levels",
+        "queues",
+        "refused",
+        "uncommitted",
+    )
 
-    def __init__(self, queues: tuple[str, ...], longest: Callable[[], float | None]) -> None:
+    def __init__(
+        self,
+        queues: tuple[str, ...],
+        longest: Callable[[], float | None],
+        parameters: pika.connection.Parameters,
+    ) -> None:
         self.queues = queues
         self._longest = longest
+        self._parameters = parameters
         #: The levels in seconds; empty until a policy has delayed retries.
         self.levels: tuple[int, ...] = ()
-        self._channel: BlockingChannel | None = None  # for the copies, in confirm mode
+        # The copies' own connection, and its channel in transaction mode.
+        self._connection: BlockingConnection | None = None
+        self._channel: BlockingChannel | None = None
+        #: Copies published and not committed yet.
+        self.uncommitted = 0
+        self._returned = 0  # copies RabbitMQ could not route (mandatory)
         self._declared: set[str] = set()  # work queues whose ladder is declared
         self._kept: collections.OrderedDict[int, BasicProperties] = collections.OrderedDict()
         #: The error of a declaration RabbitMQ refused (a delay queue declared with
@@ -105,25 +135,28 @@ class Delays:
         """Whether a ladder is declared on this connection."""
         return self._channel is not None
 
-    def open(self, connection: BlockingConnection) -> None:
-        """On a new connection: declare every work queue's ladder, if any policy has
-        delayed retries."""
-        self._kept.clear()
-        self._declared.clear()
-        self._channel = None
+    def open(self) -> None:
+        """On a new consumer connection: open the copies' connection and declare every
+        work queue's ladder, if any policy has delayed retries."""
+        self.forget()
         longest = self._longest()
         if longest is None:
             self.levels = ()
             return
-        self._open(connection, longest)
+        self._open(longest)
 
-    def _open(self, connection: BlockingConnection, longest: float) -> None:
+    def _open(self, longest: float) -> None:
         self.levels = levels_up_to(longest)
+        self._connection = connection = pika.BlockingConnection(self._parameters)
         channel = connection.channel()
-        channel.confirm_delivery()
+        channel.tx_select()
+        channel.add_on_return_callback(self._on_return)
         self._channel = channel
         for queue in self.queues:
             self._declare(queue)
+
+    def _on_return(self, *args: Any) -> None:
+        self._returned += 1
 
     def _declare(self, queue: str) -> None:
         channel = self._channel
@@ -170,29 +203,56 @@ class Delays:
             pop(tag, None)
 
     def forget(self) -> None:
-        """Forget every delivery kept: the connection is gone, and its tags with it."""
+        """Forget every delivery kept (the consumer's connection is gone, and its tags
+        with it) and close the copies' connection: what it did not commit is dropped."""
         self._kept.clear()
-        self._channel = None
         self._declared.clear()
+        self._channel = None
+        self.uncommitted = self._returned = 0
+        connection, self._connection = self._connection, None
+        if connection is not None and connection.is_open:
+            with contextlib.suppress(pika.exceptions.AMQPError):
+                connection.close()
 
-    def retry(
-        self,
-        connection: BlockingConnection,
-        tag: int,
-        message: Message,
-        delay: float,
-        state: Mapping[str, Any],
-    ) -> None:
-        """Publish a copy of delivery ``tag`` to the level for ``delay`` and wait for the
-        broker's confirm; the caller acks the original only after this returns.
+    def commit(self) -> None:
+        """Commit the copies published so far: on return, RabbitMQ has every one in its
+        delay queue, and the originals may be acked.
 
-        Raises pika's error if the copy was not confirmed (the original, unacked, is
-        then redelivered: a duplicate, never a loss).
+        :raises pika.exceptions.AMQPError: if the commit failed, or RabbitMQ returned a
+            copy it could not route (a delay queue deleted while we ran): the originals
+            must not be acked; a reconnection declares the ladder again.
+        """
+        channel, connection = self._channel, self._connection
+        assert channel is not None
+        assert connection is not None
+        channel.tx_commit()
+        connection.process_data_events(time_limit=0)  # runs _on_return for each return
+        self.uncommitted = 0
+        if self._returned:
+            returned, self._returned = self._returned, 0
+            raise pika.exceptions.AMQPChannelError(
+                f"RabbitMQ could not route {returned} delayed retries to their delay queue "
+                "(deleted while the adapter ran?): their messages are not acked and come "
+                "again; the next connection declares the delay queues again"
+            )
+
+    def service(self) -> None:
+        """Let the copies' connection answer RabbitMQ's heartbeats while it is idle."""
+        connection = self._connection
+        if connection is not None:
+            connection.process_data_events(time_limit=0)
+
+    def retry(self, tag: int, message: Message, delay: float, state: Mapping[str, Any]) -> None:
+        """Publish a copy of delivery ``tag`` to the level for ``delay``, in the open
+        transaction; the caller acks the original only after :meth:`commit`.
+
+        Raises pika's error if it could not be published (the original, unacked, is
+        then redelivered, and the uncommitted copies dropped: never a loss).
         """
         attributes = message.attributes
         queue = attributes["queue"]
         if self._channel is None:  # a policy with delayed retries set after connect
-            self._open(connection, max(self._longest() or 0.0, delay))
+            self._open(max(self._longest() or 0.0, delay))
         elif queue not in self._declared:
             self._declare(queue)
         properties = self._kept.pop(tag, None)
@@ -203,6 +263,7 @@ class Delays:
         channel.basic_publish(
             "", delay_queue(queue, seconds), message.raw_data, copy, mandatory=True
         )
+        self.uncommitted += 1
 
     def returned(
         self,

@@ -10,6 +10,7 @@ import contextlib
 import hashlib
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
@@ -24,6 +25,9 @@ from missive.adapters._rabbitmq_delays import Delays
 from missive.attempts import RETRIES
 from missive.message import Message
 from missive.runtime.transport import Batch, Capability, Fault, Transport
+
+#: The longest a delayed retry's original waits for its copy's commit, in seconds.
+COMMIT_EVERY = 0.05
 
 __all__: list[str] = []
 
@@ -74,7 +78,13 @@ class _RabbitMQTransport(Transport):
         self._acks: Acks | None = None
         self._consumers: list[str] = []
         # The delay queues, declared when ``longest_delay()`` says a policy retries later.
-        self._delays = Delays(self._queues, longest_delay)
+        self._delays = Delays(self._queues, longest_delay, parameters)
+        # Tags whose copies are not committed yet; committed in batches (a
+        # commit waits for RabbitMQ's fsync): at a quarter of the prefetch, or after
+        # COMMIT_EVERY seconds at the next receive, or on flush and close.
+        self._retrying: list[int] = []
+        self._commit_at = max(1, prefetch // 4)
+        self._commit_by = 0.0
         self._woken = False  # a stop woke us: never wait again
 
     def connect(self) -> None:
@@ -92,7 +102,8 @@ class _RabbitMQTransport(Transport):
         channel.basic_qos(prefetch_count=self._prefetch)
         channel.add_on_cancel_callback(_on_cancelled_by_broker)
         self._acks = Acks(channel)
-        self._delays.open(connection)
+        self._retrying = []
+        self._delays.open()
         self._consumers = [
             channel.basic_consume(queue, self._on_message_callback(queue)) for queue in self._queues
         ]
@@ -159,6 +170,10 @@ class _RabbitMQTransport(Transport):
         batch = self._batch
         batch.clear()
         assert self._connection is not None, "receive() before connect()"
+        if self._delays.on:
+            if self._retrying and time.monotonic() >= self._commit_by:
+                self._commit_retries()
+            self._delays.service()
         events = self._connection.process_data_events
         events(time_limit=0)
         if not batch.bodies and not self._woken:  # that call may have run a wake-up
@@ -167,7 +182,11 @@ class _RabbitMQTransport(Transport):
 
     def ack(self, handles: list[Any]) -> None:
         assert self._acks is not None
-        self._acks.send(handles)
+        if self._retrying and min(self._retrying) < handles[-1]:
+            # A multiple ack would cover an original whose copy is not committed yet.
+            self._acks.send_each(handles)
+        else:
+            self._acks.send(handles)
         if self._delays.on:
             self._delays.settled_through(handles[-1])
 
@@ -187,11 +206,26 @@ class _RabbitMQTransport(Transport):
     def retry_later(
         self, handle: Any, message: Message, delay: float, state: dict[str, Any]
     ) -> None:
-        # The copy first, confirmed, then the ack: a crash between them duplicates it.
+        # The copy now, in a transaction; committed with the next acks (or receive),
+        # then the original acked: a crash between them duplicates it, never loses it.
+        self._delays.retry(handle, message, delay, state)
+        if not self._retrying:
+            self._commit_by = time.monotonic() + COMMIT_EVERY
+        self._retrying.append(handle)
+        if len(self._retrying) >= self._commit_at:
+            self._commit_retries()
+
+    def flush(self) -> None:
+        """Commit the delayed retries' copies and ack their originals now."""
+        if self._retrying:
+            self._commit_retries()
+
+    def _commit_retries(self) -> None:
+        """Commit the copies published, then ack their originals."""
         assert self._acks is not None
-        assert self._connection is not None
-        self._delays.retry(self._connection, handle, message, delay, state)
-        self._acks.send_each([handle])
+        self._delays.commit()
+        tags, self._retrying = self._retrying, []
+        self._acks.send_each(tags)
 
     def hand_back(self, batch: Batch, start: int) -> None:
         # Cancelled first, so that the rows rejected below are not delivered back to us.
@@ -224,8 +258,12 @@ class _RabbitMQTransport(Transport):
         with self._lock:
             connection, self._connection = self._connection, None
         channel, self._channel = self._channel, None
+        if self._retrying and self._acks is not None and connection is not None:
+            with contextlib.suppress(pika.exceptions.AMQPError):  # else they come again
+                self._commit_retries()
+        self._retrying = []
         acks, self._acks = self._acks, None
-        self._delays.forget()  # the copies' channel closes with the connection
+        self._delays.forget()  # uncommitted copies are dropped with their connection
         if connection is None:
             return
         if acks is not None and acks.owed:

@@ -128,7 +128,7 @@ def test_the_headers_lose_what_the_trips_through_the_delay_queues_added() -> Non
 def test_a_copy_counts_its_retries_and_only_a_redelivered_copy_is_a_suspect(
     redelivered: bool, delivery_count: int | None, expected: tuple[int | None, bool]
 ) -> None:
-    delays = Delays(("q",), lambda: None)
+    delays = Delays(("q",), lambda: None, pika.URLParameters("amqp://localhost"))
     method = SimpleNamespace(redelivered=redelivered, exchange="", routing_key="q")
     headers: dict[str, Any] = {RETRIES: 2, HISTORY: "[]", "x-missive-routing-key": "rk"}
     if delivery_count is not None:
