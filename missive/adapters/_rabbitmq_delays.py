@@ -2,7 +2,7 @@
 
 A message due a delayed retry is copied, with its attempt state in headers, to one of
 the work queue's delay queues, ``<queue>.missive-delay.<seconds>`` for 1, 2, 4, ...
-seconds, and the original is acked once the broker has confirmed the copy. Each delay
+seconds, and the original is acked once the broker has committed the copy. Each delay
 queue has a message TTL (``x-message-ttl``) and dead-letters what expires back to the
 work queue (``x-dead-letter-exchange=""``, ``x-dead-letter-routing-key=<queue>``),
 where it is delivered as a new message. One TTL per queue keeps each queue in expiry

@@ -75,11 +75,11 @@ class RabbitMQAdapter(Adapter[M]):
     of durable delay queues, ``<queue>.missive-delay.<seconds>`` for 1, 2, 4, ... s up
     to the longest ``max_delay`` (20 at most), declared at each connection. A message
     due a retry is copied there (same body, properties, headers and ``message_id``, the
-    attempt state in ``x-missive-*`` headers), and the original is acked once RabbitMQ
-    confirmed the copy; when its wait is over the copy comes back to the queue, with
-    ``x-missive-retries``, ``x-missive-first-attempt`` and ``x-missive-history`` in its
-    attributes and its delivery count going on (retries + 1). A delay is rounded down
-    to a level, and up to 1 s below it. See ``docs/rabbitmq.md``.
+    attempt state in ``x-missive-*`` headers, committed in batches), and the original
+    is acked once RabbitMQ committed the copy; when its wait is over the copy comes
+    back to the queue, with ``x-missive-retries``, ``x-missive-first-attempt`` and
+    ``x-missive-history`` in its attributes and its delivery count going on (retries +
+    1). A delay is rounded down to a level, and up to 1 s below it. See ``docs/rabbitmq.md``.
 
     **Shutdown.** :meth:`stop` (thread-safe) or SIGINT/SIGTERM (when :meth:`run` is on
     the main thread): the message in hand is finished and settled, the owed acks are
