@@ -48,6 +48,7 @@ bench: services $(STAMP)
 	$(PY) bench/brokers_nats.py
 	$(PY) bench/brokers_mqtt.py
 	$(PY) bench/concurrency.py
+	$(PY) bench/retries.py
 	$(PY) bench/dlq.py
 	$(PY) bench/wsgi.py
 
