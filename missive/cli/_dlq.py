@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
+from missive.attempts import describe_history, read_history
 from missive.cli._common import (
     DLQ_VARIABLE,
     CLIError,
@@ -254,6 +255,10 @@ def _show(args: argparse.Namespace, out: Output) -> int:
     ]
     for name, value in fields:
         out.line(f"{label(name)} {safe_text(value)}")
+    history = read_history(record.attributes)
+    if history:  # retried before it was dead-lettered: one attempt a line
+        out.line(label("history"))
+        out.line(safe_text(describe_history(history), keep_newlines=True))
     if record.traceback:
         out.line(label("traceback"))
         out.line(safe_text(record.traceback.rstrip("\n"), keep_newlines=True))

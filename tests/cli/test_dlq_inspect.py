@@ -147,6 +147,32 @@ def test_show_prints_everything_stored_with_a_text_payload(cli: CLI, dlq_path: P
         assert expected in out
 
 
+def test_show_prints_the_history_of_a_message_retried_before_it_was_dead_lettered(
+    cli: CLI, dlq_path: Path
+) -> None:
+    history = [
+        {"at": 1796500000.0, "reason": "handler 'orders' raised ConnectionError", "delay": 0},
+        {"at": 1796500000.5, "reason": "handler 'orders' raised ConnectionError", "delay": 2.5},
+        {"at": 1796500003.0, "reason": "handler 'orders' raised ConnectionError", "delay": None},
+    ]
+    message = missive.JSONMessage(
+        b'{"kind": "order", "n": 8}', b"order-8", {"x-missive-history": history}
+    )
+    fill(dlq_path, (message, failure("database down", "orders")))
+
+    result = cli("dlq", "show", "order-8", "--dlq", str(dlq_path))
+
+    assert result.returncode == 0
+    assert (
+        "history:\nattempts (3):\n"
+        "  1. 2026-12-05T19:46:40.000+00:00 handler 'orders' raised ConnectionError; "
+        "retried at once\n"
+        "  2. 2026-12-05T19:46:40.500+00:00 handler 'orders' raised ConnectionError; "
+        "retried in 2.5 s\n"
+        "  3. 2026-12-05T19:46:43.000+00:00 handler 'orders' raised ConnectionError; given up\n"
+    ) in result.stdout
+
+
 def test_show_gives_a_hex_preview_of_a_binary_payload(cli: CLI, dlq_path: Path) -> None:
     fill(dlq_path, (missive.RawMessage(b"\xff\x00\x01abc" * 100, b"bin"), "no handler matched"))
 
