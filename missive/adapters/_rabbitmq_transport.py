@@ -182,11 +182,14 @@ class _RabbitMQTransport(Transport):
 
     def ack(self, handles: list[Any]) -> None:
         assert self._acks is not None
-        if self._retrying and min(self._retrying) < handles[-1]:
-            # A multiple ack would cover an original whose copy is not committed yet.
-            self._acks.send_each(handles)
-        else:
+        lowest = min(self._retrying) if self._retrying else None
+        if lowest is None or handles[-1] < lowest:
             self._acks.send(handles)
+        else:  # no multiple ack may cover an original whose copy is not committed yet
+            below = [tag for tag in handles if tag < lowest]
+            if below:
+                self._acks.send(below)
+            self._acks.send_each([tag for tag in handles if tag > lowest])
         if self._delays.on:
             self._delays.settled_through(handles[-1])
 
