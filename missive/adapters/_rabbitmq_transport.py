@@ -7,7 +7,6 @@ delivery loop drives it. Only imported once :mod:`missive.adapters.rabbitmq` fou
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import threading
 import time
@@ -17,11 +16,11 @@ from typing import Any, ClassVar
 import pika
 import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
-from pika.spec import Basic, BasicProperties
 
 from missive.adapters._rabbitmq_acks import Acks
 from missive.adapters._rabbitmq_causes import consume_refused, describe, login_refused
 from missive.adapters._rabbitmq_delays import Delays
+from missive.adapters._rabbitmq_rows import content_key, row_maker
 from missive.attempts import RETRIES
 from missive.message import Message
 from missive.runtime.transport import Batch, Capability, Fault, Transport
@@ -104,66 +103,12 @@ class _RabbitMQTransport(Transport):
         self._acks = Acks(channel)
         self._retrying = []
         self._delays.open()
+        batch, delays = self._batch, self._delays
         self._consumers = [
-            channel.basic_consume(queue, self._on_message_callback(queue)) for queue in self._queues
+            channel.basic_consume(queue, row_maker(batch, queue, delays)) for queue in self._queues
         ]
         queues = ", ".join(self._queues)
         logger.info("consuming %s on %s (prefetch %d)", queues, self.where(), self._prefetch)
-
-    def _on_message_callback(
-        self, queue: str
-    ) -> Callable[[BlockingChannel, Basic.Deliver, BasicProperties, bytes], None]:
-        """The consumer callback for ``queue``: the per-message hot path, one row per call."""
-        batch = self._batch
-        add_body, add_id, add_count = batch.bodies.append, batch.ids.append, batch.counts.append
-        add_attributes, add_handle = batch.attributes.append, batch.handles.append
-        delays = self._delays
-        keep = delays.keep if delays.on else None
-
-        def on_message(
-            channel: BlockingChannel,
-            method: Basic.Deliver,
-            properties: BasicProperties,
-            body: bytes,
-        ) -> None:
-            # No settling here: a reject or an ack is sent at once, and pika reads while
-            # it sends, so what it frees could join this dispatch, forever.
-            headers = properties.headers
-            tag: int = method.delivery_tag  # type: ignore[assignment]  # set on a delivery
-            if keep is not None:  # for a delayed retry's copy
-                keep(tag, properties)
-            publisher_id = properties.message_id
-            redelivered = method.redelivered
-            count: int | None = None if redelivered else 1
-            if headers:
-                if RETRIES in headers:  # a copy back from a delay queue
-                    row_id = publisher_id.encode() if publisher_id else None
-                    attributes, count, retried = delays.returned(queue, method, properties, headers)
-                    batch.add(body, row_id, attributes, tag, count, retried=retried)
-                    return
-                previous = headers.get("x-delivery-count")
-                if isinstance(previous, int):  # quorum queues count earlier deliveries
-                    count = previous + 1
-            add_body(body)
-            add_id(publisher_id.encode() if publisher_id else None)
-            add_attributes(
-                {
-                    "queue": queue,
-                    "exchange": method.exchange,
-                    "routing_key": method.routing_key,
-                    "redelivered": redelivered,
-                    "delivery_count": count,
-                    "headers": headers if headers else {},
-                    "publisher_id": bool(publisher_id),
-                    "content_type": properties.content_type,
-                    "correlation_id": properties.correlation_id,
-                    "reply_to": properties.reply_to,
-                }
-            )
-            add_count(count)
-            add_handle(tag)
-
-        return on_message
 
     def receive(self, max_messages: int, timeout: float) -> Batch:
         # ``max_messages`` is moot: the prefetch bounds what pika holds.
@@ -319,7 +264,7 @@ class _RabbitMQTransport(Transport):
             return None
         if stable_id:
             return message.message_id
-        return _content_key(attributes["queue"], attributes["routing_key"], message.raw_data)
+        return content_key(attributes["queue"], attributes["routing_key"], message.raw_data)
 
     def counted(self, message: Message, stable_id: bool, attempts: int) -> None:
         if attempts == 2 and not stable_id:  # once per message: at its first redelivery
@@ -335,13 +280,6 @@ class _RabbitMQTransport(Transport):
 
 def _on_cancelled_by_broker(frame: Any) -> None:
     raise _ConsumerCancelledError("RabbitMQ cancelled a consumer (queue deleted or moved)")
-
-
-def _content_key(queue: str, routing_key: str | None, body: bytes) -> bytes:
-    """A stable key for a message without a publisher id: identical messages share it."""
-    digest = hashlib.sha256(f"{queue}\0{routing_key}\0".encode())
-    digest.update(body)
-    return b"amqp-content:" + digest.hexdigest().encode()
 
 
 def _wake_up() -> None:

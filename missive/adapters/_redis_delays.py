@@ -19,6 +19,7 @@ missive consumer acks it unhandled). Private: imported only after redis-py.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 from collections.abc import Mapping
@@ -38,6 +39,8 @@ __all__ = [
     "read_copy",
 ]
 
+logger = logging.getLogger("missive.adapters.redis")
+
 #: The prefix of every field the copies carry; the entry's own fields never have it.
 PREFIX = b"x-missive-"
 #: The field holding the message's id: its first entry's id.
@@ -48,6 +51,10 @@ DELIVERIES_FIELD = b"x-missive-deliveries"
 GROUP_FIELD = b"x-missive-group"
 #: The most due copies one run of :data:`MOVE` moves.
 MOVE_LIMIT = 100
+#: The shortest and longest waits, in seconds, between two looks for due copies (the
+#: workers that schedule copies look again when theirs are due; the longest wait is
+#: for the copies of a worker that died).
+MOVE_EVERY, MOVE_IDLE = 0.1, 1.0
 
 _RETRIES_FIELD = RETRIES.encode()
 _FIRST_FIELD = FIRST_ATTEMPT.encode()
@@ -235,6 +242,29 @@ class DelayedSet:
         """Queue on ``pipe``: XACK the entry and keep its copy, atomically. Its result
         is 0 when the entry was not pending (acked already): then nothing was kept."""
         self._schedule(keys=[self.stream, self.key], args=args, client=pipe)
+
+    def move_due(self, now: float) -> float:
+        """Move the due copies back to the stream; when (``time.monotonic()``) to look
+        again: at once if there may be more, else when the next is due, within
+        :data:`MOVE_EVERY` and :data:`MOVE_IDLE`."""
+        moved, wait = self.move()
+        if moved:
+            logger.debug("moved %d due retries back to stream %r", moved, self.stream)
+        if moved >= MOVE_LIMIT:
+            return now
+        return now + max(MOVE_EVERY, MOVE_IDLE if wait is None else min(MOVE_IDLE, wait))
+
+    def report_unkept(self, owed: list[list[Any]], results: list[Any]) -> None:
+        """Say which of the schedule scripts ``owed`` (with ``results``) kept no copy:
+        their entry was acked already, by another consumer that claimed it."""
+        for args, kept in zip(owed, results, strict=False):
+            if not kept:
+                logger.info(
+                    "entry %r of stream %r was acked already (claimed and settled by "
+                    "another consumer): not retried later",
+                    args[1],
+                    self.stream,
+                )
 
     def move(self) -> tuple[int, float | None]:
         """Move up to :data:`MOVE_LIMIT` due copies back to the stream: (how many,

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import redis
 
 from missive.adapters._redis_common import RedisTransportBase, make_client, redact, unblock_soon
-from missive.adapters._redis_delays import MOVE_LIMIT, DelayedSet, read_copy
+from missive.adapters._redis_delays import MOVE_EVERY, DelayedSet, read_copy
 from missive.adapters._redis_groups import Entry, StreamGroup
 from missive.message import Message
 from missive.runtime.transport import Batch, Capability, Fault
@@ -29,10 +29,6 @@ logger = logging.getLogger("missive.adapters.redis")
 _CAPABILITIES = Capability.REDELIVERY | Capability.DELIVERY_COUNTS | Capability.HAND_BACK
 _CAPABILITIES |= Capability.PERSISTENCE | Capability.CONSUMER_GROUPS | Capability.ORDERED
 _CAPABILITIES |= Capability.DELAYED_RETRY
-#: The shortest and longest waits, in seconds, between two looks for due copies (the
-#: workers that schedule copies look again when theirs are due; the longest wait is
-#: for the copies of a worker that died).
-MOVE_EVERY, MOVE_IDLE = 0.1, 1.0
 
 
 class StreamsTransport(RedisTransportBase):
@@ -121,7 +117,7 @@ class StreamsTransport(RedisTransportBase):
         if now >= self._next_move:
             if self._owed_retries:  # into the set first: some may be due at once
                 self.flush()
-            self._move(now)
+            self._next_move = self.delayed.move_due(now)
         entries: list[Entry] = []
         counts: list[int] | None = None
         if now >= self._next_claim:
@@ -163,17 +159,6 @@ class StreamsTransport(RedisTransportBase):
             else:
                 self._add_unusual(entry_id, fields, count)
         return batch
-
-    def _move(self, now: float) -> None:
-        """Move the due delayed copies back to the stream; note when to look again."""
-        moved, wait = self.delayed.move()
-        if moved >= MOVE_LIMIT:  # more may be due: look again at the next receive
-            self._next_move = now
-        else:
-            self._next_move = now + (MOVE_IDLE if wait is None else min(MOVE_IDLE, wait))
-            self._next_move = max(self._next_move, now + MOVE_EVERY)
-        if moved:
-            logger.debug("moved %d due retries back to stream %r", moved, self.stream)
 
     def _add_unusual(self, entry_id: bytes, fields: dict[bytes, bytes], count: int) -> None:
         # A redelivery, an entry with other fields, or one without the message field;
@@ -243,14 +228,8 @@ class StreamsTransport(RedisTransportBase):
 
     def _settled(self, results: list[Any]) -> list[Any]:
         """Forget what :meth:`_settle_on` sent, now done; note a retry not kept."""
-        for args, kept in zip(self._owed_retries, results, strict=False):
-            if not kept:
-                logger.info(
-                    "entry %r of stream %r was acked already (claimed and settled by "
-                    "another consumer): not retried later",
-                    args[1],
-                    self.stream,
-                )
+        if self._owed_retries:
+            self.delayed.report_unkept(self._owed_retries, results)
         self._owed_retries.clear()
         self._owed.clear()
         return results

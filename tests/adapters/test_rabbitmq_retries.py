@@ -20,15 +20,8 @@ import pika.exceptions
 import pytest
 
 import missive
-from missive.adapters._rabbitmq_delays import (
-    MAX_LEVELS,
-    Delays,
-    _copy_properties,
-    delay_queue,
-    level_for,
-    levels_up_to,
-    original_headers,
-)
+from missive.adapters._rabbitmq_copies import copy_properties, copy_row, original_headers
+from missive.adapters._rabbitmq_delays import MAX_LEVELS, delay_queue, level_for, levels_up_to
 from missive.attempts import FIRST_ATTEMPT, HISTORY, RETRIES
 from missive.dlq.sqlite import SQLiteDLQ
 from missive.testing.conformance.support import running, wait_until
@@ -128,14 +121,13 @@ def test_the_headers_lose_what_the_trips_through_the_delay_queues_added() -> Non
 def test_a_copy_counts_its_retries_and_only_a_redelivered_copy_is_a_suspect(
     redelivered: bool, delivery_count: int | None, expected: tuple[int | None, bool]
 ) -> None:
-    delays = Delays(("q",), lambda: None, pika.URLParameters("amqp://localhost"))
     method = SimpleNamespace(redelivered=redelivered, exchange="", routing_key="q")
     headers: dict[str, Any] = {RETRIES: 2, HISTORY: "[]", "x-missive-routing-key": "rk"}
     if delivery_count is not None:
         headers["x-delivery-count"] = delivery_count
     properties = pika.BasicProperties(message_id="m1", headers=headers)
 
-    attributes, count, retried = delays.returned("q", method, properties, headers)  # type: ignore[arg-type]
+    attributes, count, retried = copy_row("q", method, properties, headers)  # type: ignore[arg-type]
 
     assert (count, retried) == expected
     assert attributes["delivery_count"] == count
@@ -157,7 +149,7 @@ def test_a_copy_has_the_state_in_headers_and_floats_as_text() -> None:
     message = missive.RawMessage(b"x", b"m-1", attributes)
     state = {RETRIES: 1, FIRST_ATTEMPT: 1700000000.25, HISTORY: [{"at": 1.0, "delay": 2.0}]}
 
-    properties = _copy_properties(None, message, state)
+    properties = copy_properties(None, message, state)
 
     assert properties.message_id == "m-1"
     assert properties.content_type == "text/plain"
