@@ -48,6 +48,15 @@ class Observer:
     def connection_restored(self, where: str) -> None:
         """A connection to ``where`` works again after one or more failures."""
 
+    def polled(self, count: int) -> None:
+        """The delivery loop finished one receive: ``count`` messages came, 0 when its
+        wait of ``poll_timeout`` ended empty. Called on the loop's thread; a heartbeat."""
+
+    def backlog(self, depth: int) -> None:
+        """The broker counts ``depth`` messages waiting for this consumer (a queue's
+        depth, a stream group's lag and pending), polled at most every
+        ``Adapter.backlog_interval`` seconds where the transport can tell."""
+
     def message_received(self, message: Message, delivery_count: int | None) -> None:
         """A message arrived; ``delivery_count`` is 1 on a first delivery, ``None`` if unknown."""
 
@@ -134,6 +143,12 @@ class Observers(list[Observer]):
 
     def connection_restored(self, where: str) -> None:
         self._call("connection_restored", where)
+
+    def polled(self, count: int) -> None:
+        self._call("polled", count)
+
+    def backlog(self, depth: int) -> None:
+        self._call("backlog", depth)
 
     def message_received(self, message: Message, delivery_count: int | None) -> None:
         self._call("message_received", message, delivery_count)

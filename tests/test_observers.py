@@ -13,6 +13,8 @@ EVENTS = [
     ("worker_stopping", (object(),)),
     ("connection_lost", ("redis://localhost", OSError("down"), 0.5)),
     ("connection_restored", ("redis://localhost",)),
+    ("polled", (0,)),
+    ("backlog", (12,)),
     ("message_received", (missive.RawMessage(b"x"), 1)),
     ("handling_started", (None, None)),
     ("handling_finished", (None, None, None, 0.1)),

@@ -55,6 +55,7 @@ class MQTTTransport(Transport):
     )
     # Neither handled nor stored: run() stops, the message stays in the session.
     stop_on_loss: ClassVar[bool] = True
+    system: ClassVar[str] = "mqtt"
     broker_name: ClassVar[str] = "the MQTT broker"
     loss_note: ClassVar[str] = (
         "; unacknowledged messages stay in the session and come again on reconnection"
@@ -248,6 +249,9 @@ class MQTTTransport(Transport):
 
     def where(self) -> str:
         return self._adapter._where
+
+    def source(self) -> str:
+        return ", ".join(self._adapter.topics)
 
     def count_key(self, message: Message, stable_id: bool) -> bytes | None:
         return message.message_id if stable_id else content_key(message)

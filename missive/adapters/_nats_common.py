@@ -104,6 +104,7 @@ def default_name() -> str:
 class NATSTransportBase(Transport):
     """A nats-py client on an event loop of its own, and a queue of what it received."""
 
+    system: ClassVar[str] = "nats"
     broker_name: ClassVar[str] = "NATS"
     first_reconnect_delay: ClassVar[float] = 0.1
 

@@ -113,6 +113,9 @@ class CoreTransport(NATSTransportBase):
     def where(self) -> str:
         return f"{self._what} at {super().where()}"
 
+    def source(self) -> str:
+        return ", ".join(self.adapter.subjects)
+
 
 class QueueGroupTransport(CoreTransport):
     """The same in a queue group: each message goes to one member of the group."""

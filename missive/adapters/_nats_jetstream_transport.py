@@ -268,5 +268,8 @@ class JetStreamTransport(NATSTransportBase):
         self._lost = fault is Fault.RECONNECT
         return fault
 
+    def source(self) -> str:
+        return str(self.stream)
+
     def where(self) -> str:
         return f"stream {self.stream!r} consumer {self.durable!r} at {super().where()}"

@@ -55,6 +55,7 @@ class _RabbitMQTransport(Transport):
         | Capability.DELAYED_RETRY | Capability.HAND_BACK | Capability.ORDERED
         | Capability.PERSISTENCE | Capability.CONSUMER_GROUPS
     )
+    system: ClassVar[str] = "rabbitmq"
     broker_name: ClassVar[str] = "RabbitMQ"
     loss_note: ClassVar[str] = "; unacked messages go back to their queue"
     first_reconnect_delay: ClassVar[float] = 0.5
@@ -255,6 +256,19 @@ class _RabbitMQTransport(Transport):
         # Never the URL: it may hold a password.
         params = self._parameters
         return f"{params.host}:{params.port} vhost {params.virtual_host!r}"
+
+    def source(self) -> str:
+        return ", ".join(self._queues)
+
+    def backlog(self) -> int | None:
+        """The messages ready in the queues (a passive declare each), unacked ones aside."""
+        channel = self._channel
+        if channel is None:
+            return None
+        return sum(
+            channel.queue_declare(queue, passive=True).method.message_count
+            for queue in self._queues
+        )
 
     def count_key(self, message: Message, stable_id: bool) -> bytes | None:
         attributes = message.attributes

@@ -120,6 +120,7 @@ def redis_fault(exc: BaseException) -> Fault:
 class RedisTransportBase(Transport):
     """What both Redis transports share: their name in logs, backoff start, faults."""
 
+    system = "redis"
     broker_name = "Redis"
     first_reconnect_delay = 0.05
 

@@ -42,6 +42,7 @@ class PubSubTransport(RedisTransportBase):
         self.drain_timeout = adapter.drain_timeout
         names = ", ".join([*adapter.channels, *(f"pattern {p}" for p in adapter.patterns)])
         self._where = f"Pub/Sub {names} at {redact(adapter.url)}"
+        self._source = names
         self._batch = Batch()
         self._queue: SimpleQueue[Any] = SimpleQueue()
         self._failure: BaseException | None = None  # raised by the next receive
@@ -142,6 +143,9 @@ class PubSubTransport(RedisTransportBase):
     def where(self) -> str:
         """The channels and patterns, and the URL without its password."""
         return self._where
+
+    def source(self) -> str:
+        return self._source
 
     def _subscribe(self, pubsub: Any, queue: SimpleQueue[Any]) -> None:
         # Wait for every confirmation so that, once ready, nothing published is missed.

@@ -72,6 +72,20 @@ class StreamsTransport(RedisTransportBase):
         """The stream, group and URL (without its password)."""
         return f"stream {self.stream!r} group {self.group!r} at {redact(self.adapter.url)}"
 
+    def source(self) -> str:
+        return str(self.stream)
+
+    def backlog(self) -> int | None:
+        """The group's lag (entries not yet delivered) plus its pending entries."""
+        client = self._client
+        if client is None:
+            return None
+        for group in client.xinfo_groups(self.stream):
+            name = group["name"]
+            if (name.decode() if isinstance(name, bytes) else name) == self.group:
+                return int(group.get("lag") or 0) + int(group["pending"])
+        return None
+
     def connect(self) -> None:
         """Connect, make the group if it is missing, and note the connection's id."""
         adapter = self.adapter

@@ -101,6 +101,9 @@ class Adapter(abc.ABC, Generic[M]):
     batch_size: int = 100
     #: How long one receive waits, in seconds, when nothing comes.
     poll_timeout: float = 0.5
+    #: The shortest time, in seconds, between two questions to the broker about the
+    #: backlog (the observers' ``backlog`` event); asked only while observers exist.
+    backlog_interval: float = 5.0
 
     def __init__(
         self,

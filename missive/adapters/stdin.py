@@ -104,6 +104,7 @@ class StdinAdapter(Adapter[M]):
 class _StdinTransport(Transport):
     """One row per line; a line is never given back, so a failure stops the run."""
 
+    system = "stdin"
     cannot_redeliver = "stdin cannot redeliver a line"
     stop_on_loss = True
     # On a stop, the loop goes on receiving until the reader says it is done: on a
@@ -170,6 +171,9 @@ class _StdinTransport(Transport):
         logger.info("stopped after %d lines", self._line_number)
 
     def where(self) -> str:
+        return "stdin"
+
+    def source(self) -> str:
         return "stdin"
 
     def locate(self, handle: Any) -> str:

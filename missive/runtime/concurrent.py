@@ -131,6 +131,7 @@ class ConcurrentConsumer(Generic[M]):
             self.low_water,
         )
         poll = adapter.poll_timeout
+        observers = adapter.processor.observers
         try:
             while True:
                 self._settle(None)
@@ -141,6 +142,8 @@ class ConcurrentConsumer(Generic[M]):
                     self._settle(poll)  # enough held: wait for a worker to finish
                     continue
                 batch = receive(limit - len(window), SETTLE_INTERVAL if window else poll)
+                if observers:
+                    delivery.polled(len(batch.bodies))
                 stopped_at = 0 if stopping() else self._hand_out_in_turn(batch)
                 if stopped_at is not None:
                     self._stop(batch, stopped_at)

@@ -54,6 +54,7 @@ class DeliveryLoop(Generic[M]):
         self._stop_failure: BaseException | None = None
         self._consumer: ConcurrentConsumer[M] | None = None
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._backlog_due = 0.0
 
     def run(self) -> None:
         """Consume until the input ends, a stop, or a fatal error (which propagates)."""
@@ -104,6 +105,18 @@ class DeliveryLoop(Generic[M]):
             )
         return self._executor
 
+    def polled(self, count: int) -> None:
+        """Tell the observers a receive returned ``count`` messages and, when due, the
+        broker's backlog. The caller checks that observers exist."""
+        observers = self.adapter.processor.observers
+        observers.polled(count)
+        now = time.monotonic()
+        if now >= self._backlog_due:
+            self._backlog_due = now + self.adapter.backlog_interval
+            depth = self.transport.backlog()
+            if depth is not None:
+                observers.backlog(depth)
+
     def wake(self) -> None:
         """End a receive that is waiting, after a stop was requested. Thread-safe."""
         self.transport.wake(from_signal=threading.current_thread() is self.thread)
@@ -149,6 +162,8 @@ class DeliveryLoop(Generic[M]):
                 self._stop(policy, None, 0)
                 return
             batch = receive(size, timeout)
+            if observers:
+                self.polled(len(batch.bodies))
             bodies, ids, attributes = batch.bodies, batch.ids, batch.attributes
             counts, handles, problems = batch.counts, batch.handles, batch.problems
             for i in range(len(bodies)):

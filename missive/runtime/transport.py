@@ -165,6 +165,9 @@ class Transport(abc.ABC):
     #: Without REDELIVERY the rest stays unread (stdin), rather than the message being
     #: logged as lost; with it, the message is requeued first, rather than retried.
     stop_on_loss: ClassVar[bool] = False
+    #: The OpenTelemetry ``messaging.system`` this transport reads ("rabbitmq",
+    #: "redis", "nats", "mqtt", "stdin"): a label for metrics and traces.
+    system: ClassVar[str] = "custom"
     #: The broker's name in logs ("Redis", "RabbitMQ").
     broker_name: ClassVar[str] = "the broker"
     #: Added to the reconnection warning, saying what became of unsettled messages.
@@ -259,6 +262,19 @@ class Transport(abc.ABC):
     def where(self) -> str:
         """Where this transport reads from, for logs, without credentials."""
         return type(self).__name__
+
+    def source(self) -> str:
+        """The destination it consumes (a queue, a stream, channels, a subject, topics),
+        without host or credentials: a label for metrics and traces."""
+        return self.where()
+
+    def backlog(self) -> int | None:
+        """How many messages wait for this consumer, if the broker tells it cheaply.
+
+        Called on the loop's thread, at most every ``Adapter.backlog_interval``
+        seconds and only while observers are registered; ``None``: unknown.
+        """
+        return None
 
     def locate(self, handle: Any) -> str | None:
         """Where a row is in the input, for the note on an error that stops ``run()``."""

@@ -397,3 +397,36 @@ class EventsSuite:
         logged = [r.getMessage() for r in caplog.records if r.name == "missive.events"]
         assert any("raised in message_received" in text for text in logged)
         assert any("raised in acked" in text for text in logged)
+
+    def test_each_receive_is_reported_to_the_observers_as_a_heartbeat(
+        self, harness: Harness
+    ) -> None:
+        # Given an adapter with a delivery loop, observed for its receives
+        recorder = Recorder()
+        adapter = harness.adapter(missive.RawMessage, recorder.processor)
+        try:
+            adapter.transport().close()
+        except NotImplementedError:
+            pytest.skip("this adapter has no delivery loop (it is pushed to)")
+        polls = PollCounter()
+        adapter.add_observer(polls)
+        # When five messages are consumed, then the loop waits for more
+        with running(adapter):
+            harness.publish([b"p%d" % i for i in range(5)])
+            wait_until(lambda: len(recorder.bodies) == 5, "the messages are handled")
+            wait_until(lambda: polls.empty > 0, "a receive came back empty")
+        # Then every message came through a reported receive, and idle waits are reported
+        assert polls.messages == 5
+        assert polls.receives > polls.empty
+
+
+class PollCounter(Observer):
+    """Counts the ``polled`` events: receives, empty ones and the messages they brought."""
+
+    def __init__(self) -> None:
+        self.receives = self.empty = self.messages = 0
+
+    def polled(self, count: int) -> None:
+        self.receives += 1
+        self.messages += count
+        self.empty += count == 0
