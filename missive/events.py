@@ -32,8 +32,9 @@ class Observer:
     an observer is logged at ERROR (logger ``missive.events``) and ignored: it never
     changes what becomes of a message.
 
-    ``adapter`` parameters are the :class:`~missive.Adapter` that runs; ``where`` is
-    its transport's address for logs, without credentials.
+    ``adapter`` parameters are the :class:`~missive.Adapter` that runs (its
+    ``running_transport`` tells the ``system`` and ``source()`` to label metrics and
+    spans with); ``where`` is its transport's address for logs, without credentials.
     """
 
     def worker_started(self, adapter: Any) -> None:

@@ -157,6 +157,14 @@ class Adapter(abc.ABC, Generic[M]):
             loop.wake()
 
     @property
+    def running_transport(self) -> Transport | None:
+        """The transport :meth:`run` drives now (from before ``worker_started`` until
+        :meth:`run` returns), ``None`` otherwise or for an adapter pushed to (WSGI).
+        Observers read its ``system`` and ``source()`` for their labels."""
+        loop = self._delivery
+        return None if loop is None else loop.transport
+
+    @property
     def observers(self) -> Observers:
         """Who sees this adapter's events: its processor's observers."""
         return self.processor.observers

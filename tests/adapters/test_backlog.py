@@ -62,3 +62,24 @@ def test_the_backlog_counts_what_waits_then_falls_to_zero(harness: Any) -> None:
     # Then the first figure counted those not yet handled, the prefetched ones aside
     # on RabbitMQ (unacked), and with them on Redis (pending)
     assert 25 <= first <= 30
+
+
+def test_observers_find_the_running_transport_and_its_names(harness: Any) -> None:
+    # Given an observer that reads the adapter's transport when the worker starts
+    seen: list[tuple[str, str]] = []
+
+    class Names(Observer):
+        def worker_started(self, adapter: Any) -> None:
+            transport = adapter.running_transport
+            seen.append((transport.system, transport.source()))
+
+    adapter = harness.adapter(missive.RawMessage, missive.Processor())
+    adapter.add_observer(Names())
+    assert adapter.running_transport is None
+    # When it runs
+    with running(adapter):
+        pass
+    # Then it saw the broker's system and the queue or stream, and nothing after the run
+    name = harness.queue if hasattr(harness, "queue") else harness.stream
+    assert seen == [("rabbitmq" if hasattr(harness, "queue") else "redis", name)]
+    assert adapter.running_transport is None
