@@ -29,47 +29,29 @@ import logging
 import math
 import os
 import signal
-import subprocess
 import sys
-import time
-from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
 from missive.adapters.base import Adapter
 from missive.cli._common import CLIError, import_object, safe_repr
 from missive.cli._output import Output
+from missive.cli._supervisor import (
+    BOOT_ERROR,
+    START_ERROR,
+    SUPERVISOR_VARIABLE,
+    WORKER_VARIABLE,
+    WORKERS_VARIABLE,
+    Supervisor,
+)
 from missive.errors import MissiveError
 
-__all__ = [
-    "BOOT_ERROR",
-    "START_ERROR",
-    "WORKER_VARIABLE",
-    "add_parser",
-    "describe_exit",
-    "load_adapter",
-]
+__all__ = ["add_parser", "load_adapter"]
 
 logger = logging.getLogger("missive.cli.run")
 
-#: The exit status of a worker whose adapter could not be loaded: not restarted.
-BOOT_ERROR = 3
-#: The environment variable that gives a worker its number (1 to N).
-WORKER_VARIABLE = "MISSIVE_WORKER"
-# A worker that dies sooner than this after starting is restarted only after it.
-_QUICK_DEATH = 1.0
-#: The exit status of a worker whose adapter failed before it was ready (consuming).
-START_ERROR = 4
-# A worker that fails to start this many times in a row (a missing queue, a wrong
-# password) will not start: restarting it again would not help.
-_FAILED_STARTS = 3
-# How many workers the supervisor started, for a worker to check its adapter may be shared.
-_WORKERS_VARIABLE = "MISSIVE_WORKERS"
 _MAX_WORKERS = 1024
-# The supervisor's pid, for a worker to notice it died.
-_SUPERVISOR_VARIABLE = "MISSIVE_SUPERVISOR_PID"
 _PR_SET_PDEATHSIG = 1
-_POLL = 0.05
 
 
 def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
@@ -162,7 +144,7 @@ def _run(args: argparse.Namespace, out: Output) -> int:
         logging.getLogger("pika").setLevel(logging.CRITICAL)
     if args.workers is None:
         return _run_here(args.target, out, args.concurrency)
-    supervisor = _Supervisor(args.target, args.workers, args.graceful_timeout, args.log_level)
+    supervisor = Supervisor(args.target, args.workers, args.graceful_timeout, args.log_level)
     supervisor.concurrency = args.concurrency
     return supervisor.run()
 
@@ -194,7 +176,7 @@ def _run_here(target: str, out: Output, concurrency: int | None = None) -> int:
         name = type(adapter).__name__
         if concurrency is not None:
             adapter.concurrency = concurrency
-        if worker and not adapter.shareable and int(os.environ.get(_WORKERS_VARIABLE, "1")) > 1:
+        if worker and not adapter.shareable and int(os.environ.get(WORKERS_VARIABLE, "1")) > 1:
             out.error(
                 f"{name} from {target} cannot be shared by several worker processes: each "
                 "would read its own part of the input; run it without --workers"
@@ -231,7 +213,7 @@ def _with_notes(exc: BaseException) -> str:
 def _stop_with_supervisor() -> None:
     # A worker whose supervisor dies (even by SIGKILL) gets SIGTERM and stops
     # gracefully, instead of running on unsupervised (Linux only).
-    supervisor = os.environ.get(_SUPERVISOR_VARIABLE)
+    supervisor = os.environ.get(SUPERVISOR_VARIABLE)
     if not sys.platform.startswith("linux") or not supervisor:
         return
     try:
@@ -241,154 +223,3 @@ def _stop_with_supervisor() -> None:
         return
     if str(os.getppid()) != supervisor:  # it died before prctl took effect
         os.kill(os.getpid(), signal.SIGTERM)
-
-
-def _ordinal(number: int) -> str:
-    return {1: "st", 2: "nd", 3: "rd"}.get(number if number < 20 else number % 10, "th")
-
-
-def describe_exit(status: int) -> str:
-    """``exited with status 1`` or ``was killed by SIGKILL``, for a Popen returncode."""
-    if status < 0:
-        try:
-            name = signal.Signals(-status).name
-        except ValueError:
-            name = f"signal {-status}"
-        return f"was killed by {name}"
-    return f"exited with status {status}"
-
-
-@dataclass
-class _Worker:
-    number: int
-    process: subprocess.Popen[bytes] | None = None
-    started: float = 0.0
-    restart_at: float = 0.0
-    failed_starts: int = 0  # START_ERROR exits in a row
-    finished: bool = False  # exited 0 on its own: not restarted
-
-
-class _Supervisor:
-    def __init__(self, target: str, count: int, graceful_timeout: float, log_level: str) -> None:
-        self.target = target
-        self.workers = [_Worker(number) for number in range(1, count + 1)]
-        self.graceful_timeout = graceful_timeout
-        self.log_level = log_level
-        #: ``--concurrency``, passed on to each worker.
-        self.concurrency: int | None = None
-        self.stop_signal: int | None = None
-
-    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        self.stop_signal = signum
-
-    def run(self) -> int:
-        signals = (signal.SIGINT, signal.SIGTERM)
-        previous = {s: signal.signal(s, self._on_signal) for s in signals}
-        try:
-            return self._supervise()
-        finally:
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
-
-    def _start(self, worker: _Worker) -> None:
-        command = [sys.executable, "-m", "missive", "run", self.target]
-        command += ["--log-level", self.log_level]
-        if self.concurrency is not None:
-            command += ["--concurrency", str(self.concurrency)]
-        env = {
-            **os.environ,
-            WORKER_VARIABLE: str(worker.number),
-            _WORKERS_VARIABLE: str(len(self.workers)),
-            _SUPERVISOR_VARIABLE: str(os.getpid()),
-        }
-        worker.process = subprocess.Popen(command, env=env)
-        worker.started = time.monotonic()
-        logger.info("worker %d started (pid %d)", worker.number, worker.process.pid)
-
-    def _supervise(self) -> int:
-        logger.info("supervising %d workers running %s", len(self.workers), self.target)
-        for worker in self.workers:
-            self._start(worker)
-        while self.stop_signal is None:
-            if all(worker.finished for worker in self.workers):
-                logger.info("every worker finished on its own: stopping")
-                return 0
-            for worker in self.workers:
-                if self.stop_signal is not None:  # a worker's exit may be that signal's doing
-                    break
-                if worker.finished:
-                    continue
-                if worker.process is None:
-                    if time.monotonic() >= worker.restart_at:
-                        self._start(worker)
-                    continue
-                status = worker.process.poll()
-                if status is None:
-                    continue
-                pid = worker.process.pid
-                worker.process = None
-                if status == BOOT_ERROR:
-                    logger.error(
-                        "worker %d (pid %d) could not load %s (see above): stopping all",
-                        worker.number, pid, self.target,
-                    )  # fmt: skip
-                    self._stop_all()
-                    return 1
-                if status == 0:
-                    worker.finished = True
-                    logger.info(
-                        "worker %d (pid %d) finished on its own; not restarted",
-                        worker.number, pid,
-                    )  # fmt: skip
-                    continue
-                lived = time.monotonic() - worker.started
-                worker.failed_starts = worker.failed_starts + 1 if status == START_ERROR else 0
-                if worker.failed_starts >= _FAILED_STARTS:
-                    logger.error(
-                        "worker %d (pid %d) failed before consuming, the %d%s time in a row: "
-                        "it cannot start (see its error above); stopping all",
-                        worker.number, pid, worker.failed_starts, _ordinal(worker.failed_starts),
-                    )  # fmt: skip
-                    self._stop_all()
-                    return 1
-                quick = lived < _QUICK_DEATH
-                worker.restart_at = time.monotonic() + (_QUICK_DEATH if quick else 0.0)
-                logger.error(
-                    "worker %d (pid %d) %s; restarting it",
-                    worker.number, pid, describe_exit(status),
-                )  # fmt: skip
-            time.sleep(_POLL)
-        logger.info(
-            "%s received: stopping %d workers", signal.Signals(self.stop_signal).name,
-            len(self.workers),
-        )  # fmt: skip
-        return self._stop_all()
-
-    def _stop_all(self) -> int:
-        running = [w for w in self.workers if w.process is not None]
-        for worker in running:
-            assert worker.process is not None
-            if worker.process.poll() is None:
-                worker.process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + self.graceful_timeout
-        clean = True
-        for worker in running:
-            assert worker.process is not None
-            try:
-                status = worker.process.wait(max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                logger.error(
-                    "worker %d (pid %d) still running after %g s: killing it",
-                    worker.number, worker.process.pid, self.graceful_timeout,
-                )  # fmt: skip
-                worker.process.kill()
-                status = worker.process.wait()
-            if status == 0:
-                logger.info("worker %d (pid %d) stopped", worker.number, worker.process.pid)
-            else:
-                clean = False
-                logger.error(
-                    "worker %d (pid %d) %s", worker.number, worker.process.pid,
-                    describe_exit(status),
-                )  # fmt: skip
-        return 0 if clean else 1
