@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
 import functools
 import logging
 import random
@@ -346,9 +347,14 @@ class ProcessingContext(Generic[M]):
         return recovery.dead_letter(failure, note)
 
     async def in_executor(self, function: Callable[..., T], *args: Any) -> T:
-        """Run ``function(*args)`` in :attr:`executor`, from the event loop, and await it."""
+        """Run ``function(*args)`` in :attr:`executor`, from the event loop, and await it.
+
+        It runs in a copy of the caller's context variables (as ``asyncio.to_thread``
+        does), so that a span or a value a hook set is current there too.
+        """
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.executor, functools.partial(function, *args))
+        call = functools.partial(contextvars.copy_context().run, function, *args)
+        return await loop.run_in_executor(self.executor, call)
 
     async def _acall(self, function: Callable[..., object], *args: Any) -> None:
         """Call a hook or handler from the event loop: awaited if async, else in the executor."""
