@@ -48,8 +48,8 @@ __all__ = ["NO_HANDLER", "PrometheusMetrics", "exposition", "instrument", "mark_
 
 _MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
-# One delivery on its way, from message_received to its settle event:
-# [message (kept alive, so its id() stays unique), handler name, outcome counted].
+# One delivery on its way, from message_received to its settle event: [message (kept
+# alive, so its id() stays unique), its last HandlingContext or None, outcome counted].
 _Open = list[Any]
 
 
@@ -99,7 +99,7 @@ class PrometheusMetrics(Observer):
         children = self._children
         children.consumed.inc()
         children.in_flight.inc()
-        self._open[id(message)] = [message, NO_HANDLER, False]
+        self._open[id(message)] = [message, None, False]
 
     def handling_finished(
         self,
@@ -108,11 +108,10 @@ class PrometheusMetrics(Observer):
         outcome: Outcome | None,
         duration: float,
     ) -> None:
-        handler = hctx.handler_name or NO_HANDLER
-        self._children.duration(handler).observe(duration)
+        self._children.duration(hctx.handler_name or NO_HANDLER).observe(duration)
         entry = self._open.get(id(hctx.message))
         if entry is not None:
-            entry[1] = handler
+            entry[1] = hctx
 
     def acked(self, message: Message) -> None:
         self._settled(message, "acked")
@@ -139,12 +138,14 @@ class PrometheusMetrics(Observer):
         children.outcome(self._ended(message, reason), "failed").inc()
 
     def _ended(self, message: Message, reason: DeadLetterReason) -> str:
-        """Note that ``message``'s outcome is counted; return its handler label."""
+        """Note that ``message``'s outcome is counted; return its handler label.
+
+        A message dead-lettered after its attempts is a copy carrying their history,
+        not the object received: its settle event is known by its failed handling."""
         entry = self._open.get(id(message))
-        if entry is None:  # the test client: no message_received
-            return reason.handler or NO_HANDLER
-        entry[2] = True
-        return reason.handler or entry[1]
+        if entry is not None:
+            entry[2] = True
+        return reason.handler or NO_HANDLER
 
     def _settled(self, message: Message, outcome: str) -> None:
         entry = self._open.pop(id(message), None)
@@ -152,8 +153,12 @@ class PrometheusMetrics(Observer):
             return
         children = self._children
         children.in_flight.dec()
-        if not entry[2]:
-            children.outcome(entry[1], outcome).inc()
+        hctx = entry[1]
+        if hctx is None:
+            if not entry[2]:
+                children.outcome(NO_HANDLER, outcome).inc()
+        elif outcome == "retried" or not (entry[2] or hctx.failure is not None):
+            children.outcome(hctx.handler_name or NO_HANDLER, outcome).inc()
 
 
 def adapter_labels(adapter: Any) -> tuple[str, str]:
