@@ -118,7 +118,9 @@ class Tracing(Observer):
         if transport is None:  # a push adapter (WSGI): the request path, per message
             self._system, self._source = "http", None
         else:
-            self._system, self._source = transport.system, transport.source()
+            self._system = getattr(transport, "system", "unknown")
+            source = getattr(transport, "source", None)
+            self._source = source() if source is not None else transport.where()
 
     def worker_stopping(self, adapter: Any) -> None:
         """End every span still open: nothing will settle those messages now."""
