@@ -33,7 +33,7 @@ try:
 except ImportError as _exc:  # pragma: no cover - exercised by a test in a subprocess
     raise MissingExtraError("prometheus", "missive.metrics") from _exc
 
-from missive._metrics_collectors import NO_HANDLER, Children, collectors_for
+from missive._metrics_collectors import DURATION_BUCKETS, NO_HANDLER, Children, collectors_for
 from missive.events import Observer
 
 if TYPE_CHECKING:
@@ -44,7 +44,14 @@ if TYPE_CHECKING:
     from missive.processor import Processor
     from missive.reason import DeadLetterReason
 
-__all__ = ["NO_HANDLER", "PrometheusMetrics", "exposition", "instrument", "mark_worker_dead"]
+__all__ = [
+    "DURATION_BUCKETS",
+    "NO_HANDLER",
+    "PrometheusMetrics",
+    "exposition",
+    "instrument",
+    "mark_worker_dead",
+]
 
 _MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 

@@ -8,6 +8,7 @@ the handling-side counts: durations, dead letters, DLQ failures.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -427,3 +428,24 @@ def test_mark_worker_dead_is_a_no_op_outside_multiprocess_mode(
     monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
 
     missive.metrics.mark_worker_dead(os.getpid())
+
+
+# -- docs/metrics.md ----------------------------------------------------------------
+
+DOC = (Path(__file__).resolve().parents[1] / "docs" / "metrics.md").read_text("utf-8")
+
+
+def test_the_docs_example_runs_as_printed() -> None:
+    blocks = re.findall(r"```python\n(.*?)```", DOC, flags=re.DOTALL)
+    assert len(blocks) == 1
+    namespace: dict[str, object] = {"__name__": "docs_metrics"}
+    exec(compile(blocks[0], "docs/metrics.md", "exec"), namespace)  # our own docs
+
+
+def test_the_docs_list_every_metric(registry: CollectorRegistry) -> None:
+    missive.metrics.PrometheusMetrics(registry)
+    families = {family.name for family in registry.collect()}
+
+    assert len(families) == 7
+    for name in families:
+        assert f"`{name}" in DOC, name
