@@ -399,6 +399,11 @@ class ProcessingContext(Generic[M]):
             message.message_id,
             len(message.raw_data),
             reason.summary,
+            extra={
+                "message_id": message.message_id,
+                "handler": reason.handler,
+                "outcome": "dead_lettered",
+            },
         )
         obs = processor.observers
         if obs:
@@ -488,5 +493,6 @@ def _after_handling_failed(
             callable_name(hook),
             type(exc).__qualname__,
             hctx.message.message_id,
+            extra={"message_id": hctx.message.message_id, "handler": hctx.handler_name},
         )
     return failure

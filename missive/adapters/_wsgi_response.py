@@ -138,6 +138,7 @@ def log_failure(message: Message, exc: HandlingError | DLQWriteError) -> None:
         summary,
         what,
         advice,
+        extra={"message_id": message.message_id, "outcome": "failed"},
     )
     # The full reason may quote the payload (exception text): debug level only.
     logger.debug("message %r full reason: %s", message.message_id, reason)

@@ -293,7 +293,9 @@ class DeliveryLoop(Generic[M]):
                 self._raise(error, handle)
             # The error's text is safe to log: the id, the reason's summary, what to do.
             note = transport.redelivery_note or f"Requeuing it in {delay:.1f} s."
-            logger.error("%s %s", error, note)
+            logger.error(
+                "%s %s", error, note, extra={"message_id": message.message_id, "outcome": "failed"}
+            )
             if observers:
                 observers.requeued(message, delay)
         elif verdict is Verdict.LOST:
@@ -305,6 +307,7 @@ class DeliveryLoop(Generic[M]):
                 "" if channel is None else f", channel {channel}",
                 transport.cannot_redeliver,
                 error,
+                extra={"message_id": message.message_id, "outcome": "lost"},
             )
             if observers:
                 observers.lost(message, error)

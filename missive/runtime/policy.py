@@ -311,6 +311,7 @@ class Policy(Generic[M]):
                 "without a delivery count",
                 message.message_id,
                 exc,
+                extra={"message_id": message.message_id},
             )
             return None
 
@@ -323,4 +324,5 @@ class Policy(Generic[M]):
                 "message with the same id would start from it",
                 message.message_id,
                 exc,
+                extra={"message_id": message.message_id},
             )
