@@ -7,8 +7,8 @@ the application's. Register with :func:`instrument` (or ``add_observer(Tracing()
     instrument(adapter)        # the global tracer provider, or tracer_provider=...
 
 Each message gets a span of kind CONSUMER named ``process <destination>``, with the
-messaging attributes of the OpenTelemetry semantic conventions. Its parent, and a
-link, is the context the publisher put in the message's ``traceparent`` /
+messaging attributes of the OpenTelemetry semantic conventions. Its parent (or,
+with ``parent=False``, a link) is the context the publisher put in the ``traceparent`` /
 ``tracestate`` headers (AMQP, NATS and MQTT headers, HTTP headers, a Redis Streams
 field). The span is current while the hooks and the handler run, and ends once the
 message is settled; see ``docs/tracing.md``. No payload and no header value other
@@ -63,13 +63,23 @@ _FAILED_OUTCOMES = frozenset({"dead_lettered", "retried", "failed", "lost", "uns
 class _Delivery:
     """One message's span from its arrival to its settlement."""
 
-    __slots__ = ("attempts", "dead", "dlq_failed", "failure", "message", "span", "token")
+    __slots__ = (
+        "attempts",
+        "dead",
+        "dlq_failed",
+        "failure",
+        "handler",
+        "message",
+        "span",
+        "token",
+    )
 
     def __init__(self, message: Message, span: trace.Span) -> None:
         self.message = message  # kept so that id(message) is not reused while open
         self.span = span
         self.token: contextvars.Token[otel_context.Context] | None = None
         self.attempts = 0
+        self.handler: str | None = None
         self.failure: DeadLetterReason | None = None
         self.dead = False
         self.dlq_failed = False
@@ -86,7 +96,7 @@ class Tracing(Observer):
         until one is set.
     :param parent: make the publisher's context the span's parent (one trace from
         the publisher to the handler's own spans); ``False`` starts a new trace
-        linked to it. The link is made either way.
+        with a link to it.
     """
 
     def __init__(
@@ -144,12 +154,11 @@ class Tracing(Observer):
             "messaging.operation.type": "process",
             "messaging.operation.name": "process",
             "messaging.operation": "process",  # the name before semconv 1.26
-            "messaging.message.body.size": len(message.raw_data),
         }
         message_id = message_id_text(message.message_id)
         if message_id is not None:
             span_attributes["messaging.message.id"] = message_id
-        if delivery_count is not None:
+        if delivery_count is not None and delivery_count != 1:  # a redelivery or a retry
             span_attributes["missive.delivery_count"] = delivery_count
         headers = carrier(attributes)
         parent: otel_context.Context | None = None
@@ -158,9 +167,11 @@ class Tracing(Observer):
             extracted = propagate.extract(headers, getter=CARRIER_GETTER)
             remote = trace.get_current_span(extracted).get_span_context()
             if remote.is_valid:
-                links.append(Link(remote))
-                # Not a parent: a new trace (an empty context, not the current one).
-                parent = extracted if self._parent else otel_context.Context()
+                if self._parent:
+                    parent = extracted
+                else:  # a new trace (an empty context, not the current one), linked
+                    parent = otel_context.Context()
+                    links.append(Link(remote))
         span = tracer.start_span(
             f"process {source}",
             context=parent,
@@ -202,13 +213,11 @@ class Tracing(Observer):
         token, delivery.token = delivery.token, None
         if token is not None:
             otel_context.detach(token)
-        span = delivery.span
-        if hctx.handler_name is not None:
-            span.set_attribute("missive.handler", hctx.handler_name)
+        delivery.handler = hctx.handler_name
         failure = hctx.failure if outcome is None else None
         if failure is not None:
             delivery.failure = failure
-            span.add_event("exception", exception_attributes(failure))
+            delivery.span.add_event("exception", exception_attributes(failure))
 
     def acked(self, message: Message) -> None:
         """End the span: handled, or stored in the DLQ."""
@@ -274,7 +283,11 @@ class Tracing(Observer):
         if delivery is None:  # another thread ended it
             return
         span = delivery.span
-        span.set_attribute("missive.outcome", outcome)
+        handler = delivery.handler
+        if handler is None:
+            span.set_attribute("missive.outcome", outcome)
+        else:
+            span.set_attributes({"missive.outcome": outcome, "missive.handler": handler})
         if outcome in _FAILED_OUTCOMES:
             failure = delivery.failure
             description = failure.summary if failure is not None else outcome
@@ -282,13 +295,16 @@ class Tracing(Observer):
         span.end()
 
 
-def instrument(target: Any, tracer_provider: trace.TracerProvider | None = None) -> Tracing:
+def instrument(
+    target: Any, tracer_provider: trace.TracerProvider | None = None, *, parent: bool = True
+) -> Tracing:
     """Trace every message of ``target`` (an adapter or a processor); returns the observer.
 
     :param target: anything with ``add_observer``: an :class:`~missive.Adapter` or a
         :class:`~missive.Processor`.
     :param tracer_provider: where spans go; ``None``: OpenTelemetry's global provider.
+    :param parent: see :class:`Tracing`.
     """
-    tracing = Tracing(tracer_provider)
+    tracing = Tracing(tracer_provider, parent=parent)
     target.add_observer(tracing)
     return tracing

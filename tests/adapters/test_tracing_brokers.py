@@ -112,12 +112,12 @@ def consumers_of(traces: Traces, publisher: SpanContext) -> list[ReadableSpan]:
 
 
 def assert_carried(span: ReadableSpan, publisher: SpanContext) -> None:
-    """``span`` is the publisher's child, in its trace, and links to it."""
+    """``span`` is the publisher's child, in its trace (no link: the parent says it)."""
     assert span.context is not None
     assert span.parent is not None
     assert span.context.trace_id == publisher.trace_id
     assert span.parent.span_id == publisher.span_id
-    assert [link.context.span_id for link in span.links] == [publisher.span_id]
+    assert list(span.links) == []
 
 
 def test_the_publisher_context_is_the_consumer_spans_parent_through_the_broker(
@@ -200,12 +200,12 @@ def test_a_retry_and_a_dead_letter_are_span_events_through_the_broker(
 
 
 def wsgi_adapter(
-    traces: Traces, handler: Callable[..., None], **options: Any
+    traces: Traces, handler: Callable[..., None], parent: bool = True, **options: Any
 ) -> WSGIAdapter[missive.Message]:
     processor: missive.Processor[Any] = missive.Processor()
     processor.handle_for(lambda m: True, retry=ONE_RETRY)(handler)
     adapter = WSGIAdapter(missive.RawMessage, processor, **options)
-    instrument(adapter, traces.provider)
+    instrument(adapter, traces.provider, parent=parent)
     return adapter
 
 
@@ -259,3 +259,24 @@ def test_an_http_retry_is_a_span_event_and_the_request_is_answered_503(
     assert event_names(consumer) == ["exception", "missive.retry"]
     assert dict(consumer.attributes or {})["missive.outcome"] == "retried"
     assert_no_marker(traces.spans())
+
+
+def test_with_parent_false_the_consumer_span_starts_a_trace_linked_to_the_publisher(
+    traces: Traces,
+) -> None:
+    # Given Tracing that links rather than parents
+    handler, _ = handler_recording_spans(traces)
+    adapter = wsgi_adapter(traces, handler, parent=False)
+    headers, publisher = traces.publish_context()
+    try:
+        # When a request carrying a publisher's context is posted
+        assert call(adapter, path="/", body=b"{}", headers=headers).status == 200
+    finally:
+        adapter.close()
+    # Then its span has no parent, another trace, and one link to the publisher
+    [consumer] = traces.consumers()
+    assert consumer.parent is None
+    assert consumer.context is not None
+    assert consumer.context.trace_id != publisher.trace_id
+    assert [link.context.span_id for link in consumer.links] == [publisher.span_id]
+    assert_nested(traces, consumer)
