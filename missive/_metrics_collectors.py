@@ -3,6 +3,7 @@ label children one observer uses, looked up once per handler rather than per mes
 
 from __future__ import annotations
 
+import os
 import threading
 import weakref
 from typing import Any
@@ -28,6 +29,12 @@ class Collectors:
     """The metrics of one registry, shared by every observer that reports into it."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
+        #: Whether values go to PROMETHEUS_MULTIPROC_DIR: then the in-flight gauge is
+        #: kept by inc and dec; else it is read at each scrape, costing nothing per message.
+        self.multiprocess = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+        # (adapter, source) -> the open deliveries of each observer with those labels.
+        self._open: dict[tuple[str, str], list[dict[int, Any]]] = {}
+        self._lock = threading.Lock()
         self.consumed = Counter(
             "messaging_client_consumed_messages",
             "Deliveries received from the transport, redeliveries included.",
@@ -75,6 +82,24 @@ class Collectors:
             multiprocess_mode="livemostrecent",
             registry=registry,
         )
+
+    def track(self, where: tuple[str, str], open_map: dict[int, Any], old: tuple[str, str]) -> None:
+        """Count ``open_map``'s deliveries in the in-flight gauge of ``where`` (no longer
+        in that of ``old``), when it is read at each scrape."""
+        if self.multiprocess:
+            return
+        with self._lock:
+            before = self._open.get(old)
+            if before is not None and open_map in before:
+                before.remove(open_map)
+            maps = self._open.get(where)
+            if maps is None:
+                maps = self._open[where] = []
+                self.in_flight.labels(*where).set_function(
+                    lambda: sum(len(deliveries) for deliveries in maps)
+                )
+            if open_map not in maps:
+                maps.append(open_map)
 
 
 _sets: weakref.WeakKeyDictionary[CollectorRegistry, Collectors] = weakref.WeakKeyDictionary()
@@ -138,7 +163,5 @@ class Children:
         """The duration histogram child of ``handler``."""
         child = self._durations.get(handler)
         if child is None:
-            child = self._durations[handler] = self.collectors.duration.labels(
-                *self.where, handler
-            )
+            child = self._durations[handler] = self.collectors.duration.labels(*self.where, handler)
         return child

@@ -82,9 +82,11 @@ class PrometheusMetrics(Observer):
     """
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        self._collectors = collectors_for(registry)
-        self._children = Children(self._collectors, "", "")
+        self._collectors = collectors = collectors_for(registry)
+        self._children = Children(collectors, "", "")
         self._open: dict[int, _Open] = {}
+        collectors.track(("", ""), self._open, ("", ""))
+        self._count_in_flight = collectors.multiprocess
 
     @property
     def labels(self) -> tuple[str, str]:
@@ -92,9 +94,10 @@ class PrometheusMetrics(Observer):
         return self._children.where
 
     def worker_started(self, adapter: Any) -> None:
-        labels = adapter_labels(adapter)
-        if labels != self._children.where:
+        labels, old = adapter_labels(adapter), self._children.where
+        if labels != old:
             self._children = Children(self._collectors, *labels)
+            self._collectors.track(labels, self._open, old)
 
     def connection_lost(self, where: str, error: BaseException, retry_in: float) -> None:
         self._children.reconnections.inc()
@@ -105,7 +108,8 @@ class PrometheusMetrics(Observer):
     def message_received(self, message: Message, delivery_count: int | None) -> None:
         children = self._children
         children.consumed.inc()
-        children.in_flight.inc()
+        if self._count_in_flight:
+            children.in_flight.inc()
         self._open[id(message)] = [message, None, False]
 
     def handling_finished(
@@ -159,7 +163,8 @@ class PrometheusMetrics(Observer):
         if entry is None:
             return
         children = self._children
-        children.in_flight.dec()
+        if self._count_in_flight:
+            children.in_flight.dec()
         hctx = entry[1]
         if hctx is None:
             if not entry[2]:

@@ -244,6 +244,27 @@ def test_counts_stay_exact_with_concurrent_workers(
     assert value(registry, count, **MEMORY, handler="acks") == 300
 
 
+def test_a_message_being_handled_is_in_flight_until_settled(
+    harness: MemoryHarness, registry: CollectorRegistry
+) -> None:
+    release = threading.Event()
+
+    def held(message: missive.Message, ctx: Ctx) -> None:
+        release.wait(30)
+        ctx.ack()
+
+    processor = processor_with((b"", held))
+    missive.metrics.instrument(processor, registry)
+    harness.publish([b"one", b"two"])
+
+    with running(harness.adapter(missive.RawMessage, processor, concurrency=2)):
+        wait_until(lambda: value(registry, "missive_messages_in_flight", **MEMORY) == 2, "2 held")
+        release.set()
+        wait_until(lambda: outcome(registry, "held", "acked", **MEMORY) == 2, "both acked")
+
+    assert value(registry, "missive_messages_in_flight", **MEMORY) == 0
+
+
 def test_a_failed_dlq_write_then_requeued_counts_as_failed_only(
     harness: MemoryHarness, registry: CollectorRegistry
 ) -> None:
