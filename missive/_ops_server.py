@@ -135,8 +135,8 @@ class _IPv6Server(_Server):
 
 def _handler(owner: OpsServer) -> type[http.server.BaseHTTPRequestHandler]:
     class Handler(http.server.BaseHTTPRequestHandler):
-        server_version = "missive"
-        sys_version = ""
+        def version_string(self) -> str:
+            return "missive"
 
         def do_GET(self) -> None:
             self._respond(head=False)

@@ -36,6 +36,7 @@ from typing import Any
 from missive.adapters.base import Adapter
 from missive.cli._common import CLIError, import_object, safe_repr
 from missive.cli._output import Output
+from missive.cli._run_ops import SupervisorOps, address, configure_logging, start_worker_ops
 from missive.cli._supervisor import (
     BOOT_ERROR,
     START_ERROR,
@@ -45,6 +46,7 @@ from missive.cli._supervisor import (
     Supervisor,
 )
 from missive.errors import MissiveError
+from missive.health import DEFAULT_HANDLER_TIMEOUT
 
 __all__ = ["add_parser", "load_adapter"]
 
@@ -86,6 +88,26 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
         type=str.upper,
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="the lowest level logged to stderr (default: INFO)",
+    )
+    run.add_argument(
+        "--log-format",
+        default="text",
+        choices=["text", "json"],
+        help="text lines, or one JSON object a line (default: text)",
+    )
+    run.add_argument(
+        "--http",
+        type=address,
+        metavar="HOST:PORT",
+        help="serve /healthz, /readyz and /metrics there (with --workers: for all of them)",
+    )
+    run.add_argument(
+        "--handler-timeout",
+        type=_seconds,
+        default=DEFAULT_HANDLER_TIMEOUT,
+        metavar="SECONDS",
+        help="with --http: a handler running longer fails /healthz; 0 for no limit "
+        f"(default: {DEFAULT_HANDLER_TIMEOUT:g})",
     )
     run.set_defaults(func=_run)
 
@@ -133,23 +155,23 @@ def load_adapter(path: str) -> Adapter[Any]:
 
 
 def _run(args: argparse.Namespace, out: Output) -> int:
-    logging.basicConfig(
-        level=args.log_level,
-        stream=sys.stderr,
-        format="%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s",
-    )
-    if args.log_level != "DEBUG":
-        # pika logs each failed connection attempt at ERROR, in about eight lines and
-        # a traceback; the adapter says the same in one WARNING line.
-        logging.getLogger("pika").setLevel(logging.CRITICAL)
+    configure_logging(args.log_level, args.log_format)
     if args.workers is None:
-        return _run_here(args.target, out, args.concurrency)
+        return _run_here(args.target, out, args.concurrency, args)
     supervisor = Supervisor(args.target, args.workers, args.graceful_timeout, args.log_level)
     supervisor.concurrency = args.concurrency
-    return supervisor.run()
+    supervisor.options = ["--log-format", args.log_format]
+    supervisor.options += ["--handler-timeout", str(args.handler_timeout)]
+    if args.http is None:
+        return supervisor.run()
+    ops = SupervisorOps(supervisor, args.http)
+    try:
+        return supervisor.run()
+    finally:
+        ops.close()
 
 
-def _run_here(target: str, out: Output, concurrency: int | None = None) -> int:
+def _run_here(target: str, out: Output, concurrency: int | None, args: argparse.Namespace) -> int:
     worker = os.environ.get(WORKER_VARIABLE)
     if worker:
         _stop_with_supervisor()
@@ -183,6 +205,8 @@ def _run_here(target: str, out: Output, concurrency: int | None = None) -> int:
             )
             return BOOT_ERROR
         logger.info("running %s from %s%s", name, target, f" (worker {worker})" if worker else "")
+        timeout = args.handler_timeout or None
+        ops = start_worker_ops(adapter, args.http, timeout, worker)
         try:
             adapter.run()
         except MissiveError as exc:
@@ -193,6 +217,9 @@ def _run_here(target: str, out: Output, concurrency: int | None = None) -> int:
             logger.error("%s stopped: %s: %s", name, type(exc).__name__, _with_notes(exc))
             logger.debug("the error's traceback", exc_info=True)
             return _failed(adapter)
+        finally:
+            if ops is not None:
+                ops.close()
         return 0
     finally:
         for signum, handler in previous.items():

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType
 
@@ -78,7 +79,29 @@ class Supervisor:
         self.log_level = log_level
         #: ``--concurrency``, passed on to each worker.
         self.concurrency: int | None = None
+        #: More options passed on to each worker (``--log-format json``).
+        self.options: list[str] = []
+        #: More environment variables for each worker.
+        self.env: dict[str, str] = {}
+        #: Called with a worker's number and pid once it exited.
+        self.on_exit: Callable[[int, int], None] | None = None
         self.stop_signal: int | None = None
+
+    def running(self) -> list[tuple[int, int | None, float]]:
+        """``(number, pid or None while it waits for its restart, seconds since it
+        started)`` of each worker that has not finished on its own. Thread-safe."""
+        now = time.monotonic()
+        found = []
+        for worker in self.workers:
+            process = worker.process
+            if not worker.finished:
+                pid = None if process is None else process.pid
+                found.append((worker.number, pid, now - worker.started))
+        return found
+
+    def stopping(self) -> bool:
+        """Whether a stop signal came: the workers are being stopped."""
+        return self.stop_signal is not None
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         self.stop_signal = signum
@@ -97,8 +120,10 @@ class Supervisor:
         command += ["--log-level", self.log_level]
         if self.concurrency is not None:
             command += ["--concurrency", str(self.concurrency)]
+        command += self.options
         env = {
             **os.environ,
+            **self.env,
             WORKER_VARIABLE: str(worker.number),
             WORKERS_VARIABLE: str(len(self.workers)),
             SUPERVISOR_VARIABLE: str(os.getpid()),
@@ -106,6 +131,13 @@ class Supervisor:
         worker.process = subprocess.Popen(command, env=env)
         worker.started = time.monotonic()
         logger.info("worker %d started (pid %d)", worker.number, worker.process.pid)
+
+    def _exited(self, worker: _Worker, pid: int) -> None:
+        if self.on_exit is not None:
+            try:
+                self.on_exit(worker.number, pid)
+            except Exception:
+                logger.exception("forgetting worker %d (pid %d) failed", worker.number, pid)
 
     def _supervise(self) -> int:
         logger.info("supervising %d workers running %s", len(self.workers), self.target)
@@ -129,6 +161,7 @@ class Supervisor:
                     continue
                 pid = worker.process.pid
                 worker.process = None
+                self._exited(worker, pid)
                 if status == BOOT_ERROR:
                     logger.error(
                         "worker %d (pid %d) could not load %s (see above): stopping all",
@@ -185,6 +218,7 @@ class Supervisor:
                 )  # fmt: skip
                 worker.process.kill()
                 status = worker.process.wait()
+            self._exited(worker, worker.process.pid)
             if status == 0:
                 logger.info("worker %d (pid %d) stopped", worker.number, worker.process.pid)
             else:
