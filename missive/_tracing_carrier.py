@@ -1,4 +1,5 @@
-"""What the tracing observer reads from a message: the trace context, and safe labels.
+"""What the tracing observer reads from a message (the trace context, safe labels) and
+keeps for it while its span is open.
 
 Only the OpenTelemetry API is imported here; :mod:`missive.tracing` imports this
 module after checking that the ``otel`` extra is installed.
@@ -6,15 +7,22 @@ module after checking that the ``otel`` extra is installed.
 
 from __future__ import annotations
 
+import contextvars
 from collections.abc import Mapping
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from opentelemetry import context as otel_context
 from opentelemetry.propagators.textmap import Getter
 
 from missive.reason import DeadLetterReason
 
-__all__ = ["CARRIER_GETTER", "carrier", "exception_attributes", "message_id_text"]
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span
+
+    from missive.message import Message
+
+__all__ = ["CARRIER_GETTER", "Delivery", "carrier", "exception_attributes", "message_id_text"]
 
 #: The attributes a trace context may travel in: AMQP, NATS, MQTT and HTTP headers,
 #: then the other fields of a Redis Streams entry.
@@ -98,3 +106,19 @@ def exception_attributes(failure: DeadLetterReason) -> dict[str, str]:
     if exception is not None and exception.__traceback__ is not None:
         attributes["exception.stacktrace"] = _frames(exception.__traceback__)
     return attributes
+
+
+class Delivery:
+    """One message's span from its arrival to its settlement."""
+
+    __slots__ = ("attempts", "dead", "dlq_failed", "failure", "handler", "message", "span", "token")
+
+    def __init__(self, message: Message, span: Span) -> None:
+        self.message = message  # kept so that id(message) is not reused while open
+        self.span = span
+        self.token: contextvars.Token[otel_context.Context] | None = None
+        self.attempts = 0
+        self.handler: str | None = None
+        self.failure: DeadLetterReason | None = None
+        self.dead = False
+        self.dlq_failed = False

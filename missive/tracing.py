@@ -18,7 +18,6 @@ than the trace context ever goes into a span.
 from __future__ import annotations
 
 import contextlib
-import contextvars
 from typing import TYPE_CHECKING, Any
 
 from missive.errors import MissingExtraError
@@ -41,6 +40,7 @@ from opentelemetry.trace import (
 
 from missive._tracing_carrier import (
     CARRIER_GETTER,
+    Delivery,
     carrier,
     exception_attributes,
     message_id_text,
@@ -58,31 +58,6 @@ __all__ = ["Tracing", "instrument"]
 #: beyond this many are ended, the oldest first, as ``unsettled``.
 MAX_OPEN = 10_000
 _FAILED_OUTCOMES = frozenset({"dead_lettered", "retried", "failed", "lost", "unsettled"})
-
-
-class _Delivery:
-    """One message's span from its arrival to its settlement."""
-
-    __slots__ = (
-        "attempts",
-        "dead",
-        "dlq_failed",
-        "failure",
-        "handler",
-        "message",
-        "span",
-        "token",
-    )
-
-    def __init__(self, message: Message, span: trace.Span) -> None:
-        self.message = message  # kept so that id(message) is not reused while open
-        self.span = span
-        self.token: contextvars.Token[otel_context.Context] | None = None
-        self.attempts = 0
-        self.handler: str | None = None
-        self.failure: DeadLetterReason | None = None
-        self.dead = False
-        self.dlq_failed = False
 
 
 class Tracing(Observer):
@@ -105,7 +80,7 @@ class Tracing(Observer):
         self._provider = tracer_provider
         self._tracer: trace.Tracer | None = None
         self._parent = parent
-        self._open: dict[int, _Delivery] = {}
+        self._open: dict[int, Delivery] = {}
         self._system: str | None = None
         self._source: str | None = None
 
@@ -180,7 +155,7 @@ class Tracing(Observer):
             links=links,
         )
         open_ = self._open
-        open_[id(message)] = _Delivery(message, span)
+        open_[id(message)] = Delivery(message, span)
         if len(open_) > MAX_OPEN:
             # StopIteration, RuntimeError: emptied or changed by another thread.
             with contextlib.suppress(StopIteration, RuntimeError):
@@ -266,7 +241,7 @@ class Tracing(Observer):
         if id(message) in self._open:
             self._end(id(message), "lost")
 
-    def _find(self, message: Message) -> _Delivery | None:
+    def _find(self, message: Message) -> Delivery | None:
         """The open delivery of ``message``, or of the message it is a copy of (a dead
         letter carries its attempt history in a copy: same class, bytes and id)."""
         delivery = self._open.get(id(message))
