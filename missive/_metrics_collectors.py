@@ -83,13 +83,15 @@ class Collectors:
             registry=registry,
         )
 
-    def track(self, where: tuple[str, str], open_map: dict[int, Any], old: tuple[str, str]) -> None:
+    def track(
+        self, where: tuple[str, str], open_map: dict[int, Any], old: tuple[str, str] | None
+    ) -> None:
         """Count ``open_map``'s deliveries in the in-flight gauge of ``where`` (no longer
         in that of ``old``), when it is read at each scrape."""
         if self.multiprocess:
             return
         with self._lock:
-            before = self._open.get(old)
+            before = None if old is None else self._open.get(old)
             if before is not None and open_map in before:
                 before.remove(open_map)
             maps = self._open.get(where)
@@ -126,7 +128,6 @@ class Children:
     __slots__ = (
         "_durations",
         "_outcomes",
-        "backlog",
         "collectors",
         "consumed",
         "dlq_writes",
@@ -141,7 +142,6 @@ class Children:
         self.consumed: Any = collectors.consumed.labels(adapter, source)
         self.in_flight: Any = collectors.in_flight.labels(adapter, source)
         self.reconnections: Any = collectors.reconnections.labels(adapter, source)
-        self.backlog: Any = collectors.backlog.labels(adapter, source)
         self.dlq_writes: dict[str, Any] = {
             result: collectors.dlq_writes.labels(adapter, source, result)
             for result in ("stored", "failed", "no_dlq")

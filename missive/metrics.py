@@ -83,30 +83,41 @@ class PrometheusMetrics(Observer):
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self._collectors = collectors = collectors_for(registry)
-        self._children = Children(collectors, "", "")
+        # Made by worker_started, or by the first event with empty labels (the test
+        # client): never before, so a run leaves no empty-labelled series behind.
+        self._children: Children | None = None
         self._open: dict[int, _Open] = {}
-        collectors.track(("", ""), self._open, ("", ""))
         self._count_in_flight = collectors.multiprocess
 
     @property
     def labels(self) -> tuple[str, str]:
         """The ``(adapter, source)`` labels in use."""
-        return self._children.where
+        children = self._children
+        return ("", "") if children is None else children.where
+
+    def _label(self, labels: tuple[str, str]) -> Children:
+        old = self._children
+        children = self._children = Children(self._collectors, *labels)
+        self._collectors.track(labels, self._open, None if old is None else old.where)
+        return children
+
+    def _unlabelled(self) -> Children:
+        return self._label(("", ""))
 
     def worker_started(self, adapter: Any) -> None:
-        labels, old = adapter_labels(adapter), self._children.where
-        if labels != old:
-            self._children = Children(self._collectors, *labels)
-            self._collectors.track(labels, self._open, old)
+        labels = adapter_labels(adapter)
+        if labels != self.labels or self._children is None:
+            self._label(labels)
 
     def connection_lost(self, where: str, error: BaseException, retry_in: float) -> None:
-        self._children.reconnections.inc()
+        (self._children or self._unlabelled()).reconnections.inc()
 
     def backlog(self, depth: int) -> None:
-        self._children.backlog.set(depth)
+        # Made on the first depth: a transport that cannot tell shows no backlog series.
+        self._collectors.backlog.labels(*self.labels).set(depth)
 
     def message_received(self, message: Message, delivery_count: int | None) -> None:
-        children = self._children
+        children = self._children or self._unlabelled()
         children.consumed.inc()
         if self._count_in_flight:
             children.in_flight.inc()
@@ -119,7 +130,8 @@ class PrometheusMetrics(Observer):
         outcome: Outcome | None,
         duration: float,
     ) -> None:
-        self._children.duration(hctx.handler_name or NO_HANDLER).observe(duration)
+        children = self._children or self._unlabelled()
+        children.duration(hctx.handler_name or NO_HANDLER).observe(duration)
         entry = self._open.get(id(hctx.message))
         if entry is not None:
             entry[1] = hctx
@@ -137,14 +149,14 @@ class PrometheusMetrics(Observer):
         self._settled(message, "failed")  # counted already, at dlq_write_failed
 
     def dead_lettered(self, message: Message, reason: DeadLetterReason) -> None:
-        children = self._children
+        children = self._children or self._unlabelled()
         children.dlq_writes["stored"].inc()
         children.outcome(self._ended(message, reason), "dead_lettered").inc()
 
     def dlq_write_failed(
         self, message: Message, reason: DeadLetterReason, error: BaseException | None
     ) -> None:
-        children = self._children
+        children = self._children or self._unlabelled()
         children.dlq_writes["no_dlq" if error is None else "failed"].inc()
         children.outcome(self._ended(message, reason), "failed").inc()
 
@@ -162,7 +174,7 @@ class PrometheusMetrics(Observer):
         entry = self._open.pop(id(message), None)
         if entry is None:
             return
-        children = self._children
+        children = self._children or self._unlabelled()
         if self._count_in_flight:
             children.in_flight.dec()
         hctx = entry[1]

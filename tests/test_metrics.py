@@ -355,6 +355,22 @@ def test_the_exposition_never_holds_a_payload_or_an_error_text(
     assert content_type.startswith("text/plain")
 
 
+def test_a_run_shows_only_its_own_labels_and_no_backlog_it_cannot_know(
+    harness: MemoryHarness, registry: CollectorRegistry
+) -> None:
+    processor = processor_with((b"ok", acks))
+    missive.metrics.instrument(processor, registry)
+    harness.publish([b"ok"])
+
+    with running(harness.adapter(missive.RawMessage, processor)):
+        wait_until(lambda: outcomes_total(registry) == 1, "the message settled")
+
+    body, _ = missive.metrics.exposition(registry)
+    assert b'adapter="custom"' in body
+    assert b'adapter=""' not in body
+    assert b"missive_backlog_messages{" not in body  # the memory broker tells no depth
+
+
 def test_missing_prometheus_client_names_the_extra() -> None:
     program = (
         "import sys\n"
