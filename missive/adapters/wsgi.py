@@ -93,6 +93,9 @@ class WSGIAdapter(Adapter[M]):
     :param path: the path that accepts messages.
     :param health_path: the path answering ``GET`` with 200 once the processing hooks
         ran (503 if they failed or the adapter is closed); ``None`` for none.
+    :param ready_path: the path answering ``GET`` as ``health_path`` does, but 503 as
+        soon as a stop is requested (:meth:`stop`, SIGTERM under :meth:`run`,
+        :meth:`close`): a readiness probe; ``None`` for none.
     :param max_body_size: the largest body accepted, in bytes (1 MiB by default).
     :param signature: a :class:`SignatureVerifier` (:class:`HMACSignature`,
         :class:`StripeSignature`) every request must pass, else 401.
@@ -119,6 +122,7 @@ class WSGIAdapter(Adapter[M]):
         *,
         path: str = "/",
         health_path: str | None = "/healthz",
+        ready_path: str | None = "/readyz",
         max_body_size: int = 1024 * 1024,
         signature: SignatureVerifier | None = None,
         message_id_header: str | None = None,
@@ -128,15 +132,18 @@ class WSGIAdapter(Adapter[M]):
         concurrency: int = 1,
     ) -> None:
         super().__init__(message_cls, processor, concurrency=concurrency)
-        for name, value in (("path", path), ("health_path", health_path)):
+        paths = (("path", path), ("health_path", health_path), ("ready_path", ready_path))
+        for name, value in paths:
             if value is not None and not value.startswith("/"):
                 raise ValueError(f"{name} must start with '/', not {value!r}")
-        if path == health_path:
-            raise ValueError(f"path and health_path must differ, both are {path!r}")
+        for (name, value), (other, other_value) in zip(paths, paths[1:] + paths[:1], strict=True):
+            if value is not None and value == other_value:
+                raise ValueError(f"{name} and {other} must differ, both are {value!r}")
         if max_body_size < 0 or retry_after < 0:
             raise ValueError("max_body_size and retry_after must be at least 0")
         self.path = path
         self.health_path = health_path
+        self.ready_path = ready_path
         self.max_body_size = max_body_size
         self.signature = signature
         self.message_id_header = message_id_header.lower() if message_id_header else None
@@ -188,6 +195,8 @@ class WSGIAdapter(Adapter[M]):
         if path != self.path:
             if path == self.health_path:
                 return self._health(method, start_response)
+            if path == self.ready_path:
+                return self._health(method, start_response, readiness=True)
             return respond(start_response, 404, {"status": "not found"})
         if method != "POST":
             return respond(
@@ -237,7 +246,9 @@ class WSGIAdapter(Adapter[M]):
     def _unavailable(self, start_response: StartResponse, head: bool = False) -> list[bytes]:
         return unavailable(start_response, self.retry_after, self._retry_headers, head)
 
-    def _health(self, method: str, start_response: StartResponse) -> list[bytes]:
+    def _health(
+        self, method: str, start_response: StartResponse, readiness: bool = False
+    ) -> list[bytes]:
         if method not in ("GET", "HEAD"):
             document = {"status": "method not allowed"}
             return respond(start_response, 405, document, [("Allow", "GET, HEAD")])
@@ -246,6 +257,8 @@ class WSGIAdapter(Adapter[M]):
         if run.begin(self) is None:
             return self._unavailable(start_response, head)
         run.end()
+        if readiness and self.stop_requested:  # draining: no new messages wanted
+            return respond(start_response, 503, {"status": "stopping"}, head=head)
         return respond(start_response, 200, {"status": "ok"}, head=head)
 
     # -- development server ----------------------------------------------------------
