@@ -9,6 +9,8 @@ if TYPE_CHECKING:  # only missive.adapters.rabbitmq imports pika first, so that 
 
 __all__ = ["Acks"]
 
+_NO_TAG = 1 << 64  # above every delivery tag
+
 
 class Acks:
     """Settles deliveries on one channel: coalesced acks, nacks now or after a delay.
@@ -20,20 +22,64 @@ class Acks:
     requeue is pending, when each tag is acked on its own (a multiple ack would also
     ack the message waiting to be requeued).
 
+    A delivery whose copy waits for its commit (a delayed retry, :attr:`pending`)
+    must not be acked before it: the acks of later deliveries are then *held*, and
+    sent with the originals, again as one multiple ack, once :meth:`committed` says
+    the copies are on disk. So the acks stay batched while copies are in flight.
+
     If the connection drops, the unsent acks are lost and RabbitMQ delivers those
-    messages again: duplicates, never a lost message. Nothing is kept per message.
+    messages again: duplicates, never a lost message. Nothing is kept per message
+    but the tags of retries in flight and of the acks held behind them.
     """
 
-    __slots__ = ("_channel", "_requeues", "owed")
+    __slots__ = ("_channel", "_requeues", "held", "owed", "pending", "through")
 
     def __init__(self, channel: BlockingChannel) -> None:
         self._channel = channel
         self._requeues = 0
         #: How many handled messages are not acked on the broker yet (a send failed).
         self.owed = 0
+        #: Deliveries whose copy is not committed yet: none is acked before it is.
+        self.pending: set[int] = set()
+        #: Deliveries handled whose ack waits behind a pending one.
+        self.held: list[int] = []
+        #: The last delivery :meth:`send` was given: every one up to it is settled.
+        self.through = 0
 
     def send(self, tags: list[int]) -> None:
-        """Ack the deliveries ``tags`` (in delivery order): one multiple ack if it can."""
+        """Ack the deliveries ``tags`` (in delivery order, every earlier one settled):
+        one multiple ack if it can, holding those above a pending retry."""
+        self.through = tags[-1]
+        if self.pending:
+            lowest = min(self.pending)
+            if tags[-1] > lowest:
+                self.held += [tag for tag in tags if tag > lowest]
+                tags = [tag for tag in tags if tag < lowest]
+                if not tags:
+                    return
+        self._send(tags)
+
+    def committed(self, tags: list[int]) -> None:
+        """The copies of ``tags`` are on disk: ack those originals, and the acks held
+        that no pending retry precedes any more."""
+        pending = self.pending
+        pending.difference_update(tags)
+        lowest = min(pending) if pending else _NO_TAG
+        held, through = self.held, self.through
+        now = [tag for tag in held if tag < lowest]
+        if now:
+            self.held = [tag for tag in held if tag > lowest]
+        # An original past ``through``, or past a pending one, has unsettled or
+        # pending deliveries before it: acked on its own.
+        alone = [tag for tag in tags if tag > through or tag > lowest]
+        if len(alone) < len(tags):
+            now = sorted(now + [tag for tag in tags if tag <= through and tag < lowest])
+        if now:
+            self._send(now)
+        if alone:
+            self.send_each(alone)
+
+    def _send(self, tags: list[int]) -> None:
         self.owed = len(tags)  # until the broker has them
         if self._requeues:
             for tag in tags:

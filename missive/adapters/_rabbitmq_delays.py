@@ -10,11 +10,11 @@ order, which per-message TTLs in one queue would not (RabbitMQ expires only at t
 head). No plugin, nothing held by a consumer: the wait is kept by the broker, in
 durable queues, as persistent messages.
 
-The copies go out on a connection of their own, in AMQP transactions: the
-transport publishes the copies of a batch's retries, commits them in one round
-trip (which returns once RabbitMQ has them, persisted), and only then acks the
-originals. Their own connection lets a return (``mandatory``: a delay queue deleted
-under us) be read without dispatching the consumer's deliveries.
+The copies go out on a connection of their own, in AMQP transactions, from a thread
+of their own (:mod:`missive.adapters._rabbitmq_publisher`): a commit returns once
+RabbitMQ has them, persisted, and only then are the originals acked, while the
+consumer goes on handling. Their own connection lets a return (``mandatory``: a delay
+queue deleted under us) be read without dispatching the consumer's deliveries.
 
 A delay is rounded *down* to a level (the policy's jitter already spreads them; a
 retry never comes later than the policy allows), except below 1 s, where it goes to
@@ -35,10 +35,11 @@ from typing import Any
 
 import pika
 import pika.exceptions
-from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
+from pika.adapters.blocking_connection import BlockingChannel
 from pika.spec import BasicProperties
 
 from missive.adapters._rabbitmq_copies import SUFFIX, copy_properties
+from missive.adapters._rabbitmq_publisher import CopyPublisher
 from missive.message import Message
 
 __all__ = ["MAX_LEVELS", "Delays", "delay_queue", "levels_up_to"]
@@ -47,6 +48,12 @@ __all__ = ["MAX_LEVELS", "Delays", "delay_queue", "levels_up_to"]
 MAX_LEVELS = 20
 # Declaration replies no reconnection fixes: access refused, other arguments.
 _REFUSED = frozenset({403, 406})
+# How long a stop waits for the copies submitted to be committed, in seconds.
+_CLOSE_WAIT = 5.0
+
+
+def _nothing() -> None:
+    pass
 
 
 def levels_up_to(longest: float) -> tuple[int, ...]:
@@ -81,17 +88,14 @@ class Delays:
     """
 
     __slots__ = (
-        "_channel",
-        "_connection",
-        "_declared",
         "_kept",
         "_longest",
         "_parameters",
-        "_returned",
+        "_publisher",
+        "_wake",
         "levels",
         "queues",
         "refused",
-        "uncommitted",
     )
 
     def __init__(
@@ -105,13 +109,9 @@ class Delays:
         self._parameters = parameters
         #: The levels in seconds; empty until a policy has delayed retries.
         self.levels: tuple[int, ...] = ()
-        # The copies' own connection, and its channel in transaction mode.
-        self._connection: BlockingConnection | None = None
-        self._channel: BlockingChannel | None = None
-        #: Copies published and not committed yet.
-        self.uncommitted = 0
-        self._returned = 0  # copies RabbitMQ could not route (mandatory)
-        self._declared: set[str] = set()  # work queues whose ladder is declared
+        # The copies' own connection and thread, once a ladder is declared.
+        self._publisher: CopyPublisher | None = None
+        self._wake: Callable[[], None] = _nothing
         self._kept: collections.OrderedDict[int, BasicProperties] = collections.OrderedDict()
         #: The error of a declaration RabbitMQ refused (a delay queue declared with
         #: other arguments, or no permission): no reconnection fixes it.
@@ -120,12 +120,20 @@ class Delays:
     @property
     def on(self) -> bool:
         """Whether a ladder is declared on this connection."""
-        return self._channel is not None
+        return self._publisher is not None
 
-    def open(self) -> None:
+    @property
+    def publisher(self) -> CopyPublisher:
+        """The copies' publisher (only while :attr:`on`)."""
+        assert self._publisher is not None
+        return self._publisher
+
+    def open(self, wake: Callable[[], None]) -> None:
         """On a new consumer connection: open the copies' connection and declare every
-        work queue's ladder, if any policy has delayed retries."""
+        work queue's ladder, if any policy has delayed retries. ``wake`` (thread-safe)
+        ends the consumer's wait once copies are committed."""
         self.forget()
+        self._wake = wake
         longest = self._longest()
         if longest is None:
             self.levels = ()
@@ -134,20 +142,20 @@ class Delays:
 
     def _open(self, longest: float) -> None:
         self.levels = levels_up_to(longest)
-        self._connection = connection = pika.BlockingConnection(self._parameters)
-        channel = connection.channel()
-        channel.tx_select()
-        channel.add_on_return_callback(self._on_return)
-        self._channel = channel
-        for queue in self.queues:
-            self._declare(queue)
+        connection = pika.BlockingConnection(self._parameters)
+        try:
+            channel = connection.channel()
+            channel.tx_select()
+            for queue in self.queues:
+                self._declare(channel, queue)
+        except BaseException:
+            with contextlib.suppress(pika.exceptions.AMQPError):
+                connection.close()
+            raise
+        # From here on, only the publisher's thread uses the connection.
+        self._publisher = CopyPublisher(connection, channel, self._wake)
 
-    def _on_return(self, *args: Any) -> None:
-        self._returned += 1
-
-    def _declare(self, queue: str) -> None:
-        channel = self._channel
-        assert channel is not None
+    def _declare(self, channel: BlockingChannel, queue: str) -> None:
         for seconds in self.levels:
             name = delay_queue(queue, seconds)
             arguments = {
@@ -168,7 +176,6 @@ class Delays:
                     )
                     self.refused = exc
                 raise
-        self._declared.add(queue)
 
     def keep(self, tag: int, properties: BasicProperties) -> None:
         """Keep a delivery's properties until it is settled (the consumer's hot path)."""
@@ -191,63 +198,27 @@ class Delays:
 
     def forget(self) -> None:
         """Forget every delivery kept (the consumer's connection is gone, and its tags
-        with it) and close the copies' connection: what it did not commit is dropped."""
+        with it), and stop the publisher and close its connection: what it did not
+        commit is dropped."""
         self._kept.clear()
-        self._declared.clear()
-        self._channel = None
-        self.uncommitted = self._returned = 0
-        connection, self._connection = self._connection, None
-        if connection is not None and connection.is_open:
-            with contextlib.suppress(pika.exceptions.AMQPError):
-                connection.close()
-
-    def commit(self) -> None:
-        """Commit the copies published so far: on return, RabbitMQ has every one in its
-        delay queue, and the originals may be acked.
-
-        :raises pika.exceptions.AMQPError: if the commit failed, or RabbitMQ returned a
-            copy it could not route (a delay queue deleted while we ran): the originals
-            must not be acked; a reconnection declares the ladder again.
-        """
-        channel, connection = self._channel, self._connection
-        assert channel is not None
-        assert connection is not None
-        channel.tx_commit()
-        connection.process_data_events(time_limit=0)  # runs _on_return for each return
-        self.uncommitted = 0
-        if self._returned:
-            returned, self._returned = self._returned, 0
-            raise pika.exceptions.AMQPChannelError(
-                f"RabbitMQ could not route {returned} delayed retries to their delay queue "
-                "(deleted while the adapter ran?): their messages are not acked and come "
-                "again; the next connection declares the delay queues again"
-            )
-
-    def service(self) -> None:
-        """Let the copies' connection answer RabbitMQ's heartbeats while it is idle."""
-        connection = self._connection
-        if connection is not None:
-            connection.process_data_events(time_limit=0)
+        publisher, self._publisher = self._publisher, None
+        if publisher is not None:
+            publisher.close(timeout=_CLOSE_WAIT)
 
     def retry(self, tag: int, message: Message, delay: float, state: Mapping[str, Any]) -> None:
-        """Publish a copy of delivery ``tag`` to the level for ``delay``, in the open
-        transaction; the caller acks the original only after :meth:`commit`.
+        """Hand a copy of delivery ``tag``, for the level of ``delay``, to the publisher;
+        the caller acks the original once :meth:`CopyPublisher.committed` returns ``tag``.
 
-        Raises pika's error if it could not be published (the original, unacked, is
-        then redelivered, and the uncommitted copies dropped: never a loss).
+        Raises the publisher's error, if it failed (the originals not acked are then
+        redelivered, and the uncommitted copies dropped: never a loss).
         """
-        attributes = message.attributes
-        queue = attributes["queue"]
-        if self._channel is None:  # a policy with delayed retries set after connect
+        queue = message.attributes["queue"]
+        if self._publisher is None:  # a policy with delayed retries set after connect
             self._open(max(self._longest() or 0.0, delay))
-        elif queue not in self._declared:
-            self._declare(queue)
+        publisher = self.publisher
+        if publisher.failure is not None:
+            raise publisher.failure
         properties = self._kept.pop(tag, None)
         copy = copy_properties(properties, message, state)
         seconds = level_for(self.levels, delay)
-        channel = self._channel
-        assert channel is not None
-        channel.basic_publish(
-            "", delay_queue(queue, seconds), message.raw_data, copy, mandatory=True
-        )
-        self.uncommitted += 1
+        publisher.submit(tag, delay_queue(queue, seconds), message.raw_data, copy)

@@ -7,9 +7,9 @@ delivery loop drives it. Only imported once :mod:`missive.adapters.rabbitmq` fou
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import threading
-import time
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
@@ -25,8 +25,8 @@ from missive.attempts import RETRIES
 from missive.message import Message
 from missive.runtime.transport import Batch, Capability, Fault, Transport
 
-#: The longest a delayed retry's original waits for its copy's commit, in seconds.
-COMMIT_EVERY = 0.05
+# How long a flush waits for the delayed retries' copies to be committed, in seconds.
+_FLUSH_WAIT = 5.0
 
 __all__: list[str] = []
 
@@ -77,14 +77,9 @@ class _RabbitMQTransport(Transport):
         self._channel: BlockingChannel | None = None
         self._acks: Acks | None = None
         self._consumers: list[str] = []
-        # The delay queues, declared when ``longest_delay()`` says a policy retries later.
+        # The delay queues, declared when ``longest_delay()`` says a policy retries
+        # later, and the thread that publishes the retries' copies to them.
         self._delays = Delays(self._queues, longest_delay, parameters)
-        # Tags whose copies are not committed yet; committed in batches (a
-        # commit waits for RabbitMQ's fsync): at a quarter of the prefetch, or after
-        # COMMIT_EVERY seconds at the next receive, or on flush and close.
-        self._retrying: list[int] = []
-        self._commit_at = max(1, prefetch // 4)
-        self._commit_by = 0.0
         self._woken = False  # a stop woke us: never wait again
 
     def connect(self) -> None:
@@ -102,8 +97,7 @@ class _RabbitMQTransport(Transport):
         channel.basic_qos(prefetch_count=self._prefetch)
         channel.add_on_cancel_callback(_on_cancelled_by_broker)
         self._acks = Acks(channel)
-        self._retrying = []
-        self._delays.open()
+        self._delays.open(functools.partial(_wake_threadsafe, connection))
         batch, delays = self._batch, self._delays
         self._consumers = [
             channel.basic_consume(queue, row_maker(batch, queue, delays)) for queue in self._queues
@@ -117,9 +111,7 @@ class _RabbitMQTransport(Transport):
         batch.clear()
         assert self._connection is not None, "receive() before connect()"
         if self._delays.on:
-            if self._retrying and time.monotonic() >= self._commit_by:
-                self._commit_retries()
-            self._delays.service()
+            self._settle_committed()
         events = self._connection.process_data_events
         events(time_limit=0)
         if not batch.bodies and not self._woken:  # that call may have run a wake-up
@@ -128,14 +120,7 @@ class _RabbitMQTransport(Transport):
 
     def ack(self, handles: list[Any]) -> None:
         assert self._acks is not None
-        lowest = min(self._retrying) if self._retrying else None
-        if lowest is None or handles[-1] < lowest:
-            self._acks.send(handles)
-        else:  # no multiple ack may cover an original whose copy is not committed yet
-            below = [tag for tag in handles if tag < lowest]
-            if below:
-                self._acks.send(below)
-            self._acks.send_each([tag for tag in handles if tag > lowest])
+        self._acks.send(handles)  # holds those behind a retry whose copy is not committed
         if self._delays.on:
             self._delays.settled_through(handles[-1])
 
@@ -155,26 +140,28 @@ class _RabbitMQTransport(Transport):
     def retry_later(
         self, handle: Any, message: Message, delay: float, state: dict[str, Any]
     ) -> None:
-        # The copy now, in a transaction; committed with the next acks (or receive),
-        # then the original acked: a crash between them duplicates it, never loses it.
+        # The copy goes to the publisher's thread, the original is acked once it is
+        # committed: a crash between them duplicates the retry, never loses it.
+        assert self._acks is not None
         self._delays.retry(handle, message, delay, state)
-        if not self._retrying:
-            self._commit_by = time.monotonic() + COMMIT_EVERY
-        self._retrying.append(handle)
-        if len(self._retrying) >= self._commit_at:
-            self._commit_retries()
+        self._acks.pending.add(handle)
 
     def flush(self) -> None:
-        """Commit the delayed retries' copies and ack their originals now."""
-        if self._retrying:
-            self._commit_retries()
+        """Wait for the delayed retries' copies to be committed, and ack what waited."""
+        if self._delays.on and self._acks is not None and self._acks.pending:
+            self._delays.publisher.wait_idle(_FLUSH_WAIT)
+            self._settle_committed()
 
-    def _commit_retries(self) -> None:
-        """Commit the copies published, then ack their originals."""
-        assert self._acks is not None
-        self._delays.commit()
-        tags, self._retrying = self._retrying, []
-        self._acks.send_each(tags)
+    def _settle_committed(self) -> None:
+        """Ack the originals whose copies are committed, and the acks held behind them;
+        raise the publisher's error, if it failed."""
+        publisher, acks = self._delays.publisher, self._acks
+        assert acks is not None
+        tags = publisher.committed()
+        if tags:
+            acks.committed(tags)
+        if publisher.failure is not None:
+            raise publisher.failure
 
     def hand_back(self, batch: Batch, start: int) -> None:
         # Cancelled first, so that the rows rejected below are not delivered back to us.
@@ -207,19 +194,19 @@ class _RabbitMQTransport(Transport):
         with self._lock:
             connection, self._connection = self._connection, None
         channel, self._channel = self._channel, None
-        if self._retrying and self._acks is not None and connection is not None:
-            with contextlib.suppress(pika.exceptions.AMQPError):  # else they come again
-                self._commit_retries()
-        self._retrying = []
+        if connection is not None and connection.is_open:
+            with contextlib.suppress(Exception):  # else they come again
+                self.flush()
         acks, self._acks = self._acks, None
         self._delays.forget()  # uncommitted copies are dropped with their connection
         if connection is None:
             return
-        if acks is not None and acks.owed:
+        unsent = 0 if acks is None else acks.owed + len(acks.held) + len(acks.pending)
+        if unsent:
             logger.warning(
                 "%d handled messages were not acked yet when the connection dropped; "
                 "RabbitMQ will deliver them again",
-                acks.owed,
+                unsent,
             )
         if connection.is_open and channel is not None and channel.is_open:
             with contextlib.suppress(pika.exceptions.AMQPError):
@@ -298,3 +285,9 @@ def _on_cancelled_by_broker(frame: Any) -> None:
 
 def _wake_up() -> None:
     """Run on the connection's thread by :meth:`_RabbitMQTransport.wake` to end its wait."""
+
+
+def _wake_threadsafe(connection: BlockingConnection) -> None:
+    """End the consumer's wait from another thread (the copies' publisher)."""
+    with contextlib.suppress(Exception):  # closing: the loop is leaving or reconnecting
+        connection.add_callback_threadsafe(_wake_up)

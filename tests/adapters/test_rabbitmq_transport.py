@@ -57,6 +57,36 @@ def test_acks_are_one_multiple_ack_unless_a_delayed_requeue_is_pending() -> None
     assert acks.owed == 0
 
 
+def test_acks_behind_a_retry_in_flight_are_held_then_sent_with_its_original() -> None:
+    # Given copies of deliveries 3 and 7 waiting for their commit
+    channel = FakeChannel()
+    acks = Acks(channel)  # type: ignore[arg-type]
+    acks.pending.update({3, 7})
+    # When the loop acks the deliveries around them, then the copies are committed
+    acks.send([1, 2, 4, 5, 6, 8])
+    sent_before_commit = list(channel.sent)
+    acks.committed([3])
+    acks.committed([7])
+    # Then nothing passed an uncommitted original, and every ack was a multiple one
+    assert sent_before_commit == [("ack", 2, True)]
+    assert channel.sent == [("ack", 2, True), ("ack", 6, True), ("ack", 8, True)]
+    assert acks.held == []
+    assert acks.pending == set()
+
+
+def test_an_original_committed_past_the_last_ack_is_acked_alone() -> None:
+    # Given acks sent through delivery 4, and retries of 5 and 9 in flight
+    channel = FakeChannel()
+    acks = Acks(channel)  # type: ignore[arg-type]
+    acks.send([1, 2, 3, 4])
+    acks.pending.update({5, 9})
+    # When 9's copy is committed first (concurrency), then 5's
+    acks.committed([9])
+    acks.committed([5])
+    # Then each original is acked on its own: deliveries before it may be unsettled
+    assert channel.sent == [("ack", 4, True), ("ack", 9, False), ("ack", 5, False)]
+
+
 def test_hand_back_gives_the_unstarted_rows_back_and_returns(
     harness: RabbitMQHarness,  # noqa: F811
 ) -> None:
