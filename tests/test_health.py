@@ -456,3 +456,20 @@ def test_a_stopping_supervisor_is_unready(tmp_path: Path) -> None:
     workers = WorkersHealth(tmp_path, list, lambda: True)
 
     assert not workers.ready()[0]
+
+
+def test_the_probes_and_the_command_load_only_the_standard_library() -> None:
+    program = (
+        "import sys\n"
+        "before = set(sys.modules)\n"
+        "import missive.health, missive._ops_server, missive._worker_health, missive.cli\n"
+        "third = sorted({m.split('.')[0] for m in set(sys.modules) - before}"
+        " - set(sys.stdlib_module_names) - {'missive'})\n"
+        "print(third)\n"
+    )
+
+    done = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, timeout=60, check=True
+    )
+
+    assert done.stdout.strip() == "[]"

@@ -19,6 +19,11 @@ adapter cannot be shared by several processes (stdin), stops them all at once; o
 whose adapter fails 3 times in a row before it starts consuming (a missing queue, a
 wrong password: exit status 4) stops them all too. Each such stop is one ERROR
 line, and the exit status is 1.
+
+``--http HOST:PORT`` serves /healthz (liveness), /readyz (readiness) and /metrics
+(with the prometheus extra) there; with ``--workers`` the supervisor serves them for
+all its workers. ``--log-format json`` logs one JSON object a line. See
+docs/cli.md and docs/deployment.md.
 """
 
 from __future__ import annotations
