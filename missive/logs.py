@@ -126,7 +126,7 @@ class MessageLog(Observer):
 
     def worker_started(self, adapter: Any) -> None:
         """Learn the adapter's messaging system ("rabbitmq", "redis", "http"...)."""
-        transport = getattr(getattr(adapter, "_delivery", None), "transport", None)
+        transport = getattr(adapter, "running_transport", None)
         system = getattr(transport, "system", None)
         self._adapter = system if isinstance(system, str) else type(adapter).__name__
 

@@ -188,8 +188,7 @@ class PrometheusMetrics(Observer):
 def adapter_labels(adapter: Any) -> tuple[str, str]:
     """The ``(adapter, source)`` labels of ``adapter``: its running transport's
     ``system`` and ``source()``; ``("http", path)`` for the WSGI adapter."""
-    delivery = getattr(adapter, "_delivery", None)
-    transport = getattr(delivery, "transport", None)
+    transport = getattr(adapter, "running_transport", None)
     if transport is not None:
         return str(getattr(transport, "system", "custom")), _source(transport)
     path = getattr(adapter, "path", None)

@@ -98,8 +98,7 @@ class Tracing(Observer):
 
     def worker_started(self, adapter: Any) -> None:
         """Learn the adapter's messaging system and destination, for every span."""
-        delivery = getattr(adapter, "_delivery", None)
-        transport = getattr(delivery, "transport", None)
+        transport = getattr(adapter, "running_transport", None)
         if transport is None:  # a push adapter (WSGI): the request path, per message
             self._system, self._source = "http", None
         else:
