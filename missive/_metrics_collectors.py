@@ -1,5 +1,11 @@
 """The Prometheus collectors of :mod:`missive.metrics`: one set per registry, and the
-label children one observer uses, looked up once per handler rather than per message."""
+label children one observer uses, looked up once per handler rather than per message.
+
+In one process the per-message metrics (received, outcomes, durations, in flight)
+are a :class:`~missive._metrics_local.LocalCollector`, read at each scrape; with
+``PROMETHEUS_MULTIPROC_DIR`` set they are prometheus_client metrics, which write to
+its files. The rarer ones (reconnections, DLQ writes, backlog) are metrics in both.
+"""
 
 from __future__ import annotations
 
@@ -10,17 +16,18 @@ from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
+from missive._metrics_local import (
+    CONSUMED,
+    DURATION,
+    DURATION_BUCKETS,
+    HELP,
+    IN_FLIGHT,
+    NO_HANDLER,
+    OUTCOMES,
+    LocalCollector,
+)
+
 __all__ = ["DURATION_BUCKETS", "NO_HANDLER", "Children", "Collectors", "collectors_for"]
-
-#: The ``handler`` label of a message no handler was chosen for (no route, several
-#: routes, undecodable, over ``max_deliveries``): no handler's name is empty.
-NO_HANDLER = ""
-
-#: The upper bounds, in seconds, of the handling-duration histogram's buckets: from
-#: a millisecond (handlers at full broker speed) to a minute (a slow call out).
-DURATION_BUCKETS = (
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
-)  # fmt: skip
 
 _WHERE = ("adapter", "source")
 
@@ -29,39 +36,19 @@ class Collectors:
     """The metrics of one registry, shared by every observer that reports into it."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
-        #: Whether values go to PROMETHEUS_MULTIPROC_DIR: then the in-flight gauge is
-        #: kept by inc and dec; else it is read at each scrape, costing nothing per message.
+        #: Whether values go to PROMETHEUS_MULTIPROC_DIR: then the per-message metrics
+        #: are prometheus_client's; else :attr:`local` holds them (``None`` then).
         self.multiprocess = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
-        # (adapter, source) -> the open deliveries of each observer with those labels.
-        self._open: dict[tuple[str, str], list[dict[int, Any]]] = {}
-        self._lock = threading.Lock()
-        self.consumed = Counter(
-            "messaging_client_consumed_messages",
-            "Deliveries received from the transport, redeliveries included.",
-            _WHERE,
-            registry=registry,
-        )
-        self.outcomes = Counter(
-            "missive_message_outcomes",
-            "What became of each delivery: acked, nacked, retried, dead_lettered, failed.",
-            (*_WHERE, "handler", "outcome"),
-            registry=registry,
-        )
-        self.duration = Histogram(
-            "messaging_process_duration_seconds",
-            "Time to handle one attempt (hooks and handler), by handler.",
-            (*_WHERE, "handler"),
-            buckets=DURATION_BUCKETS,
-            registry=registry,
-        )
-        # livesum: a worker's messages in flight end with it (mark_worker_dead).
-        self.in_flight = Gauge(
-            "missive_messages_in_flight",
-            "Deliveries received and not yet settled.",
-            _WHERE,
-            multiprocess_mode="livesum",
-            registry=registry,
-        )
+        self.local: LocalCollector | None = None
+        self.consumed: Any = None
+        self.outcomes: Any = None
+        self.duration: Any = None
+        self.in_flight: Any = None
+        if self.multiprocess:
+            self._register_per_message(registry)
+        else:
+            self.local = LocalCollector()
+            registry.register(self.local)
         self.reconnections = Counter(
             "missive_reconnections",
             "Connections to the broker lost or refused (each reconnection attempt).",
@@ -83,25 +70,23 @@ class Collectors:
             registry=registry,
         )
 
-    def track(
-        self, where: tuple[str, str], open_map: dict[int, Any], old: tuple[str, str] | None
-    ) -> None:
-        """Count ``open_map``'s deliveries in the in-flight gauge of ``where`` (no longer
-        in that of ``old``), when it is read at each scrape."""
-        if self.multiprocess:
-            return
-        with self._lock:
-            before = None if old is None else self._open.get(old)
-            if before is not None and open_map in before:
-                before.remove(open_map)
-            maps = self._open.get(where)
-            if maps is None:
-                maps = self._open[where] = []
-                self.in_flight.labels(*where).set_function(
-                    lambda: sum(len(deliveries) for deliveries in maps)
-                )
-            if open_map not in maps:
-                maps.append(open_map)
+    def _register_per_message(self, registry: CollectorRegistry) -> None:
+        """The per-message metrics as prometheus_client metrics (multiprocess mode)."""
+        self.consumed = Counter(CONSUMED, HELP[CONSUMED], _WHERE, registry=registry)
+        self.outcomes = Counter(
+            OUTCOMES, HELP[OUTCOMES], (*_WHERE, "handler", "outcome"), registry=registry
+        )
+        self.duration = Histogram(
+            DURATION,
+            HELP[DURATION],
+            (*_WHERE, "handler"),
+            buckets=DURATION_BUCKETS,
+            registry=registry,
+        )
+        # livesum: a worker's messages in flight end with it (mark_worker_dead).
+        self.in_flight = Gauge(
+            IN_FLIGHT, HELP[IN_FLIGHT], _WHERE, multiprocess_mode="livesum", registry=registry
+        )
 
 
 _sets: weakref.WeakKeyDictionary[CollectorRegistry, Collectors] = weakref.WeakKeyDictionary()
@@ -120,6 +105,8 @@ def collectors_for(registry: CollectorRegistry | None) -> Collectors:
 
 class Children:
     """The label children of one (adapter, source): each made on first use, then reused.
+    ``consumed``, ``in_flight``, :meth:`outcome` and :meth:`duration` exist only in
+    multiprocess mode (elsewhere they are ``None``, and the store counts them).
 
     Dict reads and writes are atomic, and ``labels()`` returns the same child to two
     threads racing to make it, so no lock is needed here.
@@ -139,8 +126,9 @@ class Children:
     def __init__(self, collectors: Collectors, adapter: str, source: str) -> None:
         self.collectors = collectors
         self.where = (adapter, source)
-        self.consumed: Any = collectors.consumed.labels(adapter, source)
-        self.in_flight: Any = collectors.in_flight.labels(adapter, source)
+        mp = collectors.multiprocess
+        self.consumed: Any = collectors.consumed.labels(adapter, source) if mp else None
+        self.in_flight: Any = collectors.in_flight.labels(adapter, source) if mp else None
         self.reconnections: Any = collectors.reconnections.labels(adapter, source)
         self.dlq_writes: dict[str, Any] = {
             result: collectors.dlq_writes.labels(adapter, source, result)

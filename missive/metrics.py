@@ -18,6 +18,7 @@ writes its values there and :func:`exposition` adds them up across the workers.
 from __future__ import annotations
 
 import os
+from bisect import bisect_left
 from typing import TYPE_CHECKING, Any
 
 from missive.errors import MissingExtraError
@@ -34,6 +35,8 @@ except ImportError as _exc:  # pragma: no cover - exercised by a test in a subpr
     raise MissingExtraError("prometheus", "missive.metrics") from _exc
 
 from missive._metrics_collectors import DURATION_BUCKETS, NO_HANDLER, Children, collectors_for
+from missive._metrics_local import BOUNDS, Shard, Store
+from missive._metrics_rules import Open, adapter_labels, counted_as
 from missive.events import Observer
 
 if TYPE_CHECKING:
@@ -54,10 +57,7 @@ __all__ = [
 ]
 
 _MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
-
-# One delivery on its way, from message_received to its settle event: [message (kept
-# alive, so its id() stays unique), its last HandlingContext or None, outcome counted].
-_Open = list[Any]
+_FIRST = DURATION_BUCKETS[0]
 
 
 class PrometheusMetrics(Observer):
@@ -76,18 +76,32 @@ class PrometheusMetrics(Observer):
     (neither handled nor stored). The test client emits no settle events, so under
     it only ``dead_lettered``, ``failed`` and the durations are counted.
 
+    In one process the per-message numbers are plain Python numbers, one set per
+    thread, added up at each scrape (``docs/metrics.md``, "What it costs"); with
+    ``PROMETHEUS_MULTIPROC_DIR`` set the instance is a subclass that updates
+    prometheus_client's metrics, which write to that directory.
+
     :param registry: where to register the metrics; ``None``: prometheus_client's
         default ``REGISTRY``. Several observers share one set of metrics per registry.
     :raises ValueError: if ``registry`` already holds other metrics of these names.
     """
 
+    def __new__(cls, registry: CollectorRegistry | None = None) -> PrometheusMetrics:
+        kind: type[PrometheusMetrics] = cls
+        if cls is PrometheusMetrics and collectors_for(registry).multiprocess:
+            from missive._metrics_multiprocess import MultiprocessMetrics
+
+            kind = MultiprocessMetrics
+        return super().__new__(kind)
+
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        self._collectors = collectors = collectors_for(registry)
+        self._collectors = collectors_for(registry)
         # Made by worker_started, or by the first event with empty labels (the test
         # client): never before, so a run leaves no empty-labelled series behind.
         self._children: Children | None = None
-        self._open: dict[int, _Open] = {}
-        self._count_in_flight = collectors.multiprocess
+        self._store: Store | None = None
+        self._local: Any = None  # the store's threading.local: .shard is this thread's
+        self._open: dict[int, Open] = {}
 
     @property
     def labels(self) -> tuple[str, str]:
@@ -96,13 +110,28 @@ class PrometheusMetrics(Observer):
         return ("", "") if children is None else children.where
 
     def _label(self, labels: tuple[str, str]) -> Children:
-        old = self._children
-        children = self._children = Children(self._collectors, *labels)
-        self._collectors.track(labels, self._open, None if old is None else old.where)
+        children = Children(self._collectors, *labels)
+        local = self._collectors.local
+        if local is not None:
+            if self._store is not None:
+                self._store.untrack(self._open)
+            self._store = store = local.store(labels)
+            store.track(self._open)
+            self._local = store.local
+        self._children = children
         return children
 
     def _unlabelled(self) -> Children:
         return self._label(("", ""))
+
+    def _shard(self) -> Shard:
+        """This thread's shard of the current store, made on its first event."""
+        store = self._store
+        if store is None:
+            self._unlabelled()
+            store = self._store
+            assert store is not None
+        return store.shard()
 
     def worker_started(self, adapter: Any) -> None:
         labels = adapter_labels(adapter)
@@ -116,11 +145,14 @@ class PrometheusMetrics(Observer):
         # Made on the first depth: a transport that cannot tell shows no backlog series.
         self._collectors.backlog.labels(*self.labels).set(depth)
 
+    # The per-message events: a few dict and list operations on this thread's shard.
+
     def message_received(self, message: Message, delivery_count: int | None) -> None:
-        children = self._children or self._unlabelled()
-        children.consumed.inc()
-        if self._count_in_flight:
-            children.in_flight.inc()
+        try:
+            shard = self._local.shard
+        except AttributeError:  # this thread's first event (or no labels yet)
+            shard = self._shard()
+        shard.consumed += 1
         self._open[id(message)] = [message, None, False]
 
     def handling_finished(
@@ -130,14 +162,41 @@ class PrometheusMetrics(Observer):
         outcome: Outcome | None,
         duration: float,
     ) -> None:
-        children = self._children or self._unlabelled()
-        children.duration(hctx.handler_name or NO_HANDLER).observe(duration)
+        try:
+            shard = self._local.shard
+        except AttributeError:
+            shard = self._shard()
+        handler = hctx.handler_name  # None: NO_HANDLER, when exported
+        counts = shard.durations.get(handler)
+        if counts is None:
+            counts = shard.histogram(handler)
+        # Handlers at full speed take under a millisecond: skip the search for them.
+        counts[0 if duration <= _FIRST else bisect_left(BOUNDS, duration)] += 1
+        counts[-1] += duration
         entry = self._open.get(id(hctx.message))
         if entry is not None:
             entry[1] = hctx
 
     def acked(self, message: Message) -> None:
-        self._settled(message, "acked")
+        # _settled(message, "acked"), inlined: every handled message ends here.
+        entry = self._open.pop(id(message), None)
+        if entry is None:
+            return
+        try:
+            shard = self._local.shard
+        except AttributeError:
+            shard = self._shard()
+        hctx = entry[1]
+        if hctx is None:
+            if entry[2]:
+                return
+            handler = None
+        elif entry[2] or hctx.failure is not None:
+            return  # dead-lettered or failed: counted as such already
+        else:
+            handler = hctx.handler_name
+        handlers = shard.acked
+        handlers[handler] = handlers.get(handler, 0) + 1
 
     def requeued(self, message: Message, delay: float) -> None:
         self._settled(message, "nacked")
@@ -151,14 +210,14 @@ class PrometheusMetrics(Observer):
     def dead_lettered(self, message: Message, reason: DeadLetterReason) -> None:
         children = self._children or self._unlabelled()
         children.dlq_writes["stored"].inc()
-        children.outcome(self._ended(message, reason), "dead_lettered").inc()
+        self._count(self._ended(message, reason), "dead_lettered")
 
     def dlq_write_failed(
         self, message: Message, reason: DeadLetterReason, error: BaseException | None
     ) -> None:
         children = self._children or self._unlabelled()
         children.dlq_writes["no_dlq" if error is None else "failed"].inc()
-        children.outcome(self._ended(message, reason), "failed").inc()
+        self._count(self._ended(message, reason), "failed")
 
     def _ended(self, message: Message, reason: DeadLetterReason) -> str:
         """Note that ``message``'s outcome is counted; return its handler label.
@@ -170,36 +229,23 @@ class PrometheusMetrics(Observer):
             entry[2] = True
         return reason.handler or NO_HANDLER
 
+    def _count(self, handler: str, outcome: str) -> None:
+        """One more delivery of ``handler`` ended in ``outcome``."""
+        self._shard_now().count(outcome, handler)
+
     def _settled(self, message: Message, outcome: str) -> None:
+        """``message`` was settled as ``outcome``: count it, unless counted already."""
         entry = self._open.pop(id(message), None)
         if entry is None:
             return
-        children = self._children or self._unlabelled()
-        if self._count_in_flight:
-            children.in_flight.dec()
-        hctx = entry[1]
-        if hctx is None:
-            if not entry[2]:
-                children.outcome(NO_HANDLER, outcome).inc()
-        elif outcome == "retried" or not (entry[2] or hctx.failure is not None):
-            children.outcome(hctx.handler_name or NO_HANDLER, outcome).inc()
+        handler = counted_as(entry, outcome)
+        if handler is not None:
+            self._shard_now().count(outcome, handler)
 
-
-def adapter_labels(adapter: Any) -> tuple[str, str]:
-    """The ``(adapter, source)`` labels of ``adapter``: its running transport's
-    ``system`` and ``source()``; ``("http", path)`` for the WSGI adapter."""
-    transport = getattr(adapter, "running_transport", None)
-    if transport is not None:
-        return str(getattr(transport, "system", "custom")), _source(transport)
-    path = getattr(adapter, "path", None)
-    if isinstance(path, str):
-        return "http", path
-    return "custom", ""
-
-
-def _source(transport: Any) -> str:
-    source = getattr(transport, "source", None)
-    return str(source()) if callable(source) else ""
+    def _shard_now(self) -> Shard:
+        local = self._local
+        shard: Shard | None = None if local is None else getattr(local, "shard", None)
+        return self._shard() if shard is None else shard
 
 
 def instrument(
