@@ -28,7 +28,7 @@ class MultiprocessMetrics(PrometheusMetrics):
         children = self._children or self._unlabelled()
         children.consumed.inc()
         children.in_flight.inc()
-        self._open[id(message)] = [message, None, False]
+        self._open[id(message)] = message
 
     def handling_finished(
         self,
@@ -39,9 +39,9 @@ class MultiprocessMetrics(PrometheusMetrics):
     ) -> None:
         children = self._children or self._unlabelled()
         children.duration(hctx.handler_name or NO_HANDLER).observe(duration)
-        entry = self._open.get(id(hctx.message))
-        if entry is not None:
-            entry[1] = hctx
+        key = id(hctx.message)
+        if key in self._open:
+            self._open[key] = hctx
 
     def acked(self, message: Message) -> None:
         self._settled(message, "acked")
@@ -55,6 +55,6 @@ class MultiprocessMetrics(PrometheusMetrics):
             return
         children = self._children or self._unlabelled()
         children.in_flight.dec()
-        handler = counted_as(entry, outcome)
+        handler = counted_as(entry, message, outcome)
         if handler is not None:
             children.outcome(handler, outcome).inc()

@@ -7,22 +7,34 @@ from typing import Any
 
 from missive._metrics_local import NO_HANDLER
 
-__all__ = ["Open", "adapter_labels", "counted_as"]
-
-#: One delivery on its way, from message_received to its settle event: [message (kept
-#: alive, so its id() stays unique), its last HandlingContext or None, outcome counted].
-Open = list[Any]
+__all__ = ["Ended", "Open", "adapter_labels", "counted_as"]
 
 
-def counted_as(entry: Open, outcome: str) -> str | None:
-    """The handler label to count a delivery's settle event ``outcome`` under, or
-    ``None`` when its outcome was counted already (dead-lettered, failed)."""
-    hctx = entry[1]
-    if hctx is None:
-        return None if entry[2] else NO_HANDLER
-    if outcome == "retried" or not (entry[2] or hctx.failure is not None):
-        return hctx.handler_name or NO_HANDLER
-    return None
+class Ended:
+    """An open delivery whose outcome is counted already (dead-lettered, failed)."""
+
+    __slots__ = ("message",)
+
+    def __init__(self, message: Any) -> None:
+        self.message = message  # kept alive, so that its id() stays unique
+
+
+#: One delivery on its way, from message_received to its settle event, by id(message):
+#: the message itself until handled, then its last HandlingContext (which holds it),
+#: or an :class:`Ended` once its outcome is counted. One dict entry, no other object.
+Open = Any
+
+
+def counted_as(entry: Open, message: Any, outcome: str) -> str | None:
+    """The handler label to count the settle event ``outcome`` of ``message`` under,
+    given its ``entry``; ``None`` when its outcome was counted already."""
+    if entry is message:
+        return NO_HANDLER  # settled unhandled
+    if entry.__class__ is Ended:
+        return None
+    if outcome == "retried" or entry.failure is None:
+        return entry.handler_name or NO_HANDLER
+    return None  # a failed handling: dead-lettered or failed, counted as such
 
 
 def adapter_labels(adapter: Any) -> tuple[str, str]:

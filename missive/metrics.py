@@ -36,7 +36,7 @@ except ImportError as _exc:  # pragma: no cover - exercised by a test in a subpr
 
 from missive._metrics_collectors import DURATION_BUCKETS, NO_HANDLER, Children, collectors_for
 from missive._metrics_local import BOUNDS, Shard, Store
-from missive._metrics_rules import Open, adapter_labels, counted_as
+from missive._metrics_rules import Ended, Open, adapter_labels, counted_as
 from missive.events import Observer
 
 if TYPE_CHECKING:
@@ -153,7 +153,7 @@ class PrometheusMetrics(Observer):
         except AttributeError:  # this thread's first event (or no labels yet)
             shard = self._shard()
         shard.consumed += 1
-        self._open[id(message)] = [message, None, False]
+        self._open[id(message)] = message
 
     def handling_finished(
         self,
@@ -173,9 +173,9 @@ class PrometheusMetrics(Observer):
         # Handlers at full speed take under a millisecond: skip the search for them.
         counts[0 if duration <= _FIRST else bisect_left(BOUNDS, duration)] += 1
         counts[-1] += duration
-        entry = self._open.get(id(hctx.message))
-        if entry is not None:
-            entry[1] = hctx
+        key = id(hctx.message)
+        if key in self._open:  # received: not under the test client, which settles none
+            self._open[key] = hctx
 
     def acked(self, message: Message) -> None:
         # _settled(message, "acked"), inlined: every handled message ends here.
@@ -186,15 +186,12 @@ class PrometheusMetrics(Observer):
             shard = self._local.shard
         except AttributeError:
             shard = self._shard()
-        hctx = entry[1]
-        if hctx is None:
-            if entry[2]:
-                return
-            handler = None
-        elif entry[2] or hctx.failure is not None:
+        if entry is message:
+            handler = None  # settled unhandled
+        elif entry.__class__ is Ended or entry.failure is not None:
             return  # dead-lettered or failed: counted as such already
         else:
-            handler = hctx.handler_name
+            handler = entry.handler_name
         handlers = shard.acked
         handlers[handler] = handlers.get(handler, 0) + 1
 
@@ -224,9 +221,9 @@ class PrometheusMetrics(Observer):
 
         A message dead-lettered after its attempts is a copy carrying their history,
         not the object received: its settle event is known by its failed handling."""
-        entry = self._open.get(id(message))
-        if entry is not None:
-            entry[2] = True
+        key = id(message)
+        if key in self._open:
+            self._open[key] = Ended(message)
         return reason.handler or NO_HANDLER
 
     def _count(self, handler: str, outcome: str) -> None:
@@ -238,7 +235,7 @@ class PrometheusMetrics(Observer):
         entry = self._open.pop(id(message), None)
         if entry is None:
             return
-        handler = counted_as(entry, outcome)
+        handler = counted_as(entry, message, outcome)
         if handler is not None:
             self._shard_now().count(outcome, handler)
 
