@@ -37,9 +37,10 @@ class Collectors:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         #: Whether values go to PROMETHEUS_MULTIPROC_DIR: then the per-message metrics
-        #: are prometheus_client's; else :attr:`local` holds them (``None`` then).
+        #: are prometheus_client's, and :attr:`local`'s numbers are added to them from
+        #: time to time; else :attr:`local` is registered, and read at each scrape.
         self.multiprocess = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
-        self.local: LocalCollector | None = None
+        self.local = LocalCollector()
         self.consumed: Any = None
         self.outcomes: Any = None
         self.duration: Any = None
@@ -47,7 +48,6 @@ class Collectors:
         if self.multiprocess:
             self._register_per_message(registry)
         else:
-            self.local = LocalCollector()
             registry.register(self.local)
         self.reconnections = Counter(
             "missive_reconnections",

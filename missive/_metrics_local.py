@@ -75,12 +75,12 @@ class Shard:
             counts = self.durations[handler] = [0.0] * (len(BOUNDS) + 1)
         return counts
 
-    def count(self, outcome: str, handler: str | None) -> None:
-        """One more delivery of ``handler`` ended in ``outcome``."""
+    def count(self, outcome: str, handler: str | None, deliveries: int = 1) -> None:
+        """``deliveries`` more deliveries of ``handler`` ended in ``outcome``."""
         handlers = self.outcomes.get(outcome)
         if handlers is None:
             handlers = self.outcomes[outcome] = {}
-        handlers[handler] = handlers.get(handler, 0) + 1
+        handlers[handler] = handlers.get(handler, 0) + deliveries
 
     def add(self, other: Shard) -> None:
         """Add ``other``'s numbers to this one's (``other`` may be written meanwhile:
@@ -107,6 +107,8 @@ class Store:
         self._shards: list[Shard] = []
         self._retired = Shard()  # the numbers of threads that ended
         self._lock = threading.Lock()
+        self._flushed = Shard()  # the total at the last since_last()
+        self._flush_lock = threading.Lock()
         # The open deliveries of each observer with these labels: the in-flight gauge.
         self._open: list[dict[int, Any]] = []
 
@@ -151,6 +153,21 @@ class Store:
         for shard in ended:
             self._retired.add(shard)
             self._shards.remove(shard)
+
+    def since_last(self) -> Shard:
+        """The numbers counted since the last call (what a multiprocess flush adds to
+        prometheus_client's metrics): each number is in exactly one call's answer."""
+        with self._flush_lock:
+            total = self.total()
+            new = Shard()
+            new.consumed = total.consumed - self._flushed.consumed
+            for outcome, handlers in total.outcomes.items():
+                before = self._flushed.outcomes.get(outcome, {})
+                for handler, count in handlers.items():
+                    if count != before.get(handler, 0):
+                        new.count(outcome, handler, count - before.get(handler, 0))
+            self._flushed = total
+            return new
 
     def total(self) -> Shard:
         """The sum of every shard, now."""

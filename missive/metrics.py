@@ -111,13 +111,11 @@ class PrometheusMetrics(Observer):
 
     def _label(self, labels: tuple[str, str]) -> Children:
         children = Children(self._collectors, *labels)
-        local = self._collectors.local
-        if local is not None:
-            if self._store is not None:
-                self._store.untrack(self._open)
-            self._store = store = local.store(labels)
-            store.track(self._open)
-            self._local = store.local
+        if self._store is not None:
+            self._store.untrack(self._open)
+        self._store = store = self._collectors.local.store(labels)
+        store.track(self._open)
+        self._local = store.local
         self._children = children
         return children
 

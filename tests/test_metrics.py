@@ -400,12 +400,16 @@ WORKER = textwrap.dedent(
     processor = missive.Processor()
     processor.handle_for(lambda m: True)(acks)
     metrics = missive.metrics.instrument(processor)
+    if LOOP:  # as a delivery loop: a receive first, the worker's stop last
+        metrics.polled(4)
     for _ in range(3):
         message = missive.RawMessage(b"x")
         metrics.message_received(message, 1)
         metrics.acked(message)
     metrics.message_received(missive.RawMessage(b"y"), 1)  # still in flight at exit
     metrics.backlog(7)
+    if LOOP:
+        metrics.worker_stopping(None)
     """
 )
 
@@ -416,9 +420,10 @@ def multiproc_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
-def run_worker(directory: Path) -> int:
+def run_worker(directory: Path, loop: bool = False) -> int:
     env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(directory)}
-    worker = subprocess.Popen([sys.executable, "-c", WORKER], env=env, stderr=subprocess.PIPE)
+    program = f"LOOP = {loop}\n{WORKER}"
+    worker = subprocess.Popen([sys.executable, "-c", program], env=env, stderr=subprocess.PIPE)
     _, stderr = worker.communicate(timeout=60)
     assert worker.returncode == 0, stderr.decode()
     return worker.pid
@@ -442,8 +447,10 @@ def scrape() -> CollectorRegistry:
     return Parsed()
 
 
-def test_multiprocess_exposition_adds_up_the_workers(multiproc_dir: Path) -> None:
-    pids = [run_worker(multiproc_dir), run_worker(multiproc_dir)]
+@pytest.mark.parametrize("loop", [False, True], ids=["events-only", "delivery-loop"])
+def test_multiprocess_exposition_adds_up_the_workers(multiproc_dir: Path, loop: bool) -> None:
+    # A delivery loop's counts are added to the files from time to time, and at its stop
+    pids = [run_worker(multiproc_dir, loop), run_worker(multiproc_dir, loop)]
 
     scraped = scrape()
     assert outcome(scraped, "", "acked") == 6
