@@ -22,7 +22,14 @@ if TYPE_CHECKING:
 
     from missive.message import Message
 
-__all__ = ["CARRIER_GETTER", "Delivery", "carrier", "exception_attributes", "message_id_text"]
+__all__ = [
+    "CARRIER_GETTER",
+    "Delivery",
+    "carrier",
+    "exception_attributes",
+    "fixed_attributes",
+    "message_id_text",
+]
 
 #: The attributes a trace context may travel in: AMQP, NATS, MQTT and HTTP headers,
 #: then the other fields of a Redis Streams entry.
@@ -69,6 +76,17 @@ def carrier(attributes: Mapping[str, Any]) -> Mapping[Any, Any] | None:
         if isinstance(value, Mapping) and value:
             return value
     return None
+
+
+def fixed_attributes(system: str | None, source: str) -> dict[str, Any]:
+    """The attributes every span of ``source`` on ``system`` starts with."""
+    return {
+        "messaging.system": system,
+        "messaging.destination.name": source,
+        "messaging.operation.type": "process",
+        "messaging.operation.name": "process",
+        "messaging.operation": "process",  # the name before semconv 1.26
+    }
 
 
 def message_id_text(message_id: bytes | str | None) -> str | None:

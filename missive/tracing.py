@@ -18,6 +18,7 @@ than the trace context ever goes into a span.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from missive.errors import MissingExtraError
@@ -25,7 +26,7 @@ from missive.events import Observer
 
 try:
     from opentelemetry import context as otel_context
-    from opentelemetry import propagate, trace
+    from opentelemetry import trace
 except ImportError as _exc:  # pragma: no cover - depends on what is installed
     raise MissingExtraError("otel", "missive.tracing") from _exc
 
@@ -39,12 +40,13 @@ from opentelemetry.trace import (
 )
 
 from missive._tracing_carrier import (
-    CARRIER_GETTER,
     Delivery,
     carrier,
     exception_attributes,
+    fixed_attributes,
     message_id_text,
 )
+from missive._tracing_context import ContextReader
 
 if TYPE_CHECKING:
     from missive.context import HandlingContext, Outcome, ProcessingContext
@@ -58,6 +60,8 @@ __all__ = ["Tracing", "instrument"]
 #: beyond this many are ended, the oldest first, as ``unsettled``.
 MAX_OPEN = 10_000
 _FAILED_OUTCOMES = frozenset({"dead_lettered", "retried", "failed", "lost", "unsettled"})
+#: The parent of a span that starts a new trace (``parent=False``): no span, no baggage.
+_ROOT = otel_context.Context()
 
 
 class Tracing(Observer):
@@ -83,6 +87,10 @@ class Tracing(Observer):
         self._open: dict[int, Delivery] = {}
         self._system: str | None = None
         self._source: str | None = None
+        # The span name and first attributes, once the source is known (not over WSGI).
+        self._name: str | None = None
+        self._attributes: dict[str, Any] = {}
+        self._reader = ContextReader()
 
     def _tracer_now(self) -> trace.Tracer | None:
         """The tracer, or ``None`` while no real tracer provider is set."""
@@ -105,6 +113,11 @@ class Tracing(Observer):
             self._system = getattr(transport, "system", "unknown")
             source = getattr(transport, "source", None)
             self._source = source() if source is not None else transport.where()
+        if self._source is None:
+            self._name = None
+        else:
+            self._attributes = fixed_attributes(self._system, self._source)
+            self._name = f"process {self._source}"
 
     def worker_stopping(self, adapter: Any) -> None:
         """End every span still open: nothing will settle those messages now."""
@@ -113,45 +126,34 @@ class Tracing(Observer):
 
     def message_received(self, message: Message, delivery_count: int | None) -> None:
         """Start the message's span, its parent the publisher's context if it sent one."""
-        tracer = self._tracer_now()
+        tracer = self._tracer or self._tracer_now()
         if tracer is None:
             return
         attributes = message.attributes
-        system, source = self._system, self._source
-        if source is None:
-            path = attributes.get("path")
-            source = path if isinstance(path, str) else "unknown"
-            system = system or ("http" if path is not None else "unknown")
-        span_attributes: dict[str, Any] = {
-            "messaging.system": system,
-            "messaging.destination.name": source,
-            "messaging.operation.type": "process",
-            "messaging.operation.name": "process",
-            "messaging.operation": "process",  # the name before semconv 1.26
-        }
+        name, span_attributes = self._name, self._attributes
+        if name is None:  # no source known (WSGI: the request path, per message)
+            name, span_attributes = self._labels(attributes)
+        span_attributes = span_attributes.copy()
         message_id = message_id_text(message.message_id)
         if message_id is not None:
             span_attributes["messaging.message.id"] = message_id
         if delivery_count is not None and delivery_count != 1:  # a redelivery or a retry
             span_attributes["missive.delivery_count"] = delivery_count
-        headers = carrier(attributes)
         parent: otel_context.Context | None = None
-        links: list[Link] = []
-        if headers is not None:
-            extracted = propagate.extract(headers, getter=CARRIER_GETTER)
-            remote = trace.get_current_span(extracted).get_span_context()
-            if remote.is_valid:
+        links: tuple[Link, ...] = ()
+        headers = attributes.get("headers") or attributes.get("fields")
+        if headers is None or type(headers) is not dict:
+            headers = carrier(attributes)
+        if headers:
+            remote = self._reader.read(headers)
+            if remote is not None:
                 if self._parent:
-                    parent = extracted
+                    parent = remote[0]
                 else:  # a new trace (an empty context, not the current one), linked
-                    parent = otel_context.Context()
-                    links.append(Link(remote))
+                    parent = _ROOT
+                    links = (Link(remote[1]),)
         span = tracer.start_span(
-            f"process {source}",
-            context=parent,
-            kind=SpanKind.CONSUMER,
-            attributes=span_attributes,
-            links=links,
+            name, context=parent, kind=SpanKind.CONSUMER, attributes=span_attributes, links=links
         )
         open_ = self._open
         open_[id(message)] = Delivery(message, span)
@@ -159,6 +161,15 @@ class Tracing(Observer):
             # StopIteration, RuntimeError: emptied or changed by another thread.
             with contextlib.suppress(StopIteration, RuntimeError):
                 self._end(next(iter(open_)), "unsettled")
+
+    def _labels(self, attributes: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+        """The span name and fixed attributes of a message whose source is its own."""
+        system, source = self._system, self._source
+        if source is None:
+            path = attributes.get("path")
+            source = path if isinstance(path, str) else "unknown"
+            system = system or ("http" if path is not None else "unknown")
+        return f"process {source}", fixed_attributes(system, source)
 
     def handling_started(self, pctx: ProcessingContext[Any], hctx: HandlingContext[Any]) -> None:
         """Make the span current for the hooks and the handler (on this thread or task)."""
@@ -195,9 +206,9 @@ class Tracing(Observer):
 
     def acked(self, message: Message) -> None:
         """End the span: handled, or stored in the DLQ."""
-        delivery = self._open.get(id(message))
-        if delivery is not None:
-            self._end(id(message), "dead_lettered" if delivery.dead else "acked")
+        delivery = self._open.pop(id(message), None)
+        if delivery is not None:  # else: not traced, or ended by another thread
+            self._close(delivery, "dead_lettered" if delivery.dead else "acked")
 
     def requeued(self, message: Message, delay: float) -> None:
         """End the span: given back to the transport (a nack, or a failure not stored)."""
@@ -254,8 +265,12 @@ class Tracing(Observer):
 
     def _end(self, key: int, outcome: str) -> None:
         delivery = self._open.pop(key, None)
-        if delivery is None:  # another thread ended it
-            return
+        if delivery is not None:  # else: another thread ended it
+            self._close(delivery, outcome)
+
+    @staticmethod
+    def _close(delivery: Delivery, outcome: str) -> None:
+        """Set the span's outcome (and its status on a failure) and end it."""
         span = delivery.span
         handler = delivery.handler
         if handler is None:
