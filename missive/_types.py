@@ -37,7 +37,7 @@ MatcherFunc = Callable[[M], object]
 #: A handler: takes the message and its handling context, and acks or nacks it.
 Handler = Callable[[M, "HandlingContext[M]"], object]
 #: A dead-letter queue: any mutable mapping from message id to (message, reason).
-DLQ = MutableMapping[bytes, tuple[Message, str]]
+DLQ = MutableMapping[bytes, tuple[M, str]]
 #: A before/after processing hook: ``hook(processing_ctx)``.
 ProcessingHook = Callable[["ProcessingContext[M]"], object]
 #: A before/after handling hook: ``hook(processing_ctx, handling_ctx)``.
