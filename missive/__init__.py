@@ -27,7 +27,7 @@ from missive.retry import NO_RETRY, Retry
 from missive.state import State
 from missive.testing import TestClient
 
-__version__ = "0.1.0"
+__version__ = "0.9.0"
 
 __all__ = [
     "DLQ",

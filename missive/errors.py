@@ -7,7 +7,7 @@ Every error Missive raises derives from :class:`MissiveError`::
     ├── RegistrationError (also ValueError)     a handler or hook cannot be registered as given
     ├── MatcherError                            a matcher raised while routing a message
     ├── AlreadySettledError (also RuntimeError) a handler acked or nacked a message twice
-    ├── HandlingError                           a message could not be handled and no DLQ is set
+    ├── HandlingError (also RuntimeError)       a message could not be handled and no DLQ is set
     ├── DLQWriteError                           the DLQ could not store a failed message
     ├── DLQError                                a DLQ cannot be opened or read
     └── MissingExtraError (also ImportError)    an adapter's optional dependency is not installed
@@ -91,13 +91,16 @@ def _summary(reason: str) -> str:
     return summary if isinstance(summary, str) else reason
 
 
-class HandlingError(MissiveError):
+class HandlingError(MissiveError, RuntimeError):
     """A message could not be handled and the processor has no DLQ to store it in.
 
     The message has not been acked. ``reason`` says what went wrong, in full; the
     error's text carries only its summary (no exception text), so that it is safe to
     log, and the original exception, if any, is the ``__cause__``. Set a DLQ with
     :meth:`missive.Processor.set_dlq` to store such messages instead of raising.
+
+    It is also a :class:`RuntimeError`, which missive 0.8.1 raised in its place, so
+    that ``except RuntimeError`` written for 0.8.1 still catches it.
     """
 
     def __init__(self, message_id: bytes, reason: str) -> None:
