@@ -197,6 +197,8 @@ class Statements:
         self.select_one = self.make(f"{_SELECT} WHERE message_id = ?")
         self.contains = self.make("SELECT 1 FROM {table} WHERE message_id = ?")
         self.delete = self.make("DELETE FROM {table} WHERE message_id = ?")
+        #: Deletes the ids given as one array parameter (PostgreSQL only).
+        self.delete_any = self.make("DELETE FROM {table} WHERE message_id = ANY(?)")
         self.ids = self.make(
             "SELECT seq, message_id FROM {table} WHERE seq > ? ORDER BY seq LIMIT ?"
         )

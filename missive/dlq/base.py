@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterator, Mapping, MutableMapping
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import TracebackType
@@ -82,6 +82,10 @@ class DeadLetterStore(MutableMapping[bytes, tuple[Message, str]]):
       a key that is not ``bytes``.
     * **Order.** Iteration, :meth:`records` and :meth:`oldest` go oldest first: in
       the order ids were first stored (as a ``dict`` keeps insertion order).
+    * **Deleting.** ``del store[id]`` deletes one dead letter, committed before it
+      returns. :meth:`delete_many` deletes several in one commit: the SQL stores do
+      it in one transaction (all or none), so a tool deleting thousands (a replay)
+      pays one commit a batch instead of one a letter.
     * **Threads.** Every method may be called from any thread.
     * **Closing.** :meth:`close` (or leaving a ``with`` block) releases the storage;
       it is idempotent, and a closed store raises :class:`~missive.DLQError`.
@@ -136,6 +140,23 @@ class DeadLetterStore(MutableMapping[bytes, tuple[Message, str]]):
     @abc.abstractmethod
     def close(self) -> None:
         """Release the storage; idempotent."""
+
+    def delete_many(self, message_ids: Iterable[bytes]) -> int:
+        """Delete each of ``message_ids`` that is stored; return how many were deleted.
+
+        Ids not stored (or not ``bytes``) are skipped, not an error. The SQL stores
+        commit the deletes together, in one transaction: when this returns, all are
+        deleted; when it raises :class:`~missive.DLQError`, none is. This default
+        deletes them one by one, each committed by itself.
+        """
+        deleted = 0
+        for message_id in message_ids:
+            try:
+                del self[message_id]
+            except KeyError:
+                continue
+            deleted += 1
+        return deleted
 
     def oldest(self) -> DeadLetter | None:
         """The oldest record (the first stored), or ``None`` when the store is empty."""

@@ -206,6 +206,17 @@ class PostgresDLQ(SQLStore):
         if not deleted:
             raise KeyError(message_id)
 
+    def delete_many(self, message_ids: Iterable[bytes]) -> int:
+        """Delete those of ``message_ids`` that are stored, in one statement (one
+        commit); see :meth:`DeadLetterStore.delete_many`."""
+        keys = [key for key in dict.fromkeys(message_ids) if type(key) is bytes]
+        if not keys:
+            return 0
+        what = f"delete {len(keys)} dead letter(s)"
+        self._writable(what)
+        [deleted] = self._execute(what, self._sql.delete_any, (keys,))
+        return int(deleted)
+
     def close(self) -> None:
         """Close the store's own connection; idempotent. A connection or pool it was
         given is left open for its owner to close. The store cannot be used afterwards.

@@ -241,6 +241,18 @@ class SQLiteDLQ(SQLStore):
         if not deleted:
             raise KeyError(message_id)
 
+    def delete_many(self, message_ids: Iterable[bytes]) -> int:
+        """Delete those of ``message_ids`` stored, in one transaction; see
+        :meth:`DeadLetterStore.delete_many`."""
+        keys = [(key,) for key in dict.fromkeys(message_ids) if type(key) is bytes]
+
+        def delete(conn: sqlite3.Connection) -> int:
+            conn.execute("BEGIN IMMEDIATE")
+            with conn:  # committed, or rolled back if a statement fails
+                return conn.executemany(self._sql.delete, keys).rowcount
+
+        return self._write(f"delete {len(keys)} dead letter(s)", delete) if keys else 0
+
     def close(self) -> None:
         """Close the connection; idempotent. The store cannot be used afterwards."""
         with self._lock:
