@@ -7,6 +7,7 @@ import sqlite3
 from pathlib import Path
 from urllib.parse import quote
 
+from missive.dlq._legacy import LEGACY_TABLE, is_legacy, legacy_error
 from missive.dlq._sql import SQLITE
 from missive.dlq._sqlite_file import APPLICATION_ID
 from missive.errors import DLQError
@@ -116,6 +117,8 @@ def _check_kind(conn: sqlite3.Connection, path: str, allow_other_tables: bool) -
             raise DLQError(_newer(path, version))
         return True
     others = sorted(tables - {ATTEMPTS_TABLE})
+    if LEGACY_TABLE in tables and not allow_other_tables and is_legacy(conn):
+        raise DLQError(legacy_error(path))
     if version != 0 or (others and not allow_other_tables):
         held = f"tables {', '.join(others[:5])}" if others else "no tables"
         raise DLQError(

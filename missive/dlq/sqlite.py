@@ -21,13 +21,16 @@ import logging
 import os
 import sqlite3
 import threading
+import warnings
 import weakref
 from collections.abc import Callable, Iterable
+from datetime import datetime
 from typing import Any, TypeVar
 
 from missive.dlq._codec import (
     MessageClasses,
     checked_entry,
+    format_time,
     log_stored,
     storage_keys,
 )
@@ -89,6 +92,8 @@ class SQLiteDLQ(SQLStore):
         exist. For tools that only look.
     :param allow_other_tables: add the DLQ's tables to a database that already holds
         other tables; without it such a database is refused, never changed.
+    :param connection_str: deprecated: missive 0.8.1's name for ``path`` (the file
+        it gave to :func:`sqlite3.connect`); accepted with a :class:`DeprecationWarning`.
 
     After each write's commit the store checks that the path still leads to the file
     it opened (same device and inode, an SQLite header, its application id): a file
@@ -99,22 +104,37 @@ class SQLiteDLQ(SQLStore):
     :raises DLQError: if the path is a directory, its directory does not exist, the
         file cannot be created or written, is not an SQLite database, is damaged, is
         another application's database (other tables, or another ``user_version``,
-        and no DLQ table), was written by a newer schema version, or does not exist
-        and ``create`` is false (or ``read_only`` is true).
+        and no DLQ table), a DLQ written by missive 0.8.1 (its ``messages`` table:
+        copy it with ``missive dlq import-legacy``), was written by a newer schema
+        version, or does not exist and ``create`` is false (or ``read_only`` is true).
+    :raises TypeError: if neither ``path`` nor ``connection_str`` is given, or both.
     """
 
     _sql = _SQL
 
     def __init__(
         self,
-        path: str | os.PathLike[str],
+        path: str | os.PathLike[str] | None = None,
         *,
         timeout: float = 30.0,
         message_classes: Iterable[type[Message]] = (),
         create: bool = True,
         read_only: bool = False,
         allow_other_tables: bool = False,
+        connection_str: str | None = None,
     ) -> None:
+        if connection_str is not None:
+            if path is not None:
+                raise TypeError("SQLiteDLQ takes a path or connection_str, not both")
+            warnings.warn(
+                "SQLiteDLQ(connection_str=...) is deprecated: pass the file's path as the "
+                "first argument, SQLiteDLQ(path)",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            path = connection_str
+        if path is None:
+            raise TypeError("SQLiteDLQ needs the database file's path: SQLiteDLQ(path)")
         #: The database file's path.
         self.path = os.fspath(path)
         #: Whether the store was opened only to read.
@@ -198,8 +218,21 @@ class SQLiteDLQ(SQLStore):
                 raise DLQError(problem(self.path, exc, what, self.timeout)) from exc
 
     def __setitem__(self, message_id: bytes, value: tuple[Message, str]) -> None:
+        self.restore(message_id, value)
+
+    def restore(
+        self, message_id: bytes, value: tuple[Message, str], at: datetime | None = None
+    ) -> None:
+        """Store a dead letter as ``dlq[message_id] = value`` does, dead-lettered ``at``.
+
+        For imports (``missive dlq import-legacy``): the record keeps the time the
+        message was first dead-lettered elsewhere. ``at`` must be aware; ``None``: now.
+        """
         message, reason = checked_entry(message_id, value)
         fields = self._sql.dialect.fields(message, reason)
+        if at is not None:
+            stamp = format_time(at)
+            fields = (*fields[:-2], stamp, stamp)
 
         def store(conn: sqlite3.Connection) -> bytes:
             for key in storage_keys(message_id, message.raw_data):
