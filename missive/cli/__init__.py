@@ -18,7 +18,7 @@ import argparse
 from collections.abc import Sequence
 from typing import NoReturn
 
-from missive.cli import _dlq, _legacy, _replay, _routes, _run
+from missive.cli import _dlq, _groups, _legacy, _replay, _routes, _run
 from missive.cli._common import CLIError
 from missive.cli._output import Output, open_standard_streams
 from missive.errors import MissiveError
@@ -54,6 +54,7 @@ def parser() -> argparse.ArgumentParser:
     _dlq.add_dlq_option(dlq, default=None)
     dlq_sub = _dlq.add_parsers(dlq)
     _replay.add_parser(dlq_sub)
+    _groups.add_parser(dlq_sub)
     _legacy.add_parser(dlq_sub)
     _routes.add_parser(sub)
     return top
