@@ -59,6 +59,8 @@ class _RabbitMQTransport(Transport):
     broker_name: ClassVar[str] = "RabbitMQ"
     loss_note: ClassVar[str] = "; unacked messages go back to their queue"
     first_reconnect_delay: ClassVar[float] = 0.5
+    #: Declares the queues on each new channel, before consuming (``declare=True``).
+    declare: Callable[[BlockingChannel], None] | None = None
 
     def __init__(
         self,
@@ -96,6 +98,8 @@ class _RabbitMQTransport(Transport):
         self._channel = channel = connection.channel()
         channel.basic_qos(prefetch_count=self._prefetch)
         channel.add_on_cancel_callback(_on_cancelled_by_broker)
+        if self.declare is not None:
+            self.declare(channel)
         self._acks = Acks(channel)
         self._delays.open(functools.partial(_wake_threadsafe, connection))
         batch, delays = self._batch, self._delays

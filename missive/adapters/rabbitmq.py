@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from typing import Any
 
 from missive._typing import M
 from missive.adapters.base import Adapter
@@ -22,9 +23,10 @@ try:
 except ImportError as _exc:  # pragma: no cover - exercised by a test in a subprocess
     raise MissingExtraError("rabbitmq", "missive.adapters.rabbitmq") from _exc
 
+from missive.adapters._rabbitmq_declare import QueueDeclarationError, declarer
 from missive.adapters._rabbitmq_transport import _RabbitMQTransport
 
-__all__ = ["DEFAULT_URL", "RabbitMQAdapter"]
+__all__ = ["DEFAULT_URL", "QueueDeclarationError", "RabbitMQAdapter"]
 
 #: The broker used when neither ``url`` nor the ``AMQP_URL`` environment variable is set.
 DEFAULT_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
@@ -93,8 +95,10 @@ class RabbitMQAdapter(Adapter[M]):
     close_connection``) or a consumer the broker cancelled is logged at WARNING and
     re-established after a delay that doubles from 0.5 s up to ``max_reconnect_delay``.
     Wrong credentials, a refused vhost and a missing queue are configuration errors:
-    :meth:`run` raises the pika error at once. Queues are not declared: declare them
-    (type, durability, arguments) before starting the adapter.
+    :meth:`run` raises the pika error at once. Queues are not declared unless
+    ``declare=True``: declare them (type, durability, arguments) before starting the
+    adapter, or let it declare them at each connection, durable and classic unless
+    ``declare_arguments`` say otherwise (as missive 0.8.1 did through kombu).
 
     :param message_cls: the message class to build each delivery into.
     :param processor: the processor to run.
@@ -113,6 +117,12 @@ class RabbitMQAdapter(Adapter[M]):
         :class:`~missive.Adapter`); 1 by default: one at a time, in order.
     :param ordering_key: ``message -> hashable``: equal keys are handled one at a time.
     :param graceful_timeout: on a stop, the seconds messages in flight get to finish.
+    :param declare: declare the queues before consuming them, at each connection:
+        durable, not exclusive, not auto-deleted. A queue that exists with other
+        settings stops :meth:`run` with :class:`QueueDeclarationError`.
+    :param declare_arguments: the queues' arguments when declared, such as
+        ``{"x-queue-type": "quorum"}`` or ``{"x-max-length": 10000}``; only with
+        ``declare=True``.
     :raises ValueError: if no queue is given or ``prefetch`` is not in 1..65535.
     """
 
@@ -131,6 +141,8 @@ class RabbitMQAdapter(Adapter[M]):
         concurrency: int = 1,
         ordering_key: Callable[[M], Hashable] | None = None,
         graceful_timeout: float = 30.0,
+        declare: bool = False,
+        declare_arguments: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(
             message_cls,
@@ -144,7 +156,12 @@ class RabbitMQAdapter(Adapter[M]):
             raise ValueError("RabbitMQAdapter needs at least one queue name to consume")
         if prefetch is not None and not 1 <= prefetch <= 65535:
             raise ValueError(f"prefetch must be between 1 and 65535, not {prefetch}")
+        if declare_arguments is not None and not declare:
+            raise ValueError("declare_arguments is only used with declare=True")
         self.url = url or os.environ.get("AMQP_URL") or DEFAULT_URL
+        #: Whether the queues are declared at each connection, and with what arguments.
+        self.declare = declare
+        self.declare_arguments = dict(declare_arguments or {})
         #: The prefetch given; ``None``: it follows ``concurrency`` (see :attr:`qos`).
         self.prefetch = prefetch
         self.max_deliveries = max_deliveries
@@ -163,9 +180,15 @@ class RabbitMQAdapter(Adapter[M]):
 
         :meth:`run` raises :class:`pika.exceptions.AMQPConnectionError` on wrong
         credentials or vhost, and :class:`pika.exceptions.ChannelClosedByBroker` if a
-        queue does not exist (404) or may not be read (403).
+        queue does not exist (404) or may not be read (403); with ``declare=True``,
+        :class:`QueueDeclarationError` if a queue exists with other settings.
         """
-        return _RabbitMQTransport(self._parameters, self.queues, self.qos, self.longest_delay)
+        transport = _RabbitMQTransport(
+            self._parameters, self.queues, self.qos, self.longest_delay
+        )
+        if self.declare:
+            transport.declare = declarer(self.queues, self.declare_arguments)
+        return transport
 
     def longest_delay(self) -> float | None:
         """The longest wait a delayed retry may ask for: the largest ``max_delay`` of the

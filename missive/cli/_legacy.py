@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 from missive.cli._common import CLIError, format_id, redact
-from missive.cli._dlq import add_dlq_option
 from missive.cli._output import Output
 from missive.dlq import open_dlq
 from missive.dlq._legacy import import_legacy
@@ -46,20 +45,31 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
         metavar="OLD.db",
         help="the SQLite file written by missive 0.8.1's SQLiteDLQ (only read)",
     )
-    add_dlq_option(command)
+    # Spelled as the other dlq commands spell it; not imported from their module,
+    # which is being reshaped.
+    command.add_argument(
+        "--dlq",
+        metavar="PATH_OR_URL",
+        default=argparse.SUPPRESS,
+        help="the DLQ to import into, created if missing (default: $MISSIVE_DLQ)",
+    )
+    command.add_argument(
+        "--dlq-table", metavar="NAME", default=argparse.SUPPRESS, help="a PostgreSQL DLQ's table"
+    )
     command.set_defaults(func=_import_legacy)
 
 
 def _import_legacy(args: argparse.Namespace, out: Output) -> int:
-    location = args.dlq or os.environ.get("MISSIVE_DLQ", "")
+    location = getattr(args, "dlq", None) or os.environ.get("MISSIVE_DLQ", "")
     if not location:
         raise CLIError("no DLQ to import into: pass --dlq PATH_OR_URL or set MISSIVE_DLQ")
     target = sqlite_path(location)
     if target and Path(target).resolve() == Path(args.source).resolve():
         raise CLIError("--from and --dlq name the same file: import into a new DLQ file")
     options: dict[str, Any] = {}
-    if args.dlq_table and target is None:
-        options["table"] = args.dlq_table
+    table = getattr(args, "dlq_table", None)
+    if table and target is None:
+        options["table"] = table
     shown = redact(location)
     try:
         store = open_dlq(location, **options)

@@ -12,6 +12,7 @@ as the message's own bytes.
 
 from __future__ import annotations
 
+import io
 import pickletools
 import sqlite3
 from collections.abc import Iterator, MutableMapping
@@ -67,15 +68,20 @@ def looks_pickled(data: bytes) -> bool:
     """Whether ``data`` is a pickle, judged by its opcodes alone, never loaded.
 
     A pickle of protocol 2 or later starts with PROTO and its number; one of any
-    protocol is a run of valid opcodes ending in STOP at the last byte.
+    protocol is a run of valid opcodes, using the stack and memo soundly, that ends
+    in STOP at the last byte.
     """
     if data[:1] == _PROTO and len(data) > 1 and 2 <= data[1] <= 5:
         return True
     try:
         for opcode, _arg, position in pickletools.genops(data):
             if opcode.name == "STOP":
-                return position == len(data) - 1
-    except Exception:  # genops raises ValueError and others on what is no pickle
+                if position != len(data) - 1:
+                    return False
+                # dis checks the stack and memo use too, still building nothing.
+                pickletools.dis(data, out=io.StringIO())
+                return True
+    except Exception:  # pickletools raises ValueError and others on what is no pickle
         return False
     return False
 
