@@ -10,8 +10,12 @@ DLQ is, for the replay, the DLQ being replayed, so that:
 * **nacked** (the handler asks for a later redelivery): it stays unchanged and is
   reported; replay it again later.
 
-A dead letter handled successfully is deleted just after its handler returns: if
-the replay is killed in between, the next replay handles it again (at least once).
+Dead letters handled are deleted in batches, one commit every --batch of them
+(500) or every second: a replay killed between two commits handles again, the
+next time, at most the letters since the last commit (at least once). --rate N/s
+(or N/m, N/h) spaces them out. SIGINT or SIGTERM stops the replay after the letter
+in hand, commits and exits with status 5; the same command run again replays what
+is left.
 """
 
 from __future__ import annotations
@@ -19,24 +23,30 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
-import signal
-import threading
-from collections import Counter
-from types import FrameType
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from missive.cli._common import CLIError, format_id, load_processor, open_store, parse_id
 from missive.cli._dlq import add_dlq_option
 from missive.cli._output import Output, safe_text
+from missive.cli._replay_loop import BATCH, Deletes, InProcess, Replay, Stop
+from missive.cli._replay_pace import (
+    RateLimit,
+    ReplayProgress,
+    batch_option,
+    on_terminal,
+    rate_option,
+)
 from missive.cli._routes import Route, load_message_class, route
-from missive.context import Outcome
 from missive.dlq import DeadLetter, DeadLetterStore
-from missive.errors import DLQWriteError
 from missive.message import Message
 from missive.processor import Processor
 from missive.routing import Router
 
-__all__ = ["add_parser"]
+__all__ = ["STOPPED", "add_parser"]
+
+#: The exit status of a replay stopped by SIGINT or SIGTERM before its end.
+STOPPED = 5
 
 
 def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
@@ -63,6 +73,19 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
         "--dry-run", action="store_true", help="only say which handler each would go to"
     )
     replay.add_argument(
+        "--rate",
+        type=rate_option,
+        metavar="N/s",
+        help="replay at most N a second (N/m: a minute, N/h: an hour)",
+    )
+    replay.add_argument(
+        "--batch",
+        type=batch_option,
+        default=BATCH,
+        metavar="N",
+        help=f"commit the deletes of handled letters every N of them (default {BATCH})",
+    )
+    replay.add_argument(
         "-v", "--verbose", action="store_true", help="list the dead letters handled too"
     )
     replay.set_defaults(func=_replay)
@@ -72,7 +95,9 @@ def _ids(store: DeadLetterStore, args: argparse.Namespace) -> list[bytes]:
     chosen = sum([bool(args.ids), args.all, args.reason is not None])
     if chosen != 1:
         raise CLIError("replay needs exactly one of: IDs, --all, or --reason TEXT")
-    if args.all or args.reason is not None:
+    if args.all:
+        return list(store)  # the ids alone: no record to decode
+    if args.reason is not None:
         return [record.message_id for record in store.records(reason=args.reason)]
     ids = [parse_id(text) for text in args.ids]
     missing = [text for text, i in zip(args.ids, ids, strict=True) if i not in store]
@@ -114,25 +139,35 @@ class _Rebuild:
         return cls(message.raw_data, record.message_id, record.attributes)
 
 
-class _Interrupt:
-    """While in use, SIGINT stops the replay after the message in hand."""
+def _letters(
+    store: DeadLetterStore, args: argparse.Namespace
+) -> tuple[int, Callable[[], Iterator[DeadLetter]], Callable[[], int]]:
+    """How many dead letters were chosen, an iterator over their records, oldest first,
+    read a page at a time, and a function counting those found gone afterwards.
 
-    def __init__(self) -> None:
-        self.requested = False
+    The ids are chosen at the start (a snapshot): letters dead-lettered while the
+    replay runs wait for the next one.
+    """
+    ids = _ids(store, args)
+    chosen = dict.fromkeys(ids)
+    seen: set[bytes] = set()
 
-    def _handle(self, signum: int, frame: FrameType | None) -> None:
-        self.requested = True
-
-    @contextlib.contextmanager
-    def installed(self) -> Any:
-        if threading.current_thread() is not threading.main_thread():
-            yield self
+    def records() -> Iterator[DeadLetter]:
+        if args.ids:
+            for message_id in ids:
+                with contextlib.suppress(KeyError):
+                    record = store.record(message_id)
+                    seen.add(message_id)
+                    yield record
             return
-        previous = signal.signal(signal.SIGINT, self._handle)
-        try:
-            yield self
-        finally:
-            signal.signal(signal.SIGINT, previous)
+        for record in store.records(reason=args.reason):
+            if record.message_id in chosen and record.message_id not in seen:
+                seen.add(record.message_id)
+                yield record
+                if len(seen) == len(chosen):
+                    return
+
+    return len(chosen), records, lambda: len(chosen) - len(seen)
 
 
 def _replay(args: argparse.Namespace, out: Output) -> int:
@@ -140,10 +175,10 @@ def _replay(args: argparse.Namespace, out: Output) -> int:
     explicit = load_message_class(args.message_class) if args.message_class else None
     rebuild = _Rebuild(out, explicit, adapter_class)
     with open_store(args.dlq, args.dlq_table) as store:
-        ids = _ids(store, args)
         if args.dry_run:
-            return _dry_run(store, ids, rebuild, processor.router, out)
-        if not ids:
+            return _dry_run(store, _ids(store, args), rebuild, processor.router, out)
+        total, records, gone = _letters(store, args)
+        if not total:
             out.note("no dead letters to replay")
             return 0
         previous = processor.dlq
@@ -153,12 +188,21 @@ def _replay(args: argparse.Namespace, out: Output) -> int:
         level = processor_logger.level
         processor_logger.setLevel(logging.ERROR)
         try:
-            with _Interrupt().installed() as interrupt:
-                counts = _process(store, ids, rebuild, processor, out, args.verbose, interrupt)
+            with Stop().installed() as stop:
+                replay = _process(store, total, records(), rebuild, processor, out, args, stop)
         finally:
             processor.set_dlq(previous)
             processor_logger.setLevel(level)
-    left = len(ids) - sum(counts.values())
+    return _summary(replay, total, gone(), stop, args, out)
+
+
+def _summary(
+    replay: Replay, total: int, gone: int, stop: Stop, args: argparse.Namespace, out: Output
+) -> int:
+    counts = replay.counts
+    done = sum(counts.values())
+    # Stopped, the letters not reached cannot be told from those gone meanwhile.
+    left, gone = (total - done, 0) if replay.stopped else (0, gone)
     parts = [
         f"{counts['acked']} handled and removed",
         f"{counts['failed']} failed again (kept)",
@@ -166,24 +210,31 @@ def _replay(args: argparse.Namespace, out: Output) -> int:
     ]
     if counts["skipped"]:
         parts.append(f"{counts['skipped']} skipped (kept)")
-    if counts["gone"]:
-        parts.append(f"{counts['gone']} no longer in the DLQ")
-    if left:
-        parts.append(f"{left} not replayed (interrupted)")
-    out.line(f"replayed {len(ids) - left} of {len(ids)} dead letter(s): {', '.join(parts)}")
-    return 1 if counts["failed"] or counts["nacked"] or counts["skipped"] or left else 0
+    if gone:
+        parts.append(f"{gone} no longer in the DLQ")
+    if replay.stopped:
+        parts.append(f"{left} not replayed (stopped)")
+    out.line(f"replayed {done} of {total} dead letter(s): {', '.join(parts)}")
+    if replay.stopped:
+        out.note(
+            f"missive: stopped by {stop.signal or 'a signal'} after {done} of {total} dead "
+            f"letter(s), handled ones removed; run the same command again to replay the "
+            f"{left} left"
+        )
+        return STOPPED
+    return 1 if counts["failed"] or counts["nacked"] or counts["skipped"] else 0
 
 
 def _process(
     store: DeadLetterStore,
-    ids: list[bytes],
+    total: int,
+    records: Iterator[DeadLetter],
     rebuild: _Rebuild,
     processor: Processor[Message],
     out: Output,
-    verbose: bool,
-    interrupt: _Interrupt,
-) -> Counter[str]:
-    counts: Counter[str] = Counter()
+    args: argparse.Namespace,
+    stop: Stop,
+) -> Replay:
     try:
         context = processor.context().__enter__()
     except Exception as exc:
@@ -192,14 +243,20 @@ def _process(
             "nothing replayed"
         ) from None
     failed: BaseException | None = None
+    limit = RateLimit(args.rate) if args.rate is not None else None
+    replay = Replay(
+        InProcess(context),
+        Deletes(store, batch=args.batch),
+        rebuild,
+        out,
+        verbose=args.verbose,
+        limit=limit,
+        stop=stop,
+    )
     try:
-        out.start_progress(len(ids), "replaying")
-        for message_id in ids:
-            if interrupt.requested:
-                out.warn("interrupted: stopping the replay")
-                break
-            counts[_one(store, message_id, rebuild, context, out, verbose)] += 1
-            out.step()
+        if on_terminal(out.stderr):
+            out.progress = ReplayProgress(out.stderr, total)
+        replay.run(records)
     except BaseException as exc:
         failed = exc
         raise
@@ -211,46 +268,7 @@ def _process(
             out.error(f"the processor's after_processing hooks raised {type(exc).__name__}: {exc}")
             if failed is None:
                 raise CLIError("replay finished, but the after_processing hooks failed") from None
-    return counts
-
-
-def _one(
-    store: DeadLetterStore,
-    message_id: bytes,
-    rebuild: _Rebuild,
-    context: Any,
-    out: Output,
-    verbose: bool,
-) -> str:
-    shown = safe_text(format_id(message_id))
-    try:
-        record = store.record(message_id)
-    except KeyError:
-        return "gone"
-    message = rebuild(record)
-    if message is None:
-        return "skipped"
-    try:
-        outcome = context.process(message)
-    except DLQWriteError as exc:
-        raise CLIError(
-            f"{shown}: failed again and the DLQ could not be updated ({exc.__cause__})"
-        ) from None
-    if outcome is Outcome.ACKED:
-        with contextlib.suppress(KeyError):
-            del store[message_id]
-        if verbose:
-            out.line(f"{shown}: {out.style('handled', 'green')}, removed from the DLQ")
-        return "acked"
-    if outcome is Outcome.NACKED:
-        out.line(f"{shown}: {out.style('nacked', 'yellow')} by its handler; kept unchanged")
-        return "nacked"
-    again = store.record(message_id)
-    out.line(
-        f"{shown}: {out.style('failed again', 'red')}: {safe_text(again.summary)} "
-        f"(kept; dead-lettered {again.times} times)"
-    )
-    return "failed"
+    return replay
 
 
 def _dry_run(
