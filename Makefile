@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit services soak bench clean
+.PHONY: help demo test lint typecheck unit services soak bench clean
 
 # (Re)create the virtual environment when it is missing or pyproject.toml changed.
 $(STAMP): pyproject.toml
@@ -14,6 +14,10 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 venv: $(STAMP)
+
+## help: this list of targets
+help:
+	@sed -n 's/^## //p' $(MAKEFILE_LIST)
 
 ## demo: the example JSON processor reads the bundled stream through stdin, with an SQLite DLQ
 demo: $(STAMP)
@@ -52,5 +56,6 @@ bench: services $(STAMP)
 	$(PY) bench/dlq.py
 	$(PY) bench/wsgi.py
 
+## clean: remove the virtual environment, the demo output and the caches
 clean:
 	rm -rf $(VENV) .demo .mypy_cache .ruff_cache .pytest_cache .hypothesis *.egg-info
