@@ -8,13 +8,17 @@ one autocommit upsert, synchronous_commit on), as in production. The rate is the
 total written divided by the wall time from the start signal until the last process
 finishes.
 
-Replay: a DLQ holding 10,000 dead letters is read back oldest first; each message
-goes through a processor (with that DLQ set) whose handler acks, and is deleted from
-the DLQ once acked. The rate is dead letters replayed (read, handled, deleted) per
-second, in one process.
+Replay: a DLQ holding 20,000 dead letters is replayed by the loop of ``missive dlq
+replay`` (records read 500 a query, each through a processor, with that DLQ set,
+whose handler acks), in one process, two ways side by side: each delete committed
+alone (``--batch 1``, the way before issue 16) and deletes committed 500 at a time
+(the default). The rate is dead letters replayed (read, handled, deleted) per
+second; the run checks that the DLQ ends empty.
 
     python bench/dlq.py [--messages 2000] [--processes 1,4] [--repeat 3] [--dir /tmp]
-                        [--backends sqlite,postgres] [--postgres URL] [--replay 10000]
+                        [--backends sqlite,postgres] [--postgres URL] [--replay 20000]
+
+``--processes ''`` leaves the write rows out.
 
 Put --dir on the disk you mean to measure: on tmpfs, fsync costs nothing. The
 PostgreSQL URL defaults to $MISSIVE_BENCH_POSTGRES or postgresql://root@127.0.0.1/test;
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import io
 import json
 import multiprocessing
 import os
@@ -39,7 +44,9 @@ from multiprocessing.synchronize import Event
 from typing import Any
 
 import missive
-from missive.dlq import DeadLetterStore, open_dlq
+from missive.cli._output import Output
+from missive.cli._replay_loop import Deletes, InProcess, Replay
+from missive.dlq import open_dlq
 
 DEFAULT_POSTGRES = os.environ.get("MISSIVE_BENCH_POSTGRES", "postgresql://root@127.0.0.1/test")
 NAMES = {"sqlite": "SQLite", "postgres": "PostgreSQL"}
@@ -130,8 +137,9 @@ def _writes(processes: int, count: int, location: Location) -> float:
     return writes(location, processes, count)
 
 
-def replay(location: Location, count: int) -> float:
-    """Dead letters per second read back, handled (acked) and deleted, ``count`` of them."""
+def replay(location: Location, count: int, batch: int) -> float:
+    """Dead letters per second read back, handled (acked) and deleted, ``count`` of them,
+    with one commit every ``batch`` deletes."""
     with open_dlq(location[0], **location[1]) as dlq:
         for message, why in dead_letters(0, count):
             dlq[message.message_id] = (message, why)
@@ -142,22 +150,14 @@ def replay(location: Location, count: int) -> float:
         def record_order(message: missive.Message, ctx: missive.HandlingContext[Any]) -> None:
             ctx.ack()
 
+        out = Output(io.StringIO(), io.StringIO())
         began = time.perf_counter()
-        replayed = replay_all(dlq, processor)
+        with processor.context() as context:
+            run = Replay(InProcess(context), Deletes(dlq, batch=batch), lambda r: r.message, out)
+            run.run(dlq.records())
         elapsed = time.perf_counter() - began
-        assert (replayed, len(dlq)) == (count, 0), (replayed, len(dlq))
+        assert (run.counts["acked"], len(dlq)) == (count, 0), (run.counts, len(dlq))
     return count / elapsed
-
-
-def replay_all(dlq: DeadLetterStore, processor: missive.Processor[missive.Message]) -> int:
-    """Run every dead letter through ``processor``, oldest first; delete those acked."""
-    replayed = 0
-    with processor.context() as context:
-        for record in dlq.records():
-            if context.process(record.message) is missive.Outcome.ACKED:
-                del dlq[record.message_id]
-                replayed += 1
-    return replayed
 
 
 def main() -> None:
@@ -168,7 +168,7 @@ def main() -> None:
     parser.add_argument("--dir", default=tempfile.gettempdir(), help="where SQLite files go")
     parser.add_argument("--backends", default="sqlite,postgres")
     parser.add_argument("--postgres", default=DEFAULT_POSTGRES, help="PostgreSQL URL")
-    parser.add_argument("--replay", type=int, default=10_000, help="dead letters to replay")
+    parser.add_argument("--replay", type=int, default=20_000, help="dead letters to replay")
     args = parser.parse_args()
     backends = args.backends.split(",")
     print(
@@ -176,10 +176,16 @@ def main() -> None:
         f"median of {args.repeat} (min-max); SQLite in {args.dir}"
     )
     print(f"{'':24}" + "".join(f"{NAMES[backend]:>30}" for backend in backends))
-    for processes in [int(p) for p in args.processes.split(",")]:
+    for processes in [int(p) for p in args.processes.split(",") if p]:
         label = f"writes, {processes} process{'es' if processes > 1 else ''}"
         _row(label, backends, args, functools.partial(_writes, processes, args.messages))
-    _row(f"replay of {args.replay:,}", backends, args, lambda where: replay(where, args.replay))
+    for batch, how in ((1, "one commit each"), (500, "batches of 500")):
+        run = functools.partial(_replay, args.replay, batch)
+        _row(f"replay, {how}", backends, args, run)
+
+
+def _replay(count: int, batch: int, location: Location) -> float:
+    return replay(location, count, batch)
 
 
 def _row(
