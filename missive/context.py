@@ -158,6 +158,7 @@ class ProcessingContext(Generic[M]):
 
         :raises HandlingError: when it cannot be handled and no DLQ is set.
         :raises DLQWriteError: when it cannot be handled and the DLQ write failed.
+
         In both cases the message must not be acked.
         """
         outcome: Any = self._process(message).outcome
