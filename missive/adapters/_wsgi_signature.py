@@ -28,6 +28,7 @@ class SignatureVerifier(Protocol):
 
         :param body: the request body, exactly as received.
         :param headers: the request headers, names lower-case (``"x-hub-signature-256"``).
+
         The reason must never quote the body or the secret.
         """
         ...
