@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: help demo test lint typecheck unit services soak bench clean
+.PHONY: help demo test lint typecheck unit services soak bench docs clean
 
 # (Re)create the virtual environment when it is missing or pyproject.toml changed.
 $(STAMP): pyproject.toml
@@ -55,6 +55,10 @@ bench: services $(STAMP)
 	$(PY) bench/retries.py
 	$(PY) bench/dlq.py
 	$(PY) bench/wsgi.py
+
+## docs: the user guide as HTML in docs/_build/html, warnings as errors
+docs: $(STAMP)
+	$(VENV)/bin/sphinx-build -W --keep-going -b html docs docs/_build/html
 
 ## clean: remove the virtual environment, the demo output and the caches
 clean:
