@@ -28,6 +28,7 @@ from typing import Any
 
 from missive.cli._common import CLIError, format_id, load_processor, open_store, parse_id
 from missive.cli._dlq import add_dlq_option
+from missive.cli._filters import add_group_option, selected
 from missive.cli._output import Output, safe_text
 from missive.cli._replay_loop import BATCH, Deletes, InProcess, Replay, Stop
 from missive.cli._replay_pace import (
@@ -64,6 +65,7 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
     replay.add_argument("ids", nargs="*", metavar="ID", help="the dead letters to replay")
     replay.add_argument("--all", action="store_true", help="replay every dead letter")
     replay.add_argument("--reason", metavar="TEXT", help="replay those whose reason has TEXT")
+    add_group_option(replay)
     replay.add_argument(
         "--message-class",
         metavar="MODULE:CLASS",
@@ -92,13 +94,15 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
 
 
 def _ids(store: DeadLetterStore, args: argparse.Namespace) -> list[bytes]:
-    chosen = sum([bool(args.ids), args.all, args.reason is not None])
-    if chosen != 1:
-        raise CLIError("replay needs exactly one of: IDs, --all, or --reason TEXT")
+    filtered = args.reason is not None or args.group is not None
+    if sum([bool(args.ids), args.all, filtered]) != 1:
+        raise CLIError(
+            "replay needs exactly one of: IDs, --all, or filters (--reason TEXT, --group ID)"
+        )
     if args.all:
         return list(store)  # the ids alone: no record to decode
-    if args.reason is not None:
-        return [record.message_id for record in store.records(reason=args.reason)]
+    if filtered:
+        return [record.message_id for record in selected(store, args)]
     ids = [parse_id(text) for text in args.ids]
     missing = [text for text, i in zip(args.ids, ids, strict=True) if i not in store]
     if missing:

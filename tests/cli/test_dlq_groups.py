@@ -149,6 +149,34 @@ def test_export_with_group_writes_that_group_with_payloads(cli: CLI, filled: Pat
     assert all("payload_b64" in json.loads(line) for line in result.stdout.splitlines())
 
 
+FIXED = """
+import missive
+
+processor = missive.Processor()
+
+
+@processor.handle_for(lambda m: True)
+def fixed(message, ctx):
+    ctx.ack()
+"""
+
+
+def test_replay_with_group_replays_that_group_only(
+    cli: CLI, filled: Path, tmp_path: Path
+) -> None:
+    # Given the declined orders' bug fixed: a processor that acks everything
+    declined = groups(cli, "--dlq", str(filled))[0]
+    (tmp_path / "fixed.py").write_text(FIXED)
+    # When the group is replayed
+    result = cli(
+        "dlq", "replay", "--processor", "fixed:processor", "--group", str(declined["id"]),
+        "--dlq", str(filled),
+    )  # fmt: skip
+    # Then its letters left the DLQ, and only they did
+    assert result.returncode == 0, result.stderr
+    assert ids(cli("dlq", "ls", "--json", "--dlq", str(filled))) == ["m-1", "m-3", "m-4"]
+
+
 def test_a_group_and_another_filter_select_both(cli: CLI, filled: Path) -> None:
     declined = groups(cli, "--dlq", str(filled))[0]
 
