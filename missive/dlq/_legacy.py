@@ -13,8 +13,10 @@ as the message's own bytes.
 from __future__ import annotations
 
 import io
+import os
 import pickletools
 import sqlite3
+import warnings
 from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -33,6 +35,7 @@ __all__ = [
     "is_legacy",
     "legacy_error",
     "looks_pickled",
+    "path_of",
     "read_legacy",
 ]
 
@@ -47,6 +50,28 @@ _SELECT = (
 
 # The protocols whose pickles start with PROTO (2 to 5).
 _PROTO = b"\x80"
+
+
+def path_of(
+    path: str | os.PathLike[str] | None, connection_str: str | None
+) -> str | os.PathLike[str]:
+    """``SQLiteDLQ``'s file: ``path``, or missive 0.8.1's ``connection_str`` (deprecated).
+
+    :raises TypeError: if neither is given, or both.
+    """
+    if connection_str is not None:
+        if path is not None:
+            raise TypeError("SQLiteDLQ takes a path or connection_str, not both")
+        warnings.warn(
+            "SQLiteDLQ(connection_str=...) is deprecated: pass the file's path as the "
+            "first argument, SQLiteDLQ(path)",
+            DeprecationWarning,
+            stacklevel=3,
+        )
+        return connection_str
+    if path is None:
+        raise TypeError("SQLiteDLQ needs the database file's path: SQLiteDLQ(path)")
+    return path
 
 
 def is_legacy(conn: sqlite3.Connection) -> bool:

@@ -21,7 +21,6 @@ import logging
 import os
 import sqlite3
 import threading
-import warnings
 import weakref
 from collections.abc import Callable, Iterable
 from datetime import datetime
@@ -34,6 +33,7 @@ from missive.dlq._codec import (
     log_stored,
     storage_keys,
 )
+from missive.dlq._legacy import path_of
 from missive.dlq._sql import SQLITE, Statements
 from missive.dlq._sql_store import SQLStore
 from missive.dlq._sqlite_file import FileIdentity
@@ -123,18 +123,7 @@ class SQLiteDLQ(SQLStore):
         allow_other_tables: bool = False,
         connection_str: str | None = None,
     ) -> None:
-        if connection_str is not None:
-            if path is not None:
-                raise TypeError("SQLiteDLQ takes a path or connection_str, not both")
-            warnings.warn(
-                "SQLiteDLQ(connection_str=...) is deprecated: pass the file's path as the "
-                "first argument, SQLiteDLQ(path)",
-                DeprecationWarning,
-                stacklevel=2,
-            )
-            path = connection_str
-        if path is None:
-            raise TypeError("SQLiteDLQ needs the database file's path: SQLiteDLQ(path)")
+        path = path_of(path, connection_str)
         #: The database file's path.
         self.path = os.fspath(path)
         #: Whether the store was opened only to read.
