@@ -18,7 +18,9 @@ second; the run checks that the DLQ ends empty.
     python bench/dlq.py [--messages 2000] [--processes 1,4] [--repeat 3] [--dir /tmp]
                         [--backends sqlite,postgres] [--postgres URL] [--replay 20000]
 
-``--processes ''`` leaves the write rows out.
+``--processes ''`` leaves the write rows out. ``--flood N`` (20,000; 0 for none) adds
+the rows of ``bench/dlq_flood.py``: consumption when every message is dead-lettered
+against when every one is handled, on RabbitMQ and Redis Streams.
 
 Put --dir on the disk you mean to measure: on tmpfs, fsync costs nothing. The
 PostgreSQL URL defaults to $MISSIVE_BENCH_POSTGRES or postgresql://root@127.0.0.1/test;
@@ -42,6 +44,8 @@ from contextlib import contextmanager
 from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Event
 from typing import Any
+
+import dlq_flood
 
 import missive
 from missive.cli._output import Output
@@ -169,6 +173,9 @@ def main() -> None:
     parser.add_argument("--backends", default="sqlite,postgres")
     parser.add_argument("--postgres", default=DEFAULT_POSTGRES, help="PostgreSQL URL")
     parser.add_argument("--replay", type=int, default=20_000, help="dead letters to replay")
+    parser.add_argument(
+        "--flood", type=int, default=20_000, help="messages of the flood rows (0: none)"
+    )
     args = parser.parse_args()
     backends = args.backends.split(",")
     print(
@@ -182,6 +189,9 @@ def main() -> None:
     for batch, how in ((1, "one commit each"), (500, "batches of 500")):
         run = functools.partial(_replay, args.replay, batch)
         _row(f"replay, {how}", backends, args, run)
+    if args.flood:
+        print()
+        dlq_flood.rows(args.flood, args.repeat, ["rabbitmq", "redis"], args.dir)
 
 
 def _replay(count: int, batch: int, location: Location) -> float:

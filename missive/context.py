@@ -78,6 +78,9 @@ class ProcessingContext(Generic[M]):
         self.clock: Callable[[], float] = time.time
         #: The random source of the retry delays' jitter; ``None``: the module's.
         self.rng: random.Random | None = None
+        #: Dead letters kept for the delivery loop to store in one transaction before
+        #: it acks them (:mod:`missive.runtime.deferred`); ``None``: stored at once.
+        self.deferred_dead_letters: list[tuple[M, DeadLetterReason]] | None = None
         # Bound once per run: process() is the hot path.
         self._router = processor.router
         self._observers = processor.observers
@@ -388,6 +391,10 @@ class ProcessingContext(Generic[M]):
             raise HandlingError(message.message_id, reason) from getattr(reason, "exception", None)
         if not isinstance(reason, DeadLetterReason):
             reason = DeadLetterReason(reason)
+        deferred = self.deferred_dead_letters
+        if deferred is not None:  # the delivery loop stores it before the ack
+            deferred.append((message, reason))
+            return _DEAD_LETTERED
         try:
             dlq[message.message_id] = (message, reason)
         except Exception as exc:
@@ -395,6 +402,11 @@ class ProcessingContext(Generic[M]):
             if obs:
                 obs.dlq_write_failed(message, reason, exc)
             raise DLQWriteError(message.message_id, reason, exc) from exc
+        self.stored(message, reason)
+        return _DEAD_LETTERED
+
+    def stored(self, message: M, reason: DeadLetterReason) -> None:
+        """Log a dead letter written to the DLQ and tell the observers."""
         logger.warning(
             "message %r (%d bytes) dead-lettered: %s",
             message.message_id,
@@ -406,10 +418,9 @@ class ProcessingContext(Generic[M]):
                 "outcome": "dead_lettered",
             },
         )
-        obs = processor.observers
+        obs = self.processor.observers
         if obs:
             obs.dead_lettered(message, reason)
-        return _DEAD_LETTERED
 
     def _run_before_handling_hooks(
         self, hooks: list[HandlingHook[M]], hctx: HandlingContext[M]

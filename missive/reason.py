@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import traceback as _traceback
+from types import CodeType, TracebackType
 
 __all__ = ["DeadLetterReason"]
 
@@ -56,7 +57,7 @@ class DeadLetterReason(str):
     def traceback(self) -> str | None:
         """The formatted traceback, when one was raised."""
         if self._traceback is None and self.exception is not None:
-            self._traceback = "".join(_traceback.format_exception(self.exception))
+            self._traceback = format_traceback(self.exception)
         return self._traceback
 
     @classmethod
@@ -73,3 +74,52 @@ class DeadLetterReason(str):
             exc_type=exc_type,
             exception=exc,
         )
+
+
+_CAUSE = "\nThe above exception was the direct cause of the following exception:\n\n"
+_CONTEXT = "\nDuring handling of the above exception, another exception occurred:\n\n"
+
+
+# The frames' text of each path an exception took (code objects and line numbers):
+# the same failure, again and again, is formatted once.
+_FRAMES: dict[tuple[tuple[CodeType, int], ...], str] = {}
+_FRAMES_KEPT = 1024
+
+
+def _frames(tb: TracebackType) -> str:
+    key = tuple((frame.f_code, line) for frame, line in _traceback.walk_tb(tb))
+    text = _FRAMES.get(key)
+    if text is None:
+        frames = _traceback.StackSummary.extract(_traceback.walk_tb(tb))
+        text = "".join(["Traceback (most recent call last):\n", *frames.format()])
+        if len(_FRAMES) >= _FRAMES_KEPT:
+            _FRAMES.clear()
+        _FRAMES[key] = text
+    return text
+
+
+def format_traceback(exc: BaseException) -> str:
+    """:func:`traceback.format_exception`'s text, chained exceptions included, without
+    Python 3.11's column markers (``~~~^^^``): working those out costs some 25 us a
+    frame, which a flood of dead letters pays for each (``bench/dlq_flood.py``);
+    the frames of a path already formatted are reused. An exception group keeps the
+    full format."""
+    if isinstance(exc, BaseExceptionGroup):
+        return "".join(_traceback.format_exception(exc))
+    parts: list[str] = []
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        parts[:0] = _traceback.format_exception_only(current)
+        if current.__traceback__ is not None:
+            parts.insert(0, _frames(current.__traceback__))
+        if current.__cause__ is not None:
+            parts.insert(0, _CAUSE)
+            current = current.__cause__
+        elif current.__context__ is not None and not current.__suppress_context__:
+            parts.insert(0, _CONTEXT)
+            current = current.__context__
+        else:
+            current = None
+    return "".join(parts)

@@ -95,3 +95,36 @@ def test_a_handling_context_built_by_hand_has_no_processing_context_nor_failure(
     ctx: Ctx = missive.HandlingContext(missive.RawMessage(b"x"))
     assert ctx.processing_ctx is None
     assert ctx.failure is None
+
+
+def _chained() -> BaseException:
+    def fetch(data: dict[str, int]) -> int:
+        return data["missing"] + 1
+
+    try:
+        try:
+            fetch({"a": 1})
+        except KeyError as exc:
+            raise ValueError("wrapped") from exc
+    except ValueError:
+        try:
+            raise ZeroDivisionError("while handling")
+        except ZeroDivisionError as exc:
+            exc.add_note("a note")
+            return exc
+    raise AssertionError("unreachable")
+
+
+def test_a_reason_s_traceback_is_the_standard_one_without_column_markers() -> None:
+    # Given an exception with a cause, a context and a note, raised from this file
+    import re
+    import traceback
+
+    exc = _chained()
+    # When a reason formats its traceback
+    text = missive.DeadLetterReason.from_exception("handler 'h'", exc).traceback
+    # Then it is what the standard library prints, less the ~~~^^^ lines
+    full = "".join(traceback.format_exception(exc))
+    markers = [line for line in full.splitlines() if re.fullmatch(r"\s*[~^]+\s*", line)]
+    assert markers, "the standard text has column markers here"
+    assert text == "".join(line + "\n" for line in full.splitlines() if line not in markers)

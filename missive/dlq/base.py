@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterable, Iterator, Mapping, MutableMapping
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import TracebackType
@@ -140,6 +140,24 @@ class DeadLetterStore(MutableMapping[bytes, tuple[Message, str]]):
     @abc.abstractmethod
     def close(self) -> None:
         """Release the storage; idempotent."""
+
+    def put_many(self, entries: Sequence[tuple[bytes, tuple[Message, str]]]) -> None:
+        """Store several dead letters, as ``store[id] = (message, reason)`` does each.
+
+        The SQL stores commit them together, in one transaction: when this returns,
+        all are stored; when it raises :class:`~missive.DLQError`, none is. The
+        delivery loop writes a batch's dead letters so before acking them. This
+        default checks them all, then stores them one by one, each committed by itself.
+
+        :raises TypeError, ValueError: before storing any, if an entry is not
+            ``(message, reason)`` under the message's own id.
+        """
+        from missive.dlq._codec import checked_entry  # _codec imports this module
+
+        for message_id, value in entries:
+            checked_entry(message_id, value)
+        for message_id, value in entries:
+            self[message_id] = value
 
     def delete_many(self, message_ids: Iterable[bytes]) -> int:
         """Delete each of ``message_ids`` that is stored; return how many were deleted.

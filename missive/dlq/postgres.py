@@ -23,7 +23,7 @@ Uses psycopg 3; only this module imports it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from missive.errors import DLQError, MissingExtraError
@@ -158,20 +158,43 @@ class PostgresDLQ(SQLStore):
             )
 
     def __setitem__(self, message_id: bytes, value: tuple[Message, str]) -> None:
-        message, reason = checked_entry(message_id, value)
-        fields = POSTGRES.fields(message, reason)
-        what = f"store dead letter {message_id!r}"
+        self.put_many([(message_id, value)])
+
+    def put_many(self, entries: Sequence[tuple[bytes, tuple[Message, str]]]) -> None:
+        """Store several dead letters in one transaction; see
+        :meth:`DeadLetterStore.put_many`."""
+        rows = []
+        for message_id, value in entries:
+            message, reason = checked_entry(message_id, value)
+            rows.append((message_id, message.raw_data, POSTGRES.fields(message, reason)))
+        what = f"store dead letter {rows[0][0]!r}" if len(rows) == 1 else (
+            f"store {len(rows)} dead letters"
+        )
         self._writable(what)
-        for key in storage_keys(message_id, message.raw_data):
-            # Each statement decides alone, so concurrent writers need no transaction.
-            if self._execute(what, self._sql.upsert, (key, *fields)):  # a row: stored
-                break
-        else:
-            raise DLQError(
-                f"PostgreSQL DLQ at {self.where}: cannot {what}: too many other payloads "
-                "already stored under this id; delete some"
-            )
-        log_stored(logger, message_id, key, len(message.raw_data))
+        keys = []
+        try:
+            with (
+                self._connections.borrow() as conn,
+                conn.transaction(),
+                conn.cursor(row_factory=tuple_row) as cur,
+            ):
+                for message_id, data, fields in rows:
+                    # Each statement decides alone: concurrent writers need no lock.
+                    for key in storage_keys(message_id, data):
+                        cur.execute(self._sql.upsert, (key, *fields))
+                        if cur.fetchall():  # a row: stored
+                            keys.append(key)
+                            break
+                    else:
+                        raise DLQError(
+                            f"PostgreSQL DLQ at {self.where}: cannot store dead letter "
+                            f"{message_id!r}: too many other payloads already stored "
+                            "under this id; delete some"
+                        )
+        except psycopg.Error as exc:
+            raise DLQError(problem(self.where, exc, what, self._connections.dsn)) from None
+        for (message_id, data, _), key in zip(rows, keys, strict=True):
+            log_stored(logger, message_id, key, len(data))
 
     def record_attempt(self, message_id: bytes) -> int:
         """Count one more attempt at ``message_id``; see :class:`DeadLetterStore`."""

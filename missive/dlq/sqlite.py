@@ -21,11 +21,11 @@ import logging
 import os
 import sqlite3
 import threading
-import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
+from missive.dlq import _sqlite_fork as fork
 from missive.dlq._codec import (
     MessageClasses,
     checked_entry,
@@ -55,23 +55,6 @@ logger = logging.getLogger("missive.dlq.sqlite")
 _T = TypeVar("_T")
 
 _SQL = Statements(SQLITE, lambda template: template.format(table=TABLE, attempts=ATTEMPTS_TABLE))
-
-# Connections a forked child inherited: never used, closed or freed by the child,
-# since SQLite connections must not cross fork().
-_inherited: list[sqlite3.Connection] = []
-# Keyed by id(): a mapping is unhashable.
-_stores: weakref.WeakValueDictionary[int, SQLiteDLQ] = weakref.WeakValueDictionary()
-
-
-def _after_fork_in_child() -> None:
-    # A thread of the parent may have held a store's lock at fork(): it never
-    # releases it in the child, so each store gets a new one.
-    for store in list(_stores.values()):
-        store._lock = threading.Lock()
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
-
 
 class SQLiteDLQ(SQLStore):
     """A DLQ in an SQLite database file; see :class:`~missive.dlq.DeadLetterStore`.
@@ -145,14 +128,14 @@ class SQLiteDLQ(SQLStore):
         self._connection = open_database(self.path, timeout, **self._options)
         self._identity = self._identify()
         self._pid = os.getpid()
-        _stores[id(self)] = self
+        fork.register(self)
 
     def _conn(self) -> sqlite3.Connection:
         # Call with the lock held.
         if self._closed:
             raise DLQError(f"the SQLite DLQ at {self.path!r} is closed; open a new SQLiteDLQ")
         if self._pid != os.getpid():
-            _inherited.append(self._connection)
+            fork.inherited.append(self._connection)
             self._connection = open_database(self.path, self.timeout, **self._options)
             self._identity = self._identify()
             self._pid = os.getpid()
@@ -207,7 +190,7 @@ class SQLiteDLQ(SQLStore):
                 raise DLQError(problem(self.path, exc, what, self.timeout)) from exc
 
     def __setitem__(self, message_id: bytes, value: tuple[Message, str]) -> None:
-        self.restore(message_id, value)
+        self.put_many([(message_id, value)])
 
     def restore(
         self, message_id: bytes, value: tuple[Message, str], at: datetime | None = None
@@ -217,24 +200,43 @@ class SQLiteDLQ(SQLStore):
         For imports (``missive dlq import-legacy``): the record keeps the time the
         message was first dead-lettered elsewhere. ``at`` must be aware; ``None``: now.
         """
-        message, reason = checked_entry(message_id, value)
-        fields = self._sql.dialect.fields(message, reason)
-        if at is not None:
-            stamp = format_time(at)
-            fields = (*fields[:-2], stamp, stamp)
+        self.put_many([(message_id, value)], at)
 
-        def store(conn: sqlite3.Connection) -> bytes:
-            for key in storage_keys(message_id, message.raw_data):
-                # Each statement decides alone: no transaction is needed around them.
-                if conn.execute(self._sql.upsert, (key, *fields)).fetchall():
-                    return key
-            raise DLQError(
-                f"SQLite DLQ at {self.path!r}: cannot store dead letter {message_id!r}: "
-                "too many other payloads already stored under this id; delete some"
-            )
+    def put_many(
+        self, entries: Sequence[tuple[bytes, tuple[Message, str]]], at: datetime | None = None
+    ) -> None:
+        """Store several dead letters in one transaction; see
+        :meth:`DeadLetterStore.put_many`. ``at``: as :meth:`restore`'s."""
+        rows = []
+        for message_id, value in entries:
+            message, reason = checked_entry(message_id, value)
+            fields = self._sql.dialect.fields(message, reason)
+            if at is not None:
+                stamp = format_time(at)
+                fields = (*fields[:-2], stamp, stamp)
+            rows.append((message_id, message.raw_data, fields))
 
-        key = self._write(f"store dead letter {message_id!r}", store)
-        log_stored(logger, message_id, key, len(message.raw_data))
+        def store(conn: sqlite3.Connection) -> list[bytes]:
+            if len(rows) == 1:  # each statement decides alone: no transaction needed
+                return [self._upsert(conn, *rows[0])]
+            conn.execute("BEGIN IMMEDIATE")
+            with conn:  # committed, or rolled back if one fails
+                return [self._upsert(conn, *row) for row in rows]
+
+        keys = self._write(f"store {_letters(rows)}", store)
+        for (message_id, data, _), key in zip(rows, keys, strict=True):
+            log_stored(logger, message_id, key, len(data))
+
+    def _upsert(
+        self, conn: sqlite3.Connection, message_id: bytes, data: bytes, fields: tuple[Any, ...]
+    ) -> bytes:
+        for key in storage_keys(message_id, data):
+            if conn.execute(self._sql.upsert, (key, *fields)).fetchall():
+                return key
+        raise DLQError(
+            f"SQLite DLQ at {self.path!r}: cannot store dead letter {message_id!r}: "
+            "too many other payloads already stored under this id; delete some"
+        )
 
     def record_attempt(self, message_id: bytes) -> int:
         """Count one more attempt at ``message_id``; see :class:`DeadLetterStore`."""
@@ -286,8 +288,12 @@ class SQLiteDLQ(SQLStore):
                 if self._identity is not None:
                     self._identity.release()
             else:
-                _inherited.append(self._connection)
+                fork.inherited.append(self._connection)
         logger.debug("closed DLQ %s", self.path)
 
     def __repr__(self) -> str:
         return f"<SQLiteDLQ {self.path!r}{' closed' if self._closed else ''}>"
+
+
+def _letters(rows: Sequence[tuple[bytes, bytes, Any]]) -> str:
+    return f"dead letter {rows[0][0]!r}" if len(rows) == 1 else f"{len(rows)} dead letters"

@@ -20,6 +20,7 @@ from missive.context import Outcome
 from missive.errors import DLQWriteError, HandlingError
 from missive.runtime.backoff import Backoff
 from missive.runtime.concurrent import ConcurrentConsumer
+from missive.runtime.deferred import UnstoredError, store_deferred
 from missive.runtime.policy import Policy, Requeue, Verdict
 from missive.runtime.transport import Batch, Capability, Fault, Transport
 
@@ -151,13 +152,22 @@ class DeliveryLoop(Generic[M]):
         process = policy.context._process
         plain_first = policy.first_delivery_is_plain()
         stopping = adapter.stop_event.is_set
-        receive, ack = transport.receive, transport.ack
+        receive = transport.receive
         size, timeout, limit = adapter.batch_size, adapter.poll_timeout, transport.ack_limit
         acks: list[Any] = []
+        # Dead letters are stored a batch at a time, just before their acks (deferred).
+        dead: list[tuple[Any, M, int | None]] = []
+        context = policy.context
+        deferring = (
+            policy.on_failure is Verdict.RETRY
+            and not transport.stop_on_loss
+            and context.processor.dlq is not None
+        )
+        context.deferred_dead_letters = [] if deferring else None
+        send = self._send
         while True:
             if acks:
-                ack(acks)
-                acks.clear()
+                send(policy, acks, dead)
             if stopping():
                 self._stop(policy, None, 0)
                 return
@@ -169,8 +179,7 @@ class DeliveryLoop(Generic[M]):
             for i in range(len(bodies)):
                 if stopping():
                     if acks:
-                        ack(acks)
-                        acks.clear()
+                        send(policy, acks, dead)
                     self._stop(policy, batch, i)
                     return
                 # The body of _settle, inlined: this is the hot path.
@@ -202,29 +211,29 @@ class DeliveryLoop(Generic[M]):
                         message_id is not None,
                     )
                 if verdict is _ACK or verdict is _DEAD_LETTERED:
+                    acked = True  # told now; a deferred dead letter's, once stored
                     if verdict is _DEAD_LETTERED:
                         transport.dead_lettered(handles[i])
+                        if deferring:
+                            dead.append((handles[i], message, count))
+                            acked = False
                     acks.append(handles[i])
                     if count != 1 and batch.suspect(i):
                         # A redelivery may be the neighbour of a message that crashed the
                         # worker: settle it now, so the next crash does not bring it back.
-                        ack(acks)
-                        acks.clear()
+                        send(policy, acks, dead)
                         transport.flush()
                     elif len(acks) >= limit:
-                        ack(acks)
-                        acks.clear()
-                    if observers:
+                        send(policy, acks, dead)
+                    if observers and acked:
                         observers.acked(message)
                 else:
                     if acks:  # settle in delivery order: the earlier rows first
-                        ack(acks)
-                        acks.clear()
+                        send(policy, acks, dead)
                     self.give_back(policy, message, handles[i], verdict, count)
             if batch.ended:
                 if acks:
-                    ack(acks)
-                    acks.clear()
+                    send(policy, acks, dead)
                 transport.flush()
                 return
 
@@ -248,6 +257,48 @@ class DeliveryLoop(Generic[M]):
                 observers.acked(message)
         else:
             self.give_back(policy, message, batch.handles[i], verdict, count)
+
+    def _send(self, policy: Policy[M], acks: list[Any], dead: list[Any]) -> None:
+        """Ack ``acks`` and clear it; first store the dead letters deferred among them
+        (``dead``: their rows' handle, message and count), in one write."""
+        if not dead:
+            self.transport.ack(acks)
+            acks.clear()
+            return
+        try:
+            store_deferred(policy.context)
+        except UnstoredError as failure:
+            self._unstored(policy, acks, dead, failure)
+        else:
+            self.transport.ack(acks)
+            observers = self.adapter.processor.observers
+            if observers:
+                for _, message, _ in dead:
+                    observers.acked(message)
+        acks.clear()
+        dead.clear()
+
+    def _unstored(
+        self, policy: Policy[M], acks: list[Any], dead: list[Any], failure: UnstoredError
+    ) -> None:
+        """Ack the rows of ``acks`` handled, and give back, in delivery order, those
+        whose dead letters were not stored, as a failed DLQ write is."""
+        rows = {handle: (message, count) for handle, message, count in dead}
+        reasons = {message.message_id: reason for message, reason in failure.letters}
+        run: list[Any] = []
+        for handle in acks:
+            if handle not in rows:
+                run.append(handle)
+                continue
+            if run:
+                self.transport.ack(run)
+                run = []
+            message, count = rows[handle]
+            reason = reasons.get(message.message_id, "dead letter not stored")
+            error = DLQWriteError(message.message_id, reason, failure.error)
+            self.give_back(policy, message, handle, error, count)
+        if run:
+            self.transport.ack(run)
 
     def give_back(
         self,
@@ -324,6 +375,7 @@ class DeliveryLoop(Generic[M]):
 
     def _stop(self, policy: Policy[M], batch: Batch | None, start: int) -> None:
         """The stop sequence: hand back or handle what was received, drain, flush."""
+        policy.context.deferred_dead_letters = None  # from here on, stored at once
         transport = self.transport
         if batch is not None and start < len(batch):
             if transport.capabilities & Capability.HAND_BACK:

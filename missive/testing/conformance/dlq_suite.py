@@ -284,6 +284,21 @@ class StoreSuite(MappingSuite):
         assert isinstance(dlq, DeadLetterStore)
         return dlq
 
+    def test_put_many_stores_each_as_one_write_would(self, store: DeadLetterStore) -> None:
+        messages = [missive.RawMessage(b"p%d" % i, b"id-%d" % i) for i in range(3)]
+        store[b"id-0"] = (messages[0], "first")
+        store.put_many([(m.message_id, (m, failure(f"bad {i}"))) for i, m in enumerate(messages)])
+        assert list(store) == [b"id-0", b"id-1", b"id-2"]
+        assert [store.record(m.message_id).reason for m in messages] == [
+            f"handler 'orders' raised ValueError: bad {i}" for i in range(3)
+        ]
+
+    def test_put_many_stores_none_when_one_is_refused(self, store: DeadLetterStore) -> None:
+        good = missive.RawMessage(b"good", b"id-1")
+        with pytest.raises((TypeError, ValueError)):
+            store.put_many([(b"id-1", (good, "ok")), (b"id-2", (good, "id differs"))])
+        assert len(store) == 0
+
     def test_attempts_are_counted_per_message(self, store: DeadLetterStore) -> None:
         assert [store.record_attempt(b"id-1") for _ in range(3)] == [1, 2, 3]
         assert store.record_attempt(b"id-2") == 1

@@ -1,0 +1,170 @@
+"""A flood of failures: consumption when every message is dead-lettered, against when
+every message is handled, side by side (issue 16: at least 0.5).
+
+One queue (RabbitMQ) or stream (Redis Streams) holds N JSON messages; one processor
+with an SQLite DLQ on disk (WAL, synchronous=FULL) either acks each one or raises on
+each one, so that each is stored in the DLQ before it is acked. Timed from the first
+message handled until ``run()`` returned (the last dead letters stored and acked);
+the runs are interleaved. ``bench/dlq.py --flood N`` prints these rows.
+
+    python bench/dlq_flood.py [--messages 20000] [--repeat 3] [--brokers rabbitmq,redis]
+        [--dir /tmp]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import statistics
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import pika
+import redis
+
+import missive
+from missive.adapters.rabbitmq import RabbitMQAdapter
+from missive.adapters.redis import RedisStreamsAdapter
+from missive.dlq.sqlite import SQLiteDLQ
+
+AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
+REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def bodies(count: int) -> list[bytes]:
+    return [json.dumps({"order": i, "note": "x" * 60}).encode() for i in range(count)]
+
+
+def processor(
+    count: int, fail: bool, dlq: SQLiteDLQ, stop: Callable[[], None], started: list[float]
+) -> missive.Processor[missive.JSONMessage]:
+    proc = missive.Processor[missive.JSONMessage]()
+    proc.set_dlq(dlq)
+    seen = [0]
+
+    @proc.handle_for(lambda m: True)
+    def handle(message: missive.JSONMessage, ctx: missive.HandlingContext[Any]) -> None:
+        seen[0] += 1
+        if seen[0] == 1:
+            started.append(time.perf_counter())
+        if seen[0] == count:
+            stop()
+        message.get_json()
+        if fail:
+            raise ValueError("a bad deploy")
+        ctx.ack()
+
+    return proc
+
+
+def _timed(make: Callable[[], Any], started: list[float]) -> float:
+    adapter = make()
+    adapter.run()
+    return time.perf_counter() - started[0]
+
+
+def rabbitmq(count: int, fail: bool, directory: str) -> float:
+    queue = f"missive-bench-flood-{uuid.uuid4().hex[:10]}"
+    with pika.BlockingConnection(pika.URLParameters(AMQP_URL)) as connection:
+        channel = connection.channel()
+        channel.queue_declare(queue, durable=True)
+        for body in bodies(count):
+            channel.basic_publish("", queue, body)
+    path = os.path.join(directory, f"{queue}.db")
+    adapters: list[Any] = []
+    started: list[float] = []
+    try:
+        with SQLiteDLQ(path) as dlq:
+            proc = processor(count, fail, dlq, lambda: adapters[0].stop(), started)
+
+            def make() -> Any:
+                adapters.append(RabbitMQAdapter(missive.JSONMessage, proc, queue, url=AMQP_URL))
+                return adapters[0]
+
+            elapsed = _timed(make, started)
+            assert len(dlq) == (count if fail else 0), "every failure is stored"
+        return count / elapsed
+    finally:
+        with pika.BlockingConnection(pika.URLParameters(AMQP_URL)) as connection:
+            connection.channel().queue_delete(queue)
+        for suffix in ("", "-wal", "-shm"):
+            if os.path.exists(path + suffix):
+                os.remove(path + suffix)
+
+
+def redis_streams(count: int, fail: bool, directory: str) -> float:
+    client = redis.Redis.from_url(REDIS_URL)
+    stream = f"missive-bench-flood-{uuid.uuid4().hex[:10]}"
+    with client.pipeline(transaction=False) as pipe:
+        for body in bodies(count):
+            pipe.xadd(stream, {"data": body})
+        pipe.execute()
+    client.xgroup_create(stream, "bench", id="0")
+    path = os.path.join(directory, f"{stream}.db")
+    adapters: list[Any] = []
+    started: list[float] = []
+    try:
+        with SQLiteDLQ(path) as dlq:
+            proc = processor(count, fail, dlq, lambda: adapters[0].stop(), started)
+
+            def make() -> Any:
+                adapters.append(
+                    RedisStreamsAdapter(
+                        missive.JSONMessage, proc, stream, group="bench", url=REDIS_URL
+                    )
+                )
+                return adapters[0]
+
+            elapsed = _timed(make, started)
+            assert len(dlq) == (count if fail else 0), "every failure is stored"
+        return count / elapsed
+    finally:
+        client.delete(stream)
+        client.close()
+        for suffix in ("", "-wal", "-shm"):
+            if os.path.exists(path + suffix):
+                os.remove(path + suffix)
+
+
+RUNS: dict[str, Callable[[int, bool, str], float]] = {
+    "rabbitmq": rabbitmq,
+    "redis": redis_streams,
+}
+
+
+def rows(count: int, repeat: int, brokers: list[str], directory: str) -> None:
+    """Print the table: each broker's rates, interleaved, and the ratio."""
+    print(
+        f"Every message handled vs every message dead-lettered ({count:,} messages, "
+        f"median of {repeat})\n"
+    )
+    print("| broker | handled msg/s | dead-lettered msg/s | ratio |")
+    print("|---|---:|---:|---:|")
+    for broker in brokers:
+        run = RUNS[broker]
+        rates: dict[bool, list[float]] = {False: [], True: []}
+        for repetition in range(repeat):
+            for fail in (False, True) if repetition % 2 == 0 else (True, False):
+                rates[fail].append(run(count, fail, directory))
+        ok, failing = statistics.median(rates[False]), statistics.median(rates[True])
+        print(f"| {broker} | {ok:,.0f} | {failing:,.0f} | {failing / ok:.2f} |", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--messages", type=int, default=20_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--brokers", default="rabbitmq,redis")
+    parser.add_argument("--dir", default=tempfile.gettempdir(), help="where SQLite files go")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.CRITICAL)
+    rows(args.messages, args.repeat, args.brokers.split(","), args.dir)
+
+
+if __name__ == "__main__":
+    main()
