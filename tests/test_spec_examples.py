@@ -1,7 +1,11 @@
-"""Every code example of the user's specification (docs/quickstart.rst), run as printed.
+"""Every code example of the user's specification, run with the fills it needs.
+
+The specification is kept verbatim in ``tests/fixtures/spec_quickstart.rst`` (never
+edit it); the user guide's quickstart (docs/quickstart.rst) is our own page, whose
+examples run as printed in tests/test_docs_pages.py.
 
 Where the spec leaves a placeholder (``...`` as a matcher, an import it omits, a path
-on the user's machine) the test fills it in, and says so in ``FILLS``; each fill must
+on the user's machine) the test fills it in with ``fill``, which says what it replaces; each fill must
 apply, so a change to the spec fails here rather than going untested.
 """
 
@@ -17,7 +21,7 @@ import pytest
 import missive
 
 ROOT = Path(__file__).resolve().parent.parent
-SPEC = ROOT / "docs" / "quickstart.rst"
+SPEC = ROOT / "tests" / "fixtures" / "spec_quickstart.rst"
 SHARED_SPEC = ROOT.parent / "shared" / "spec" / "quickstart.rst"
 
 
@@ -40,7 +44,7 @@ def fill(block: str, *replacements: tuple[str, str]) -> str:
     return block
 
 
-def test_the_docs_copy_is_the_users_spec() -> None:
+def test_the_fixture_is_the_users_spec_verbatim() -> None:
     if not SHARED_SPEC.exists():
         pytest.skip(f"{SHARED_SPEC} is not present beside this checkout")
     assert SPEC.read_text() == SHARED_SPEC.read_text()
