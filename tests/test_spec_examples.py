@@ -5,8 +5,8 @@ edit it); the user guide's quickstart (docs/quickstart.rst) is our own page, who
 examples run as printed in tests/test_docs_pages.py.
 
 Where the spec leaves a placeholder (``...`` as a matcher, an import it omits, a path
-on the user's machine) the test fills it in with ``fill``, which says what it replaces; each fill must
-apply, so a change to the spec fails here rather than going untested.
+on the user's machine) the test fills it in with ``fill``, which names what it replaces;
+each fill must apply, so a change to the spec fails here rather than going untested.
 """
 
 import json
