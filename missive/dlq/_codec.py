@@ -238,10 +238,12 @@ def dead_letter(
     first: datetime,
     last: datetime,
     times: int,
+    archived: tuple[datetime | None, datetime | None] = (None, None),
 ) -> DeadLetter:
     """The record of a stored row; ``reason`` is what :func:`reason_fields` gave.
 
-    ``first`` and ``last`` are aware datetimes (converted to UTC here).
+    ``first`` and ``last`` are aware datetimes (converted to UTC here), as are the
+    times ``archived`` (when archived, when it expires), if set.
     """
     full, summary, handler, exc_type, traceback = reason
     message = classes.build(class_name, raw_data, message_id, decode_attributes(attributes_text))
@@ -260,6 +262,8 @@ def dead_letter(
         first_dead_lettered_at=first.astimezone(UTC),
         dead_lettered_at=last.astimezone(UTC),
         times=times,
+        archived_at=None if archived[0] is None else archived[0].astimezone(UTC),
+        expires_at=None if archived[1] is None else archived[1].astimezone(UTC),
     )
 
 

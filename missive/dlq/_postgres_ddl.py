@@ -17,6 +17,7 @@ from missive.dlq._sql import POSTGRES
 
 __all__ = [
     "ATTEMPTS_SUFFIX",
+    "AUDIT_SUFFIX",
     "INDEX_SUFFIX",
     "SCHEMA_VERSION",
     "Table",
@@ -24,10 +25,12 @@ __all__ = [
     "comment_version",
     "create_attempts",
     "create_table",
+    "set_version",
+    "upgrade_table",
 ]
 
 #: The schema version this module writes, kept in the table's comment.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _COMMENT = "missive dead letters, schema version {}"
 _COMMENT_RE = re.compile(r"missive dead letters, schema version (\d+)")
 _MAX_IDENTIFIER = 63  # bytes; PostgreSQL silently truncates longer names
@@ -36,7 +39,10 @@ INDEX_SUFFIX = "_dead_lettered_at"
 #: Added to the table's name to name the table that counts attempts (shorter than
 #: INDEX_SUFFIX, so a name that fits with the index's suffix fits with this one).
 ATTEMPTS_SUFFIX = "_attempts"
+#: Added to the table's name to name its audit table (schema version 2).
+AUDIT_SUFFIX = "_audit"
 _DEAD_LETTERS, _ATTEMPTS = POSTGRES.tables()
+_ARCHIVE_COLUMNS, _AUDIT = POSTGRES.upgrade()
 
 
 @dataclass(frozen=True)
@@ -56,12 +62,20 @@ class Table:
         """The table that counts attempts at redelivered messages, beside this one."""
         return sql.Identifier(self.schema, f"{self.name}{ATTEMPTS_SUFFIX}")
 
+    @property
+    def audit(self) -> sql.Identifier:
+        """The table of the operations run on this DLQ, beside this one."""
+        return sql.Identifier(self.schema, f"{self.name}{AUDIT_SUFFIX}")
+
     def sql(self, template: str, **identifiers: str) -> sql.Composed:
-        """``template`` with ``{table}``, ``{attempts}`` (and each of ``identifiers``)
-        quoted as identifiers."""
+        """``template`` with ``{table}``, ``{attempts}``, ``{audit}`` (and each of
+        ``identifiers``) quoted as identifiers."""
         names = {key: sql.Identifier(value) for key, value in identifiers.items()}
         return sql.SQL(template).format(
-            table=sql.Identifier(self.schema, self.name), attempts=self.attempts, **names
+            table=sql.Identifier(self.schema, self.name),
+            attempts=self.attempts,
+            audit=self.audit,
+            **names,
         )
 
 
@@ -89,18 +103,33 @@ def create_table(conn: psycopg.Connection[Any], table: Table) -> None:
                 sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(table.schema))
             )
         cur.execute(table.sql(_DEAD_LETTERS))
+        cur.execute(table.sql(_AUDIT))
         cur.execute(
             table.sql(
                 "CREATE INDEX IF NOT EXISTS {index} ON {table} (dead_lettered_at)",
                 index=f"{table.name}{INDEX_SUFFIX}",
             )
         )
-        cur.execute(
-            sql.SQL("COMMENT ON TABLE {} IS {}").format(
-                sql.Identifier(table.schema, table.name),
-                sql.Literal(_COMMENT.format(SCHEMA_VERSION)),
-            )
+    set_version(conn, table)
+
+
+def set_version(conn: psycopg.Connection[Any], table: Table) -> None:
+    """Write :data:`SCHEMA_VERSION` in ``table``'s comment."""
+    conn.execute(
+        sql.SQL("COMMENT ON TABLE {} IS {}").format(
+            sql.Identifier(table.schema, table.name),
+            sql.Literal(_COMMENT.format(SCHEMA_VERSION)),
         )
+    )
+
+
+def upgrade_table(conn: psycopg.Connection[Any], table: Table) -> None:
+    """Bring a version 1 ``table`` to version 2 (the archive's columns and the audit
+    table); in the caller's transaction."""
+    for column in _ARCHIVE_COLUMNS:
+        conn.execute(table.sql(f"ALTER TABLE {{table}} ADD COLUMN IF NOT EXISTS {column}"))
+    conn.execute(table.sql(_AUDIT))
+    set_version(conn, table)
 
 
 def create_attempts(conn: psycopg.Connection[Any], table: Table) -> None:

@@ -2,7 +2,9 @@
 
 A table missing is created; one that is not a Missive DLQ, or of a newer version, is
 refused; what came after version 1 without a version change (the attempts table) is
-added when first needed. Upgrades from one version to the next would go here.
+added when first needed. A version 1 table is upgraded to version 2 (the archive's
+columns and the audit table) in place, once, by the first process that opens it to
+write; opened read-only, it is refused until then.
 
 Imported only by :mod:`missive.dlq.postgres`, which turns a missing psycopg into
 :class:`~missive.MissingExtraError` before importing this module.
@@ -21,6 +23,7 @@ from missive.dlq._postgres_ddl import (
     comment_version,
     create_attempts,
     create_table,
+    upgrade_table,
 )
 from missive.errors import DLQError
 
@@ -38,7 +41,12 @@ def _lock(conn: psycopg.Connection[Any], table: Table) -> None:
 
 
 def prepare(
-    conn: psycopg.Connection[Any], table: Table, where: str, *, create: bool = True
+    conn: psycopg.Connection[Any],
+    table: Table,
+    where: str,
+    *,
+    create: bool = True,
+    upgrade: bool = True,
 ) -> None:
     """Create ``table`` (and its schema) if missing and ``create``, and check its version.
 
@@ -46,8 +54,10 @@ def prepare(
     advisory lock keyed by the table's name. A table that exists and is current
     costs one catalog query, and needs no CREATE privilege.
 
+    An older table is upgraded in place (under the same lock) if ``upgrade``.
+
     :raises DLQError: if the table is another application's or of a newer version,
-        or missing when ``create`` is false.
+        missing when ``create`` is false, or older when ``upgrade`` is false.
     """
     with conn.transaction():
         version = _version(conn, table)
@@ -67,8 +77,20 @@ def prepare(
                 "created the DLQ table %s (schema version %d)", table.qualified, SCHEMA_VERSION
             )
             return
+        if 1 <= version < SCHEMA_VERSION and upgrade:
+            upgrade_table(conn, table)
+            logger.info(
+                "upgraded the DLQ table %s to schema version %d", table.qualified, SCHEMA_VERSION
+            )
+            return
     if version == SCHEMA_VERSION:  # another process created it meanwhile
         return
+    if 1 <= version < SCHEMA_VERSION:
+        raise DLQError(
+            f"PostgreSQL DLQ at {where}: table {table.qualified} has schema version {version}, "
+            f"older than this Missive's {SCHEMA_VERSION}, and was opened read-only; open it "
+            "once to write (a worker, or a missive dlq command that changes it) to upgrade it"
+        )
     if version < 0:
         raise DLQError(
             f"PostgreSQL DLQ at {where}: table {table.qualified} exists but is not a Missive "

@@ -16,15 +16,16 @@ from typing import Any
 from missive.dlq._codec import encode_attributes, format_time, parse_time, reason_fields, utc
 from missive.message import Message
 
-__all__ = ["COLUMNS", "POSTGRES", "SQLITE", "Dialect", "Statements"]
+__all__ = ["AUDIT_COLUMNS", "COLUMNS", "POSTGRES", "SQLITE", "Dialect", "Statements"]
 
 #: The dead letters' columns, in the order every query reads them.
 COLUMNS = (
     "seq", "message_id", "raw_data", "message_class", "attributes", "reason", "summary",
     "handler", "exc_type", "traceback", "first_dead_lettered_at", "dead_lettered_at", "times",
+    "archived_at", "expires_at",
 )  # fmt: skip
 # A write gives these: the key, then Dialect.fields; times starts at 1.
-_WRITTEN = COLUMNS[1:-1]
+_WRITTEN = COLUMNS[1 : COLUMNS.index("times")]
 # A rewrite keeps seq, the key, the bytes and the first time, and counts one more.
 _REPLACED = (
     "message_class", "attributes", "reason", "summary", "handler", "exc_type", "traceback",
@@ -38,7 +39,9 @@ INSERT INTO {{table}} AS d ({", ".join(_WRITTEN)}, times)
 VALUES ({", ".join(["?"] * len(_WRITTEN))}, 1)
 ON CONFLICT (message_id) DO UPDATE SET
     {_SET},
-    times = d.times + 1
+    times = d.times + 1,
+    archived_at = NULL,
+    expires_at = NULL
 WHERE d.raw_data = excluded.raw_data
 RETURNING seq
 """  # noqa: S608 - names only, values are parameters
@@ -58,13 +61,34 @@ _DEAD_LETTERS_TABLE = """CREATE TABLE IF NOT EXISTS {{table}} (
         traceback {text},
         first_dead_lettered_at {time} NOT NULL,
         dead_lettered_at {time} NOT NULL,
-        times {integer} NOT NULL DEFAULT 1
+        times {integer} NOT NULL DEFAULT 1,
+        archived_at {time},
+        expires_at {time}
     )"""
 _ATTEMPTS_TABLE = """CREATE TABLE IF NOT EXISTS {{attempts}} (
         message_id {bytes} PRIMARY KEY,
         attempts {integer} NOT NULL,
         last_attempt_at {time} NOT NULL
     )"""
+# Schema version 2: what an older table lacks (archiving) and the audit table.
+_ARCHIVE_COLUMNS = ("archived_at {time}", "expires_at {time}")
+_AUDIT_TABLE = """CREATE TABLE IF NOT EXISTS {{audit}} (
+        seq {serial},
+        at {time} NOT NULL,
+        operation {text} NOT NULL,
+        ids {text} NOT NULL,
+        count {integer} NOT NULL,
+        selection {text},
+        user_name {text} NOT NULL,
+        command {text} NOT NULL,
+        outcome {text} NOT NULL,
+        original_data {bytes}
+    )"""
+#: The audit table's columns, in the order :meth:`Statements.history` reads them.
+AUDIT_COLUMNS = (
+    "at", "operation", "ids", "count", "selection", "user_name", "command", "outcome",
+    "original_data",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -92,6 +116,12 @@ class Dialect:
     def tables(self) -> tuple[str, str]:
         """The statements creating the dead letters' table and the attempts' table."""
         return _DEAD_LETTERS_TABLE.format(**self.types), _ATTEMPTS_TABLE.format(**self.types)
+
+    def upgrade(self) -> tuple[tuple[str, ...], str]:
+        """Schema version 2: the columns to add to an older dead letters' table (as
+        ``name type``), and the statement creating the audit table."""
+        columns = tuple(column.format(**self.types) for column in _ARCHIVE_COLUMNS)
+        return columns, _AUDIT_TABLE.format(**self.types)
 
     def fields(self, message: Message, reason: str) -> tuple[Any, ...]:
         """What the upsert stores after the key: the message, its reason and the time."""
@@ -122,10 +152,13 @@ class Dialect:
         handler: str | None,
         since: datetime | None,
         before: datetime | None,
+        archived: bool | None = False,
     ) -> tuple[str, list[Any]]:
         """The ``WHERE`` conditions of :meth:`DeadLetterStore.records`' filters, after
         ``seq > ?`` (the page's start), and their parameters."""
         where = ["seq > ?"]
+        if archived is not None:
+            where.append(f"archived_at IS {'NOT ' if archived else ''}NULL")
         params: list[Any] = []
         text, time = self.text or _same, self.time or _same
         if reason is not None:
@@ -209,6 +242,22 @@ class Statements:
             "last_attempt_at = excluded.last_attempt_at RETURNING attempts"
         )
         self.forget_attempts = self.make("DELETE FROM {attempts} WHERE message_id = ?")
+        self.archive = self.make(
+            "UPDATE {table} SET archived_at = ?, expires_at = ? WHERE message_id = ?"
+        )
+        self.unarchive = self.make(
+            "UPDATE {table} SET archived_at = NULL, expires_at = NULL "
+            "WHERE message_id = ? AND archived_at IS NOT NULL"
+        )
+        self.expire = self.make(
+            "DELETE FROM {table} WHERE archived_at IS NOT NULL AND expires_at <= ?"
+        )
+        names = ", ".join(AUDIT_COLUMNS)
+        marks = ", ".join(["?"] * len(AUDIT_COLUMNS))
+        self.audit = self.make(f"INSERT INTO {{audit}} ({names}) VALUES ({marks})")  # noqa: S608
+        self.history = self.make(
+            f"SELECT {names} FROM {{audit}} ORDER BY seq DESC LIMIT ?"  # noqa: S608
+        )
 
     def make(self, template: str) -> Any:
         """``template`` in the store's dialect and with its tables."""

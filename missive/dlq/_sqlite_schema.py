@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 from missive.dlq._legacy import LEGACY_TABLE, is_legacy, legacy_error
@@ -14,30 +16,61 @@ from missive.errors import DLQError
 
 __all__ = [
     "ATTEMPTS_TABLE",
+    "AUDIT_TABLE",
     "CORRUPT_ADVICE",
     "SCHEMA_VERSION",
     "TABLE",
     "open_database",
     "problem",
+    "run_steps",
 ]
 
 logger = logging.getLogger("missive.dlq.sqlite")
 
 #: The schema version this module writes, stored in ``PRAGMA user_version``.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 #: The one table that holds the dead letters.
 TABLE = "missive_dead_letters"
 #: The table that counts attempts at handling redelivered messages.
 ATTEMPTS_TABLE = "missive_attempts"
+#: The table of the operations run on the DLQ (schema version 2).
+AUDIT_TABLE = "missive_audit"
 
 _DEAD_LETTERS, _ATTEMPTS = SQLITE.tables()
+_ARCHIVE_COLUMNS, _AUDIT = SQLITE.upgrade()
 _SCHEMA = (
     _DEAD_LETTERS.format(table=TABLE),
     f"CREATE INDEX IF NOT EXISTS {TABLE}_dead_lettered_at ON {TABLE} (dead_lettered_at)",
     # Added without a version change: older readers ignore a table they do not use.
     _ATTEMPTS.format(attempts=ATTEMPTS_TABLE),
+    _AUDIT.format(audit=AUDIT_TABLE),
     f"PRAGMA user_version = {SCHEMA_VERSION}",
 )
+# Version 1 to 2: the archive's columns (the audit table comes with _SCHEMA).
+_UPGRADE_1 = tuple(f"ALTER TABLE {TABLE} ADD COLUMN {column}" for column in _ARCHIVE_COLUMNS)
+# A version 1 file opened read-only reads as version 2 with nothing archived and no
+# audit: temporary objects shadow the file's (their schema is searched first).
+_READ_ONLY_1 = (
+    f"CREATE TEMP VIEW {TABLE} AS SELECT *, NULL AS archived_at, "  # noqa: S608
+    f"NULL AS expires_at FROM main.{TABLE}",
+    _AUDIT.format(audit=AUDIT_TABLE).replace("CREATE TABLE", "CREATE TEMP TABLE"),
+)
+
+
+def run_steps(conn: sqlite3.Connection, steps: Sequence[tuple[Any, Sequence[Any]]]) -> list[int]:
+    """Run each step's statement with each of its parameter tuples, in one transaction
+    (committed, or rolled back if one fails); how many rows each step changed."""
+    conn.execute("BEGIN IMMEDIATE")
+    counts = []
+    with conn:
+        for statement, rows in steps:
+            changed = 0
+            for params in rows:
+                cursor = conn.execute(statement, params)
+                cursor.fetchall()
+                changed += max(cursor.rowcount, 0)
+            counts.append(changed)
+    return counts
 
 
 def open_database(
@@ -108,15 +141,19 @@ def _tables(conn: sqlite3.Connection) -> set[str]:
     return {row[0] for row in rows}
 
 
+def _version(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+
 def _check_kind(conn: sqlite3.Connection, path: str, allow_other_tables: bool) -> bool:
     """Whether the database holds the DLQ's table; raise if it is something else."""
-    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    version = _version(conn)
     tables = _tables(conn)
     if TABLE in tables:
         if version > SCHEMA_VERSION:
             raise DLQError(_newer(path, version))
         return True
-    others = sorted(tables - {ATTEMPTS_TABLE})
+    others = sorted(tables - {ATTEMPTS_TABLE, AUDIT_TABLE})
     if LEGACY_TABLE in tables and not allow_other_tables and is_legacy(conn):
         raise DLQError(legacy_error(path))
     if version != 0 or (others and not allow_other_tables):
@@ -147,6 +184,9 @@ def _check_read_only(conn: sqlite3.Connection, path: str) -> None:
             "a Missive DLQ (yet); check the path"
         )
     _check_sound(conn, path)
+    if _version(conn) < SCHEMA_VERSION:
+        for statement in _READ_ONLY_1:
+            conn.execute(statement)
 
 
 def _prepare(conn: sqlite3.Connection, path: str, allow_other_tables: bool) -> None:
@@ -164,10 +204,14 @@ def _prepare(conn: sqlite3.Connection, path: str, allow_other_tables: bool) -> N
     # A write transaction even when the schema exists: it proves the file is writable.
     conn.execute("BEGIN IMMEDIATE")
     try:
-        _check_kind(conn, path, allow_other_tables)  # another process may have been first
+        # another process may have been first
+        if _check_kind(conn, path, allow_other_tables) and _version(conn) < SCHEMA_VERSION:
+            for statement in _UPGRADE_1:
+                conn.execute(statement)
+            logger.info("upgraded DLQ %s to schema version %d", path, SCHEMA_VERSION)
         for statement in _SCHEMA:
             conn.execute(statement)
-        only_ours = _tables(conn) <= {TABLE, ATTEMPTS_TABLE}
+        only_ours = _tables(conn) <= {TABLE, ATTEMPTS_TABLE, AUDIT_TABLE}
         if only_ours and conn.execute("PRAGMA application_id").fetchone()[0] == 0:
             conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
         conn.execute("COMMIT")

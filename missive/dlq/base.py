@@ -9,6 +9,7 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any, Self
 
+from missive.dlq.audit import AuditEntry
 from missive.message import Message
 from missive.reason import DeadLetterReason
 
@@ -47,6 +48,10 @@ class DeadLetter:
     dead_lettered_at: datetime
     #: How many times this id has been dead-lettered.
     times: int
+    #: When it was archived (aware, UTC), or ``None`` if it is not.
+    archived_at: datetime | None = None
+    #: When an archived letter may be deleted by :meth:`DeadLetterStore.expire`.
+    expires_at: datetime | None = None
 
     @property
     def summary(self) -> str:
@@ -100,6 +105,20 @@ class DeadLetterStore(MutableMapping[bytes, tuple[Message, str]]):
       delivery count, so that a message that kills its worker (``os._exit``, a
       segfault, the OOM killer) is recognised when it comes back. They are kept
       apart from the dead letters: they count for nothing above.
+    * **Archiving.** :meth:`archive` keeps dead letters but hides them:
+      :meth:`records` leaves them out unless asked (``archived=True`` or ``None``),
+      so listing, grouping, counting and replaying all pass them by; :meth:`record`,
+      ``store[id]``, iteration and ``len`` still see them. Each has an expiry time,
+      after which :meth:`expire` deletes it. :meth:`unarchive` shows them again, as
+      does a new dead-lettering of the same id and bytes.
+    * **Audit.** :meth:`audit` appends an :class:`~missive.dlq.audit.AuditEntry` (one
+      per operation a tool ran: replay, edit, archive, purge...) to a table of its
+      own; :meth:`history` reads them back, newest first. Dead letters deleted keep
+      their entries.
+
+    The SQL stores do all of the above. The defaults of :meth:`archive`,
+    :meth:`unarchive`, :meth:`expire`, :meth:`replace`, :meth:`audit` and
+    :meth:`history` raise :class:`NotImplementedError`, for stores that cannot.
     """
 
     @abc.abstractmethod
@@ -118,6 +137,7 @@ class DeadLetterStore(MutableMapping[bytes, tuple[Message, str]]):
         since: datetime | None = None,
         before: datetime | None = None,
         limit: int | None = None,
+        archived: bool | None = False,
     ) -> Iterator[DeadLetter]:
         """The records, oldest first, that match every filter given.
 
@@ -126,6 +146,8 @@ class DeadLetterStore(MutableMapping[bytes, tuple[Message, str]]):
         :param since: only those last dead-lettered at or after this aware datetime.
         :param before: only those last dead-lettered before this aware datetime.
         :param limit: at most this many.
+        :param archived: ``False``: only those not archived; ``True``: only archived
+            ones; ``None``: both.
         :raises ValueError: if ``since`` or ``before`` is naive, or ``limit`` negative.
         """
 
@@ -175,6 +197,38 @@ class DeadLetterStore(MutableMapping[bytes, tuple[Message, str]]):
                 continue
             deleted += 1
         return deleted
+
+    def archive(self, message_ids: Iterable[bytes], expires_at: datetime) -> int:
+        """Archive each of ``message_ids`` that is stored, until ``expires_at`` (aware);
+        return how many. In one transaction. An archived one gets the new expiry.
+
+        :raises ValueError: if ``expires_at`` is naive.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot archive dead letters")
+
+    def unarchive(self, message_ids: Iterable[bytes]) -> int:
+        """Show again each of ``message_ids`` that is archived; return how many."""
+        raise NotImplementedError(f"{type(self).__name__} cannot archive dead letters")
+
+    def expire(self, now: datetime | None = None) -> int:
+        """Delete the archived dead letters whose expiry is at or before ``now``
+        (aware; ``None``: now); return how many."""
+        raise NotImplementedError(f"{type(self).__name__} cannot archive dead letters")
+
+    def replace(self, message_id: bytes, value: tuple[Message, str]) -> None:
+        """Store ``value`` under ``message_id`` in place of what is stored there, even
+        with other bytes (an edited payload): the old record is deleted and the new
+        one written in one transaction. ``value``'s message must have ``message_id``.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot replace dead letters")
+
+    def audit(self, entry: AuditEntry) -> None:
+        """Append ``entry`` to the store's audit table, committed."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no audit")
+
+    def history(self, limit: int | None = None) -> list[AuditEntry]:
+        """The audit entries, newest first, at most ``limit`` of them."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no audit")
 
     def oldest(self) -> DeadLetter | None:
         """The oldest record (the first stored), or ``None`` when the store is empty."""

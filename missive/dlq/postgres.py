@@ -10,12 +10,12 @@ Many worker processes on many machines may write one table at once: each write i
 one ``INSERT ... ON CONFLICT (message_id) DO UPDATE`` statement, committed (and, on
 the server, flushed to its write-ahead log) before the write returns.
 
-Schema (version 1, in the table's ``COMMENT``): one table, ``missive_dead_letters``
-by default, one row a message id; ids and payloads are ``bytea``, times
-``timestamptz``, attributes the same tagged JSON text as SQLiteDLQ's. PostgreSQL text
-cannot hold the character NUL: in a reason, traceback or class name it is stored as
-U+FFFD, so that such a dead letter is still kept. (Lone surrogates are escaped for
-every store before they get here.)
+Schema (version 2, in the table's ``COMMENT``): one table, ``missive_dead_letters``
+by default, one row a message id, and its audit table (``..._audit``); ids and
+payloads are ``bytea``, times ``timestamptz``, attributes the same tagged JSON text
+as SQLiteDLQ's. PostgreSQL text cannot hold the character NUL: in a reason,
+traceback or class name it is stored as U+FFFD, so that such a dead letter is still
+kept. (Lone surrogates are escaped for every store before they get here.)
 
 Uses psycopg 3; only this module imports it.
 """
@@ -120,7 +120,13 @@ class PostgresDLQ(SQLStore):
             with self._connections.borrow() as conn:
                 #: The table, with its schema.
                 self.table = Table(schema or resolve_schema(conn, self.where), table)
-                prepare(conn, self.table, self.where, create=create and not read_only)
+                prepare(
+                    conn,
+                    self.table,
+                    self.where,
+                    create=create and not read_only,
+                    upgrade=not read_only,
+                )
         except psycopg.Error as exc:
             self.close()
             raise DLQError(
@@ -157,6 +163,25 @@ class PostgresDLQ(SQLStore):
                 f"PostgreSQL DLQ at {self.where}: cannot {what}: it was opened read-only"
             )
 
+    def _write_all(self, what: str, steps: Sequence[tuple[Any, Sequence[Any]]]) -> list[int]:
+        self._writable(what)
+        counts = []
+        try:
+            with (
+                self._connections.borrow() as conn,
+                conn.transaction(),
+                conn.cursor(row_factory=tuple_row) as cur,
+            ):
+                for statement, rows in steps:
+                    changed = 0
+                    for params in rows:
+                        cur.execute(statement, params)
+                        changed += max(cur.rowcount, 0)
+                    counts.append(changed)
+        except psycopg.Error as exc:
+            raise DLQError(problem(self.where, exc, what, self._connections.dsn)) from None
+        return counts
+
     def __setitem__(self, message_id: bytes, value: tuple[Message, str]) -> None:
         self.put_many([(message_id, value)])
 
@@ -167,8 +192,10 @@ class PostgresDLQ(SQLStore):
         for message_id, value in entries:
             message, reason = checked_entry(message_id, value)
             rows.append((message_id, message.raw_data, POSTGRES.fields(message, reason)))
-        what = f"store dead letter {rows[0][0]!r}" if len(rows) == 1 else (
-            f"store {len(rows)} dead letters"
+        what = (
+            f"store dead letter {rows[0][0]!r}"
+            if len(rows) == 1
+            else (f"store {len(rows)} dead letters")
         )
         self._writable(what)
         keys = []

@@ -11,8 +11,9 @@ on disk before the write returns, and several processes can write one file at on
 (each waits up to ``timeout`` seconds for the others). Do not put the file on a
 network file system: SQLite's locking does not work there.
 
-Schema (version 1, in ``PRAGMA user_version``): one table, ``missive_dead_letters``,
-one row a message id; times are ISO-8601 UTC text.
+Schema (version 2, in ``PRAGMA user_version``): ``missive_dead_letters``, one row a
+message id, and ``missive_audit``; times are ISO-8601 UTC text. A version 1 file is
+upgraded in place when opened to write (read-only, it reads as one with nothing archived).
 """
 
 from __future__ import annotations
@@ -26,24 +27,20 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from missive.dlq import _sqlite_fork as fork
-from missive.dlq._codec import (
-    MessageClasses,
-    checked_entry,
-    format_time,
-    log_stored,
-    storage_keys,
-)
+from missive.dlq._codec import MessageClasses, checked_entry, format_time, log_stored, storage_keys
 from missive.dlq._legacy import path_of
 from missive.dlq._sql import SQLITE, Statements
 from missive.dlq._sql_store import SQLStore
 from missive.dlq._sqlite_file import FileIdentity
 from missive.dlq._sqlite_schema import (
     ATTEMPTS_TABLE,
+    AUDIT_TABLE,
     CORRUPT_ADVICE,
     SCHEMA_VERSION,
     TABLE,
     open_database,
     problem,
+    run_steps,
 )
 from missive.errors import DLQError
 from missive.message import Message
@@ -54,7 +51,10 @@ logger = logging.getLogger("missive.dlq.sqlite")
 
 _T = TypeVar("_T")
 
-_SQL = Statements(SQLITE, lambda template: template.format(table=TABLE, attempts=ATTEMPTS_TABLE))
+_SQL = Statements(
+    SQLITE, lambda sql: sql.format(table=TABLE, attempts=ATTEMPTS_TABLE, audit=AUDIT_TABLE)
+)
+
 
 class SQLiteDLQ(SQLStore):
     """A DLQ in an SQLite database file; see :class:`~missive.dlq.DeadLetterStore`.
@@ -189,6 +189,9 @@ class SQLiteDLQ(SQLStore):
             except sqlite3.Error as exc:
                 raise DLQError(problem(self.path, exc, what, self.timeout)) from exc
 
+    def _write_all(self, what: str, steps: Sequence[tuple[Any, Sequence[Any]]]) -> list[int]:
+        return self._write(what, lambda conn: run_steps(conn, steps))
+
     def __setitem__(self, message_id: bytes, value: tuple[Message, str]) -> None:
         self.put_many([(message_id, value)])
 
@@ -223,7 +226,8 @@ class SQLiteDLQ(SQLStore):
             with conn:  # committed, or rolled back if one fails
                 return [self._upsert(conn, *row) for row in rows]
 
-        keys = self._write(f"store {_letters(rows)}", store)
+        letters = f"dead letter {rows[0][0]!r}" if len(rows) == 1 else f"{len(rows)} dead letters"
+        keys = self._write(f"store {letters}", store)
         for (message_id, data, _), key in zip(rows, keys, strict=True):
             log_stored(logger, message_id, key, len(data))
 
@@ -293,7 +297,3 @@ class SQLiteDLQ(SQLStore):
 
     def __repr__(self) -> str:
         return f"<SQLiteDLQ {self.path!r}{' closed' if self._closed else ''}>"
-
-
-def _letters(rows: Sequence[tuple[bytes, bytes, Any]]) -> str:
-    return f"dead letter {rows[0][0]!r}" if len(rows) == 1 else f"{len(rows)} dead letters"
