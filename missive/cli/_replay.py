@@ -21,14 +21,13 @@ is left.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
-from missive.cli._common import CLIError, format_id, load_processor, open_store, parse_id
+from missive.cli._common import CLIError, format_id, load_processor, open_store
 from missive.cli._dlq import add_dlq_option
-from missive.cli._filters import add_group_option, selected
+from missive.cli._filters import add_group_option
 from missive.cli._output import Output, safe_text
 from missive.cli._replay_loop import BATCH, Deletes, InProcess, Replay, Stop
 from missive.cli._replay_pace import (
@@ -38,6 +37,7 @@ from missive.cli._replay_pace import (
     on_terminal,
     rate_option,
 )
+from missive.cli._replay_select import chosen_ids, letters
 from missive.cli._routes import Route, load_message_class, route
 from missive.dlq import DeadLetter, DeadLetterStore
 from missive.message import Message
@@ -60,7 +60,25 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
     )
     add_dlq_option(replay)
     replay.add_argument(
-        "--processor", required=True, metavar="MODULE:PROCESSOR", help="a processor or adapter"
+        "--processor",
+        metavar="MODULE:PROCESSOR",
+        help="a processor or adapter (needed unless --to-broker)",
+    )
+    replay.add_argument(
+        "--to-broker",
+        action="store_true",
+        help="publish them back to the broker they came from; each leaves once confirmed",
+    )
+    replay.add_argument(
+        "--broker-url",
+        metavar="URL",
+        help="with --to-broker: amqp://, redis://... (default: $MISSIVE_BROKER_URL)",
+    )
+    replay.add_argument(
+        "--stream-field",
+        default="data",
+        metavar="NAME",
+        help="with --to-broker, Redis Streams: the field for the bytes (default data)",
     )
     replay.add_argument("ids", nargs="*", metavar="ID", help="the dead letters to replay")
     replay.add_argument("--all", action="store_true", help="replay every dead letter")
@@ -91,23 +109,6 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
         "-v", "--verbose", action="store_true", help="list the dead letters handled too"
     )
     replay.set_defaults(func=_replay)
-
-
-def _ids(store: DeadLetterStore, args: argparse.Namespace) -> list[bytes]:
-    filtered = args.reason is not None or args.group is not None
-    if sum([bool(args.ids), args.all, filtered]) != 1:
-        raise CLIError(
-            "replay needs exactly one of: IDs, --all, or filters (--reason TEXT, --group ID)"
-        )
-    if args.all:
-        return list(store)  # the ids alone: no record to decode
-    if filtered:
-        return [record.message_id for record in selected(store, args)]
-    ids = [parse_id(text) for text in args.ids]
-    missing = [text for text, i in zip(args.ids, ids, strict=True) if i not in store]
-    if missing:
-        raise CLIError(f"no dead letter with id {', '.join(map(repr, missing))}; nothing replayed")
-    return ids
 
 
 class _Rebuild:
@@ -143,45 +144,20 @@ class _Rebuild:
         return cls(message.raw_data, record.message_id, record.attributes)
 
 
-def _letters(
-    store: DeadLetterStore, args: argparse.Namespace
-) -> tuple[int, Callable[[], Iterator[DeadLetter]], Callable[[], int]]:
-    """How many dead letters were chosen, an iterator over their records, oldest first,
-    read a page at a time, and a function counting those found gone afterwards.
-
-    The ids are chosen at the start (a snapshot): letters dead-lettered while the
-    replay runs wait for the next one.
-    """
-    ids = _ids(store, args)
-    chosen = dict.fromkeys(ids)
-    seen: set[bytes] = set()
-
-    def records() -> Iterator[DeadLetter]:
-        if args.ids:
-            for message_id in ids:
-                with contextlib.suppress(KeyError):
-                    record = store.record(message_id)
-                    seen.add(message_id)
-                    yield record
-            return
-        for record in store.records(reason=args.reason):
-            if record.message_id in chosen and record.message_id not in seen:
-                seen.add(record.message_id)
-                yield record
-                if len(seen) == len(chosen):
-                    return
-
-    return len(chosen), records, lambda: len(chosen) - len(seen)
-
-
 def _replay(args: argparse.Namespace, out: Output) -> int:
+    if args.to_broker:
+        return _to_broker(args, out)
+    if args.broker_url:
+        raise CLIError("--broker-url is for --to-broker")
+    if not args.processor:
+        raise CLIError("replay needs --processor MODULE:PROCESSOR (or --to-broker)")
     processor, adapter_class = load_processor(args.processor)
     explicit = load_message_class(args.message_class) if args.message_class else None
     rebuild = _Rebuild(out, explicit, adapter_class)
     with open_store(args.dlq, args.dlq_table) as store:
         if args.dry_run:
-            return _dry_run(store, _ids(store, args), rebuild, processor.router, out)
-        total, records, gone = _letters(store, args)
+            return _dry_run(store, chosen_ids(store, args), rebuild, processor.router, out)
+        total, records, gone = letters(store, args)
         if not total:
             out.note("no dead letters to replay")
             return 0
@@ -198,6 +174,15 @@ def _replay(args: argparse.Namespace, out: Output) -> int:
             processor.set_dlq(previous)
             processor_logger.setLevel(level)
     return _summary(replay, total, gone(), stop, args, out)
+
+
+def _to_broker(args: argparse.Namespace, out: Output) -> int:
+    if args.processor or args.message_class:
+        raise CLIError("--to-broker sends the stored bytes: no --processor or --message-class")
+    from missive.cli._republish import replay_to_broker  # its publishers need extras
+
+    with open_store(args.dlq, args.dlq_table) as store:
+        return replay_to_broker(store, args, out)
 
 
 def _summary(

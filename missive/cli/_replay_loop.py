@@ -1,8 +1,9 @@
 """The replay loop: each dead letter to a destination, deletes committed in batches.
 
 The loop is the same whatever a dead letter is replayed to: it paces the letters
-(``--rate``), sends each to a :class:`Destination` (today :class:`InProcess`, the
-processor in this process), reports what became of it, and deletes those that
+(``--rate``), sends each to a :class:`Destination` (:class:`InProcess`, the
+processor in this process, or a broker's publisher for ``--to-broker``), reports
+what became of it, and deletes those that
 were handled in batches: one commit every ``batch`` letters or every
 ``flush_every`` seconds, whichever comes first. A replay killed between two
 commits handles again, next time, at most the letters since the last commit
@@ -29,7 +30,7 @@ from missive.dlq import DeadLetter, DeadLetterStore
 from missive.errors import DLQWriteError
 from missive.message import Message
 
-__all__ = ["BATCH", "Deletes", "Destination", "InProcess", "Replay", "Stop"]
+__all__ = ["BATCH", "Deletes", "Destination", "InProcess", "RefusedError", "Replay", "Stop"]
 
 #: Dead letters handled between two commits of their deletes.
 BATCH = 500
@@ -37,10 +38,18 @@ BATCH = 500
 FLUSH_EVERY = 1.0
 
 
+class RefusedError(Exception):
+    """Raised by :meth:`Destination.send` for a dead letter it could not take: kept
+    unchanged, reported with this one-line reason (never the payload)."""
+
+
 class Destination(Protocol):
     """Where a replay sends a dead letter: ``"acked"`` once it is handled for good (the
     loop then deletes it), ``"failed"`` if it is stored again, ``"nacked"`` if it
-    stays unchanged for a later replay."""
+    stays unchanged for a later replay; :class:`RefusedError` if it could not be sent."""
+
+    #: What an acked letter became, for ``--verbose``: ``"handled"``, ``"sent"``...
+    done: str
 
     def send(self, record: DeadLetter, message: Message) -> str:
         """Replay ``message`` (rebuilt from ``record``); what became of it."""
@@ -52,6 +61,8 @@ class InProcess:
     :param context: from ``processor.context()``, with the DLQ being replayed set as
         the processor's DLQ, so a letter failing again is written back to it.
     """
+
+    done = "handled"
 
     def __init__(self, context: Any) -> None:
         self.context = context
@@ -171,7 +182,7 @@ class Replay:
         self.verbose = verbose
         self.limit = limit
         self.stop = stop
-        #: What became of the letters: acked, failed, nacked, skipped.
+        #: What became of the letters: acked, failed, nacked, refused, skipped.
         self.counts: Counter[str] = Counter()
         #: Whether a stop request ended the replay before its letters did.
         self.stopped = False
@@ -194,14 +205,19 @@ class Replay:
         message = self.rebuild(record)
         if message is None:
             return "skipped"
-        outcome = self.destination.send(record, message)
         shown = safe_text(format_id(record.message_id))
+        try:
+            outcome = self.destination.send(record, message)
+        except RefusedError as exc:
+            self.out.line(
+                f"{shown}: {self.out.style('not sent', 'red')}: {safe_text(str(exc))} (kept)"
+            )
+            return "refused"
         if outcome == "acked":
             self.deletes.add(record.message_id)
             if self.verbose:
-                self.out.line(
-                    f"{shown}: {self.out.style('handled', 'green')}, removed from the DLQ"
-                )
+                done = self.destination.done
+                self.out.line(f"{shown}: {self.out.style(done, 'green')}, removed from the DLQ")
         elif outcome == "nacked":
             self.out.line(
                 f"{shown}: {self.out.style('nacked', 'yellow')} by its handler; kept unchanged"
