@@ -49,7 +49,8 @@ def add_table_option(parser: argparse.ArgumentParser, *, default: Any = argparse
 
 
 def add_filters(parser: argparse.ArgumentParser) -> None:
-    """Add the filters of :meth:`DeadLetterStore.records`, and ``--group``, to ``parser``."""
+    """Add the filters of :meth:`DeadLetterStore.records`, ``--group`` and
+    ``--archived`` to ``parser``."""
     parser.add_argument("--reason", metavar="TEXT", help="only reasons containing TEXT")
     parser.add_argument("--handler", metavar="NAME", help="only those from handler NAME")
     parser.add_argument(
@@ -59,6 +60,11 @@ def add_filters(parser: argparse.ArgumentParser) -> None:
         "--before", metavar="TIME", type=_time, help="only those dead-lettered before TIME"
     )
     add_group_option(parser)
+    parser.add_argument(
+        "--archived",
+        action="store_true",
+        help="only archived ones (missive dlq archive), which are left out otherwise",
+    )
 
 
 def add_group_option(parser: argparse.ArgumentParser) -> None:
@@ -106,7 +112,8 @@ def selected(
 ) -> Iterator[DeadLetter]:
     """The records that the filters in ``args`` select, oldest first.
 
-    A filter that ``args`` lacks (a command without that option) selects all.
+    A filter that ``args`` lacks (a command without that option) selects all, but
+    archived dead letters only with ``--archived`` (and then only them).
     """
     group: str | None = getattr(args, "group", None)
     records = store.records(
@@ -115,6 +122,7 @@ def selected(
         since=getattr(args, "since", None),
         before=getattr(args, "before", None),
         limit=limit if group is None else None,
+        archived=bool(getattr(args, "archived", False)),
     )
     if group is None:
         return records
