@@ -18,7 +18,7 @@ import argparse
 from collections.abc import Sequence
 from typing import NoReturn
 
-from missive.cli import _dlq, _groups, _legacy, _replay, _routes, _run
+from missive.cli import _archive, _audit, _dlq, _edit, _groups, _legacy, _replay, _routes, _run
 from missive.cli._common import CLIError
 from missive.cli._output import Output, open_standard_streams
 from missive.errors import MissiveError
@@ -56,6 +56,9 @@ def parser() -> argparse.ArgumentParser:
     _replay.add_parser(dlq_sub)
     _groups.add_parser(dlq_sub)
     _legacy.add_parser(dlq_sub)
+    _archive.add_parser(dlq_sub)
+    _edit.add_parser(dlq_sub)
+    _audit.add_parser(dlq_sub)  # last: it also records each run of rm, purge and replay
     _routes.add_parser(sub)
     return top
 
