@@ -38,8 +38,8 @@ class Block:
 
     @property
     def is_pytest_module(self) -> bool:
-        """Whether the block is a test module (it defines ``test_`` functions)."""
-        return re.search(r"^(?:async )?def test_", self.code, re.MULTILINE) is not None
+        """Whether the block is a test module (``test_`` functions or ``Test`` classes)."""
+        return re.search(r"^(?:(?:async )?def test_|class Test)", self.code, re.MULTILINE) is not None
 
     def __str__(self) -> str:
         return f"{self.page}:{self.line}"
