@@ -16,6 +16,10 @@ next time, at most the letters since the last commit (at least once). --rate N/s
 (or N/m, N/h) spaces them out. SIGINT or SIGTERM stops the replay after the letter
 in hand, commits and exits with status 5; the same command run again replays what
 is left.
+
+--to-broker publishes them instead back to the broker they came from (the one of
+--broker-url or $MISSIVE_BROKER_URL: amqp://, redis://), for the workers to handle;
+each is deleted once the broker confirmed it. No processor is needed.
 """
 
 from __future__ import annotations
