@@ -39,7 +39,8 @@ class Block:
     @property
     def is_pytest_module(self) -> bool:
         """Whether the block is a test module (``test_`` functions or ``Test`` classes)."""
-        return re.search(r"^(?:(?:async )?def test_|class Test)", self.code, re.MULTILINE) is not None
+        found = re.search(r"^(?:(?:async )?def test_|class Test)", self.code, re.MULTILINE)
+        return found is not None
 
     def __str__(self) -> str:
         return f"{self.page}:{self.line}"
