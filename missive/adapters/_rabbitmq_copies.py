@@ -64,6 +64,11 @@ def copy_row(
         "content_type": properties.content_type,
         "correlation_id": properties.correlation_id,
         "reply_to": properties.reply_to,
+        "content_encoding": properties.content_encoding,
+        "priority": properties.priority,
+        "timestamp": properties.timestamp,
+        "type": properties.type,
+        "app_id": properties.app_id,
         RETRIES: retries,
         FIRST_ATTEMPT: read_first_attempt(headers),
         HISTORY: _history(headers.get(HISTORY)),
@@ -120,6 +125,11 @@ def copy_properties(
             content_type=attributes.get("content_type"),
             correlation_id=attributes.get("correlation_id"),
             reply_to=attributes.get("reply_to"),
+            content_encoding=attributes.get("content_encoding"),
+            priority=attributes.get("priority"),
+            timestamp=attributes.get("timestamp"),
+            type=attributes.get("type"),
+            app_id=attributes.get("app_id"),
             message_id=message.message_id.decode() if attributes.get("publisher_id") else None,
         )
     message_id = properties.message_id

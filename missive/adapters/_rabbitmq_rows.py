@@ -68,6 +68,11 @@ def row_maker(
                 "content_type": properties.content_type,
                 "correlation_id": properties.correlation_id,
                 "reply_to": properties.reply_to,
+                "content_encoding": properties.content_encoding,
+                "priority": properties.priority,
+                "timestamp": properties.timestamp,
+                "type": properties.type,
+                "app_id": properties.app_id,
             }
         )
         add_count(count)
