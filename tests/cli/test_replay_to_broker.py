@@ -69,6 +69,11 @@ class Rabbit:
             content_type="application/json",
             correlation_id="corr-1",
             reply_to="replies",
+            content_encoding="utf-8",
+            priority=3,
+            timestamp=1_700_000_000,
+            type="order.created",
+            app_id="shop",
             headers=headers,
         )
         self.channel.basic_publish(self.exchange, "orders.created", body, properties)
@@ -129,6 +134,13 @@ def test_rabbitmq_letters_go_back_to_their_exchange_with_their_properties(
         "corr-1",
         "replies",
     )
+    assert (
+        properties.content_encoding,
+        properties.priority,
+        properties.timestamp,
+        properties.type,
+        properties.app_id,
+    ) == ("utf-8", 3, 1_700_000_000, "order.created", "shop")
     assert properties.delivery_mode == 2
     assert properties.headers["tenant"] in (b"acme", "acme")
     assert properties.headers["x-missive-replays"] == 1
