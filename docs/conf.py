@@ -1,7 +1,7 @@
 """Sphinx configuration of the Missive user guide (``make docs``).
 
 The pages are the Markdown files beside this one (read by myst-parser), the
-spec's ``quickstart.rst`` and ``api.rst``, whose reference autodoc builds from
+``quickstart.rst`` and ``api.rst``, whose reference autodoc builds from
 the docstrings. ``make docs`` and ``tests/test_docs_build.py`` build with
 warnings as errors, so a broken link or reference fails the tests.
 """
