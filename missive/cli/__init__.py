@@ -21,6 +21,7 @@ from typing import NoReturn
 from missive.cli import _archive, _audit, _dlq, _edit, _groups, _legacy, _replay, _routes, _run
 from missive.cli._common import CLIError
 from missive.cli._output import Output, open_standard_streams
+from missive.cli._serve import add_parser as add_serve_parser
 from missive.errors import MissiveError
 
 __all__ = ["main", "parser"]
@@ -58,6 +59,7 @@ def parser() -> argparse.ArgumentParser:
     _legacy.add_parser(dlq_sub)
     _archive.add_parser(dlq_sub)
     _edit.add_parser(dlq_sub)
+    add_serve_parser(dlq_sub)
     _audit.add_parser(dlq_sub)  # last: it also records each run of rm, purge and replay
     _routes.add_parser(sub)
     return top
