@@ -77,6 +77,8 @@ class JetStreamPublisher:
         self.thread = LoopThread("missive-replay-nats")
         # The duplicate window of each stream, asked when a duplicate needs it.
         self._windows: dict[str, str] = {}
+        # What nats-py reports on its own (it would print a traceback otherwise).
+        self._errors: list[Exception] = []
         try:
             self.nc: Any = self.thread.run(
                 nats.connect(
@@ -86,14 +88,19 @@ class JetStreamPublisher:
                     max_reconnect_attempts=1,
                     reconnect_time_wait=0,
                     connect_timeout=round(TIMEOUT),
+                    error_cb=self._on_error,
                 )
             )
         except Exception as exc:  # nats-py raises many kinds; none is for the user
             self.thread.close()
+            cause = self._errors[-1] if self._errors else exc  # says more than "no servers"
             raise CLIError(
-                f"cannot connect to NATS at {redact(url)!r} ({type(exc).__name__}); nothing sent"
+                f"cannot connect to NATS at {redact(url)!r} ({type(cause).__name__}); nothing sent"
             ) from None
         self.js = self.nc.jetstream(timeout=TIMEOUT)
+
+    async def _on_error(self, exc: Exception) -> None:
+        self._errors.append(exc)
 
     def publish(self, record: DeadLetter, replays: int) -> None:
         """Publish ``record`` to its subject; return once JetStream stored it (or had it)."""

@@ -22,7 +22,7 @@ from missive.adapters.mqtt import MQTTAdapter
 from missive.adapters.nats import NATSJetStreamAdapter
 from missive.dlq.sqlite import SQLiteDLQ
 from missive.testing.conformance.support import Recorder, running, wait_until
-from tests.cli.conftest import CLI
+from tests.cli.conftest import CLI, assert_one_line_error
 from tests.cli.test_replay_to_broker import dead_letter, failing, replay
 from tests.conformance.mqtt_harness import MQTTHarness
 from tests.conformance.nats_harness import URL as NATS
@@ -189,3 +189,28 @@ def test_an_mqtt_letter_no_session_subscribes_to_stays(
     assert "mqtt-1: not sent: no subscriber" in result.stdout
     with SQLiteDLQ(path) as dlq:
         assert list(dlq) == [b"mqtt-1"]
+
+
+@pytest.mark.parametrize(
+    ("url", "fragment"),
+    [
+        ("nats://user:secret@127.0.0.1:1", "cannot connect to NATS"),
+        ("mqtt://user:secret@127.0.0.1:1", "cannot connect to MQTT"),
+    ],
+)
+def test_an_unreachable_server_is_a_one_line_error(
+    cli: CLI, tmp_path: Path, url: str, fragment: str
+) -> None:
+    # Given a letter for that broker, and nothing listening at the URL
+    path = tmp_path / "dlq.db"
+    attributes = {"subject": "s", "stream": "S", "sequence": 1, "topic": "t"}
+    with SQLiteDLQ(path) as dlq:
+        message = missive.RawMessage(b"m", b"m-1", attributes)
+        dlq[message.message_id] = (message, "broken")
+    # When it is replayed there
+    result = replay(cli, path, url, "--all")
+    # Then one line says so, without the password, and the letter stays
+    assert_one_line_error(result, fragment, "nothing sent")
+    assert "secret" not in result.stderr
+    with SQLiteDLQ(path) as dlq:
+        assert len(dlq) == 1
