@@ -18,7 +18,7 @@ in hand, commits and exits with status 5; the same command run again replays wha
 is left.
 
 --to-broker publishes them instead back to the broker they came from (the one of
---broker-url or $MISSIVE_BROKER_URL: amqp://, redis://), for the workers to handle;
+--broker-url or $MISSIVE_BROKER_URL: amqp://, redis://, nats://, mqtt://), for the workers;
 each is deleted once the broker confirmed it. No processor is needed.
 """
 
