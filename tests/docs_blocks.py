@@ -16,6 +16,7 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,8 +73,9 @@ def ids(blocks: list[Block]) -> list[str]:
     return [str(block) for block in blocks]
 
 
-def _environment() -> dict[str, str]:
+def _environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ)
+    env.update(extra or {})  # what the page tells its reader to set (a secret, a URL)
     # The source tree's missive, whatever the folder the block runs in.
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     env["PYTHONUNBUFFERED"] = "1"  # what a block prints is in the output as it happens
@@ -81,14 +83,20 @@ def _environment() -> dict[str, str]:
 
 
 def python(
-    args: list[str], cwd: Path, *, stdin: bytes = b"", timeout: float = 60
+    args: list[str],
+    cwd: Path,
+    *,
+    stdin: bytes = b"",
+    timeout: float = 60,
+    env: Mapping[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``python -W error ARGS`` in ``cwd`` with ``stdin`` piped in; text output."""
+    """Run ``python -W error ARGS`` in ``cwd`` with ``stdin`` piped in, and ``env``
+    added to the environment; text output."""
     return subprocess.run(
         [sys.executable, "-W", "error", *args],
         input=stdin.decode("utf-8"),
         cwd=cwd,
-        env=_environment(),
+        env=_environment(env),
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -104,14 +112,22 @@ def save(block: Block, cwd: Path, name: str = "example.py") -> Path:
 
 
 def run_script(
-    block: Block, cwd: Path, *, stdin: bytes = b"", name: str = "example.py", timeout: float = 60
+    block: Block,
+    cwd: Path,
+    *,
+    stdin: bytes = b"",
+    name: str = "example.py",
+    timeout: float = 60,
+    env: Mapping[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Save ``block`` as ``cwd/name`` and run it as ``python name`` (so as ``__main__``)."""
     save(block, cwd, name)
-    return python([name], cwd, stdin=stdin, timeout=timeout)
+    return python([name], cwd, stdin=stdin, timeout=timeout, env=env)
 
 
-def start_script(block: Block, cwd: Path, name: str = "example.py") -> subprocess.Popen[bytes]:
+def start_script(
+    block: Block, cwd: Path, name: str = "example.py", *, env: Mapping[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     """Save ``block`` and start it in the background, its output in ``cwd/out`` and
     ``cwd/err``: for a block that runs until it is stopped (a broker's adapter)."""
     save(block, cwd, name)
@@ -119,25 +135,30 @@ def start_script(block: Block, cwd: Path, name: str = "example.py") -> subproces
         return subprocess.Popen(
             [sys.executable, "-W", "error", name],
             cwd=cwd,
-            env=_environment(),
+            env=_environment(env),
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=err,
         )
 
 
-def run_pytest(block: Block, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def run_pytest(
+    block: Block, cwd: Path, timeout: float = 120, *, env: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """Save ``block`` as ``cwd/test_example.py`` and run pytest on it, strictly."""
     save(block, cwd, "test_example.py")
     args = ["-m", "pytest", "-q", "-p", "no:cacheprovider", "-W", "error", "test_example.py"]
-    return python(args, cwd, timeout=timeout)
+    return python(args, cwd, timeout=timeout, env=env)
 
 
-def run(block: Block, cwd: Path, *, stdin: bytes = b"") -> subprocess.CompletedProcess[str]:
-    """Run ``block`` the way it is meant: pytest for a test module, else a script."""
+def run(
+    block: Block, cwd: Path, *, stdin: bytes = b"", env: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``block`` the way it is meant: pytest for a test module, else a script;
+    ``env`` is added to the environment, as the page tells its reader to set it."""
     if block.is_pytest_module:
-        return run_pytest(block, cwd)
-    return run_script(block, cwd, stdin=stdin)
+        return run_pytest(block, cwd, env=env)
+    return run_script(block, cwd, stdin=stdin, env=env)
 
 
 def assert_ran_cleanly(done: subprocess.CompletedProcess[str]) -> None:
