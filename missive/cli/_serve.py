@@ -28,7 +28,7 @@ import socketserver
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 from missive._ops_server import parse_address
@@ -36,7 +36,9 @@ from missive.cli._common import DLQ_VARIABLE, CLIError, load_processor, open_sto
 from missive.cli._filters import add_dlq_option
 from missive.cli._output import Output
 from missive.cli._run_ops import configure_logging
-from missive.console import Console, Replayer
+
+if TYPE_CHECKING:  # missive.console imports the CLI's modules: imported when run
+    from missive.console import Console, Replayer
 
 __all__ = ["DEFAULT_BIND", "add_parser", "is_loopback"]
 
@@ -101,6 +103,8 @@ def is_loopback(host: str) -> bool:
 
 
 def _replayer(args: argparse.Namespace) -> Replayer:
+    from missive.console import Replayer
+
     if args.processor and args.broker_url:
         raise CLIError("give --processor (replay in process) or --broker-url, not both")
     if args.processor:
@@ -115,6 +119,8 @@ def _replayer(args: argparse.Namespace) -> Replayer:
 
 
 def _serve(args: argparse.Namespace, out: Output) -> int:
+    from missive.console import Console
+
     location = args.dlq or os.environ.get(DLQ_VARIABLE, "")
     open_store(location, args.dlq_table, read_only=True).close()  # fail now, not per page
     replayer = _replayer(args)

@@ -17,6 +17,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from missive.cli._archive import DEFAULT_RETENTION, retention
 from missive.cli._common import CLIError, format_id, parse_id
@@ -74,7 +75,7 @@ class Replayer:
 
     def __init__(
         self,
-        processor: Processor[Message] | None = None,
+        processor: Processor[Any] | None = None,
         message_class: type[Message] | None = None,
         broker_url: str | None = None,
     ) -> None:
@@ -121,7 +122,7 @@ class Replayer:
         self,
         store: DeadLetterStore,
         ids: Sequence[bytes],
-        processor: Processor[Message],
+        processor: Processor[Any],
         out: Output,
     ) -> Replay:
         previous = processor.dlq
