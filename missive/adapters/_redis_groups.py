@@ -119,6 +119,14 @@ class StreamGroup:
         pipe.execute()
         logger.info("handed back %d unstarted entries of stream %r", len(ids), self.stream)
 
+    def backlog(self, client: redis.Redis) -> int | None:
+        """The group's lag (entries not yet delivered) plus its pending entries."""
+        for group in client.xinfo_groups(self.stream):
+            name = group["name"]
+            if (name.decode() if isinstance(name, bytes) else name) == self.group:
+                return int(group.get("lag") or 0) + int(group["pending"])
+        return None
+
     def leave(self, client: redis.Redis) -> None:
         """Remove this consumer from the group if it holds no pending entry."""
         if not client.xpending_range(

@@ -1,5 +1,4 @@
-"""The Redis Streams transport: XREADGROUP, XAUTOCLAIM, XACK and delayed retries on one
-connection.
+"""The Redis Streams transport: XREADGROUP, XAUTOCLAIM, XACK, delayed retries, one connection.
 
 Private: :class:`~missive.adapters.redis.RedisStreamsAdapter` makes one per run.
 """
@@ -78,13 +77,7 @@ class StreamsTransport(RedisTransportBase):
     def backlog(self) -> int | None:
         """The group's lag (entries not yet delivered) plus its pending entries."""
         client = self._client
-        if client is None:
-            return None
-        for group in client.xinfo_groups(self.stream):
-            name = group["name"]
-            if (name.decode() if isinstance(name, bytes) else name) == self.group:
-                return int(group.get("lag") or 0) + int(group["pending"])
-        return None
+        return None if client is None else self.groups.backlog(client)
 
     def connect(self) -> None:
         """Connect, make the group if it is missing, and note the connection's id."""
