@@ -5,10 +5,17 @@ groups, the list of dead letters with filters, each dead letter, and the actions
 replay (in process with --processor, to the broker with --broker-url), archive and
 purge, each recorded in the audit table (missive dlq history).
 
-The console has no authentication: anyone who can reach it can replay and purge.
-It binds to loopback by default and then answers only requests addressed to a
-loopback name; binding elsewhere prints a warning. Put it behind an authenticating
-proxy, or reach it through an SSH tunnel, rather than binding it to a public address.
+Every request needs the console's token. It is made at start and printed once on
+stderr, in the address to open (http://127.0.0.1:8080/?token=...), unless
+MISSIVE_CONSOLE_TOKEN gives it (at least 16 letters, digits, '-', '_', '.' or '~').
+The first page opened with ?token= sets a cookie (HttpOnly, SameSite=Strict) that
+carries it from then on; scripts may send "Authorization: Bearer TOKEN".
+
+The token is the only protection: anyone who has it and can reach the console can
+replay and purge. It binds to loopback by default and then answers only requests
+addressed to a loopback name; binding elsewhere prints a warning, as the token then
+crosses the network in clear. Reach it through an SSH tunnel, or put it behind a
+TLS proxy, rather than binding it to a public address.
 
 It runs under gunicorn when gunicorn is installed (one worker, four threads), else
 under the standard library's wsgiref server (--server chooses). SIGTERM or Ctrl-C
@@ -64,7 +71,7 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
         type=_address,
         default=DEFAULT_BIND,
         metavar="HOST:PORT",
-        help=f"where to listen (default {DEFAULT_BIND}; the console has no authentication)",
+        help=f"where to listen (default {DEFAULT_BIND}; see the token above)",
     )
     serve.add_argument(
         "--processor",
@@ -120,6 +127,7 @@ def _replayer(args: argparse.Namespace) -> Replayer:
 
 def _serve(args: argparse.Namespace, out: Output) -> int:
     from missive.console import Console
+    from missive.console.access import new_token, token_from
 
     location = args.dlq or os.environ.get(DLQ_VARIABLE, "")
     open_store(location, args.dlq_table, read_only=True).close()  # fail now, not per page
@@ -127,11 +135,16 @@ def _serve(args: argparse.Namespace, out: Output) -> int:
     host, port = args.bind
     loopback = is_loopback(host)
     hosts = {*_LOOPBACK_NAMES, host} if loopback else None
-    console = Console(location, args.dlq_table, replayer=replayer, hosts=hosts)
+    try:
+        given = token_from(os.environ)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
+    token = new_token() if given is None else given
+    console = Console(location, args.dlq_table, replayer=replayer, hosts=hosts, token=token)
     if not loopback:
         out.warn(
-            f"the console listens on {host}, not loopback, and has no authentication: "
-            "anyone who reaches it can replay and purge dead letters"
+            f"the console listens on {host}, not loopback: its token crosses the network "
+            "in clear, and anyone who has it can replay and purge dead letters"
         )
     server = args.server
     if server == "auto":
@@ -148,6 +161,7 @@ def _serve(args: argparse.Namespace, out: Output) -> int:
             port,
             what,
         )
+        _show_address(out, f"http://{shown}:{port}/", given is None, token)
         _gunicorn(console, f"{shown}:{port}")
         return 0
     with _listening(host, port, console) as httpd:
@@ -158,9 +172,20 @@ def _serve(args: argparse.Namespace, out: Output) -> int:
             httpd.server_port,
             what,
         )
+        _show_address(out, f"http://{shown}:{httpd.server_port}/", given is None, token)
         with _stopped_by_sigterm(), suppress(_StoppedError, KeyboardInterrupt):
             httpd.serve_forever()
     return 0
+
+
+def _show_address(out: Output, url: str, made: bool, token: str) -> None:
+    """Print, once, the address to open: with the token if it was made here."""
+    from missive.console.access import TOKEN_VARIABLE
+
+    if made:
+        out.note(f"open {url}?token={token}")
+    else:
+        out.note(f"open {url}?token=TOKEN, TOKEN being the value of {TOKEN_VARIABLE}")
 
 
 class _StoppedError(Exception):
@@ -183,7 +208,9 @@ class _Quiet(WSGIRequestHandler):
     """wsgiref's handler, its request lines logged at DEBUG instead of printed."""
 
     def log_message(self, format: str, *args: Any) -> None:
-        _log.debug("%s %s", self.address_string(), format % args)
+        from missive.console.access import redact_token
+
+        _log.debug("%s %s", self.address_string(), redact_token(format % args))
 
 
 class _Server(socketserver.ThreadingMixIn, WSGIServer):

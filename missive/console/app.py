@@ -1,4 +1,7 @@
-"""The console's WSGI application: routing, the CSRF check, the security headers.
+"""The console's WSGI application: routing, the token, the CSRF check, the security headers.
+
+Every request must carry the console's token (see :mod:`missive.console.access`);
+one that does not is answered 401 before anything else is read.
 
 Routes::
 
@@ -25,6 +28,7 @@ from urllib.parse import parse_qs
 
 from missive.cli._common import CLIError, open_store, parse_id, parse_time
 from missive.console import views
+from missive.console.access import Access, new_token
 from missive.console.actions import Replayer, choose, run_action
 from missive.dlq import DeadLetterStore
 from missive.dlq.groups import group_records, is_fingerprint
@@ -52,6 +56,7 @@ _HEADERS = [
 _STATUS = {
     200: "200 OK",
     400: "400 Bad Request",
+    401: "401 Unauthorized",
     403: "403 Forbidden",
     404: "404 Not Found",
     405: "405 Method Not Allowed",
@@ -79,9 +84,12 @@ class Console:
     :param hosts: the host names a request's ``Host`` may give (any port); ``None``
         takes any. A console on loopback takes only loopback names, so that a page
         elsewhere cannot reach it through DNS rebinding.
+    :param token: the token every request must carry (in its address, the cookie
+        set from it, or an ``Authorization: Bearer`` header); ``None`` makes one,
+        readable as :attr:`token`.
 
-    Every POST must carry :attr:`csrf`, a random token made for this instance and
-    written into each form.
+    Every POST must also carry :attr:`csrf`, a random token made for this instance
+    and written into each form.
     """
 
     def __init__(
@@ -91,21 +99,29 @@ class Console:
         *,
         replayer: Replayer | None = None,
         hosts: Iterable[str] | None = None,
+        token: str | None = None,
     ) -> None:
         self.location = location
         self.table = table
         self.replayer = replayer or Replayer()
         self.hosts = None if hosts is None else frozenset(host.lower() for host in hosts)
+        #: The token every request must carry.
+        self.token = new_token() if token is None else token
+        self._access = Access(self.token)
         #: The CSRF token every POST must carry; new for each instance.
         self.csrf = secrets.token_urlsafe(32)
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
         """Answer one request."""
+        extra: list[tuple[str, str]] = []
         try:
             self._check_host(environ)
+            extra = self._check_token(environ)
             status, text = 200, self._route(environ)
         except _ProblemError as exc:
             status, text = exc.status, views.message_page("Error", error=str(exc))
+            if status == 401:
+                extra = [("WWW-Authenticate", 'Bearer realm="missive console"')]
         except (CLIError, MissiveError) as exc:
             status = 503
             text = views.message_page("Error", error=str(exc).splitlines()[0])
@@ -113,6 +129,7 @@ class Console:
         headers = [
             ("Content-Type", "text/html; charset=utf-8"),
             *_HEADERS,
+            *extra,
             ("Content-Length", str(len(body))),
         ]
         start_response(_STATUS[status], headers)
@@ -127,6 +144,16 @@ class Console:
             raise _ProblemError(
                 403, "this console answers only to its own address (check the Host)"
             )
+
+    def _check_token(self, environ: dict[str, Any]) -> list[tuple[str, str]]:
+        headers = self._access.check(environ)
+        if headers is None:
+            raise _ProblemError(
+                401,
+                "this console needs its token: open the address it printed when it "
+                "started (ending in ?token=...)",
+            )
+        return headers
 
     def _route(self, environ: dict[str, Any]) -> str:
         method = environ.get("REQUEST_METHOD", "GET")

@@ -1,17 +1,21 @@
-"""Fixtures of the console tests: a real SQLite DLQ filled by a processor whose
+"""Fixtures and helpers of the console tests: a real SQLite DLQ filled by a processor whose
 handlers fail, from a module written into the test's directory."""
 
 from __future__ import annotations
 
 import importlib
+import io
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from urllib.parse import urlencode
+from wsgiref.util import setup_testing_defaults
 
 import pytest
 
 import missive
+from missive.console import Console, Replayer
 from missive.dlq.sqlite import SQLiteDLQ
 
 #: A processor whose ``orders`` handler raises until a file named ``fixed`` exists
@@ -83,3 +87,80 @@ def shop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Shop:
     path = tmp_path / "dlq.db"
     SQLiteDLQ(path).close()
     return Shop(tmp_path, module, path)
+
+
+@dataclass
+class Response:
+    """What the application answered."""
+
+    status: int
+    headers: dict[str, str]
+    body: str
+
+
+def call(
+    console: Console,
+    path: str,
+    query: dict[str, str] | None = None,
+    *,
+    form: list[tuple[str, str]] | None = None,
+    host: str = "127.0.0.1",
+    headers: dict[str, str] | None = None,
+) -> Response:
+    """One request: a GET, or a POST of ``form``.
+
+    It carries the console's token in the cookie, unless ``headers`` (CGI names,
+    ``HTTP_COOKIE``...) are given: then it carries those instead.
+    """
+    data = urlencode(form or []).encode()
+    environ: dict[str, object] = {
+        "PATH_INFO": path,
+        "QUERY_STRING": urlencode(query or {}),
+        "REQUEST_METHOD": "POST" if form is not None else "GET",
+        "HTTP_HOST": host,
+        "SERVER_PORT": "80",
+    }
+    if headers is None:
+        environ["HTTP_COOKIE"] = f"missive_console_80={console.token}"
+    else:
+        environ.update(headers)
+    if form is not None:
+        environ["CONTENT_TYPE"] = "application/x-www-form-urlencoded"
+        environ["CONTENT_LENGTH"] = str(len(data))
+        environ["wsgi.input"] = io.BytesIO(data)
+    setup_testing_defaults(environ)
+    answered: dict[str, object] = {}
+
+    def start_response(status: str, sent: list[tuple[str, str]]) -> None:
+        answered["status"] = int(status.split()[0])
+        answered["headers"] = dict(sent)
+
+    body = b"".join(console(environ, start_response)).decode("utf-8")
+    return Response(answered["status"], answered["headers"], body)  # type: ignore[arg-type]
+
+
+def console_of(shop: Shop, *, replay: bool = False) -> Console:
+    """A console over the shop's DLQ, replaying through its processor if ``replay``."""
+    replayer = Replayer(shop.processor) if replay else None
+    return Console(str(shop.dlq), replayer=replayer, hosts=["127.0.0.1", "localhost"])
+
+
+def ids(shop: Shop, **filters: object) -> list[bytes]:
+    """The ids in the shop's DLQ."""
+    with SQLiteDLQ(shop.dlq) as dlq:
+        return [letter.message_id for letter in dlq.records(**filters)]  # type: ignore[arg-type]
+
+
+def history(shop: Shop) -> list[tuple[str, int, str, str]]:
+    """The audit entries, newest first: operation, count, user, outcome."""
+    with SQLiteDLQ(shop.dlq) as dlq:
+        return [(e.operation, e.count, e.user, e.outcome) for e in dlq.history()]
+
+
+@pytest.fixture
+def filled(shop: Shop) -> Shop:
+    """Two failed orders and one page whose payload, attribute and reason are scripts."""
+    shop.fail(b"order 1", "o1")
+    shop.fail(b"order 2", "o2")
+    shop.fail(SCRIPT, "p<1>", note=SCRIPT.decode())
+    return shop

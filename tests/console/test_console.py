@@ -3,85 +3,14 @@ processor whose handlers fail: pages, escaping, the CSRF check and the actions."
 
 from __future__ import annotations
 
-import io
 import re
-from dataclasses import dataclass
-from urllib.parse import urlencode
-from wsgiref.util import setup_testing_defaults
 
 import pytest
 
-from missive.console import Console, Replayer, app
+from missive.console import app
 from missive.dlq.groups import fingerprint
 from missive.dlq.sqlite import SQLiteDLQ
-from tests.console.conftest import SCRIPT, Shop
-
-
-@dataclass
-class Response:
-    """What the application answered."""
-
-    status: int
-    headers: dict[str, str]
-    body: str
-
-
-def call(
-    console: Console,
-    path: str,
-    query: dict[str, str] | None = None,
-    *,
-    form: list[tuple[str, str]] | None = None,
-    host: str = "127.0.0.1",
-) -> Response:
-    """One request: a GET, or a POST of ``form``."""
-    data = urlencode(form or []).encode()
-    environ: dict[str, object] = {
-        "PATH_INFO": path,
-        "QUERY_STRING": urlencode(query or {}),
-        "REQUEST_METHOD": "POST" if form is not None else "GET",
-        "HTTP_HOST": host,
-    }
-    if form is not None:
-        environ["CONTENT_TYPE"] = "application/x-www-form-urlencoded"
-        environ["CONTENT_LENGTH"] = str(len(data))
-        environ["wsgi.input"] = io.BytesIO(data)
-    setup_testing_defaults(environ)
-    answered: dict[str, object] = {}
-
-    def start_response(status: str, headers: list[tuple[str, str]]) -> None:
-        answered["status"] = int(status.split()[0])
-        answered["headers"] = dict(headers)
-
-    body = b"".join(console(environ, start_response)).decode("utf-8")
-    return Response(answered["status"], answered["headers"], body)  # type: ignore[arg-type]
-
-
-def console_of(shop: Shop, *, replay: bool = False) -> Console:
-    """A console over the shop's DLQ, replaying through its processor if ``replay``."""
-    replayer = Replayer(shop.processor) if replay else None
-    return Console(str(shop.dlq), replayer=replayer, hosts=["127.0.0.1", "localhost"])
-
-
-def ids(shop: Shop, **filters: object) -> list[bytes]:
-    """The ids in the shop's DLQ."""
-    with SQLiteDLQ(shop.dlq) as dlq:
-        return [letter.message_id for letter in dlq.records(**filters)]  # type: ignore[arg-type]
-
-
-def history(shop: Shop) -> list[tuple[str, int, str, str]]:
-    """The audit entries, newest first: operation, count, user, outcome."""
-    with SQLiteDLQ(shop.dlq) as dlq:
-        return [(e.operation, e.count, e.user, e.outcome) for e in dlq.history()]
-
-
-@pytest.fixture
-def filled(shop: Shop) -> Shop:
-    """Two failed orders and one page whose payload, attribute and reason are scripts."""
-    shop.fail(b"order 1", "o1")
-    shop.fail(b"order 2", "o2")
-    shop.fail(SCRIPT, "p<1>", note=SCRIPT.decode())
-    return shop
+from tests.console.conftest import Shop, call, console_of, history, ids
 
 
 def test_groups_page_counts_each_failure_and_links_to_its_list(filled: Shop) -> None:
