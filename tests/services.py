@@ -6,6 +6,7 @@ it; when ``CI=true`` it fails instead, so that CI never passes by skipping.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import socket
 
@@ -32,6 +33,29 @@ def require(service: str, host: str = "127.0.0.1", port: int | None = None) -> N
             f"{service} is not reachable at {host}:{port} ({exc}); "
             f"start it with: {START[service]}  (or run `make services`)"
         )
+    if os.environ.get("CI") == "true":
+        pytest.fail(problem)
+    pytest.skip(problem)
+
+
+#: The browser the real-browser tests drive (Debian's ``chromium`` package).
+CHROMIUM = "/usr/bin/chromium"
+
+
+def require_browser() -> None:
+    """Skip (locally) or fail (CI=true) the calling test unless Playwright for Python
+    and Chromium at :data:`CHROMIUM` are both installed."""
+    problems = []
+    if importlib.util.find_spec("playwright") is None:
+        problems.append("Playwright is not installed: pip install playwright")
+    if not os.access(CHROMIUM, os.X_OK):
+        problems.append(
+            f"{CHROMIUM} is missing: apt-get install -y chromium "
+            "(never `playwright install`: the tests drive Debian's Chromium)"
+        )
+    if not problems:
+        return
+    problem = "; ".join(problems)
     if os.environ.get("CI") == "true":
         pytest.fail(problem)
     pytest.skip(problem)
