@@ -186,16 +186,24 @@ def test_after_a_restart_only_the_first_window_of_dup_messages_counts_as_redeliv
     broker: Mosquitto,
 ) -> None:
     # Given a running worker with a window of 5, slow, and 50 messages for it
-    recorder = Recorder(lambda message: time.sleep(0.02))
-    with running(adapter(broker, recorder.processor, receive_maximum=5)):
-        broker.publish("orders/1", [b"kept-%d" % i for i in range(50)])
-        # When the broker restarts while it holds most of them (Mosquitto then sets
-        # DUP on every message the session holds, sent or not)
-        broker.restart()
-        wait_until(lambda: len(set(recorder.bodies)) >= 50, "the kept messages are handled")
+    for attempt in range(3):
+        recorder = Recorder(lambda message: time.sleep(0.02))
+        with running(adapter(broker, recorder.processor, receive_maximum=5)):
+            broker.publish(f"orders/{attempt}", [b"kept-%d" % i for i in range(50)])
+            # When the broker restarts while it holds most of them (Mosquitto then sets
+            # DUP on the messages it was sending, past the client's window)
+            broker.restart()
+            wait_until(
+                lambda r=recorder: len(set(r.bodies)) >= 50, "the kept messages are handled"
+            )
+        dup = [m.attributes["dup"] for m in recorder.messages]
+        if sum(dup) > 5:
+            break
+        # On a loaded machine the worker may have taken most of them before the
+        # restart, leaving no more than its window marked: the case is not met, again.
+    else:
+        pytest.fail("Mosquitto marked no more than the window in 3 restarts")
     # Then only a window's worth could have been in flight before the restart: those
     # after them are first deliveries, whatever their DUP flag says
-    dup = [m.attributes["dup"] for m in recorder.messages]
     counts = [m.attributes["delivery_count"] for m in recorder.messages]
-    assert sum(dup) > 5, "Mosquitto no longer marks what it never sent"
     assert counts.count(None) <= 5
