@@ -3,18 +3,14 @@ on real brokers: one write for many failures, and nothing lost when that write f
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 import missive
 from missive.dlq.sqlite import SQLiteDLQ
 from missive.testing.conformance.support import RecordingObserver, running, wait_until
-from tests.adapters.test_rabbitmq import open_harness
-from tests.conformance.redis_harness import RedisStreamsHarness
-from tests.services import require
+from tests.adapters.test_backlog import harness  # noqa: F401 - fixture: RabbitMQ, Redis Streams
 
 
 class CountingDLQ(SQLiteDLQ):
@@ -33,17 +29,6 @@ class CountingDLQ(SQLiteDLQ):
         self.batches.append(len(entries))
 
 
-@pytest.fixture(params=["rabbitmq", "redis-streams"])
-def harness(request: pytest.FixtureRequest) -> Iterator[Any]:
-    if request.param == "rabbitmq":
-        yield from open_harness("classic")
-    else:
-        require("redis")
-        h = RedisStreamsHarness()
-        yield h
-        h.close()
-
-
 def failing(dlq: SQLiteDLQ) -> missive.Processor[missive.RawMessage]:
     processor: missive.Processor[missive.RawMessage] = missive.Processor()
     processor.set_dlq(dlq)
@@ -56,7 +41,8 @@ def failing(dlq: SQLiteDLQ) -> missive.Processor[missive.RawMessage]:
 
 
 def test_the_dead_letters_of_a_batch_are_stored_in_one_write(
-    harness: Any, tmp_path: Path
+    harness: Any,  # noqa: F811 - the fixture
+    tmp_path: Path,
 ) -> None:
     # Given a handler that fails on every message, and 200 messages waiting
     dlq = CountingDLQ(tmp_path / "dlq.db")
@@ -76,7 +62,8 @@ def test_the_dead_letters_of_a_batch_are_stored_in_one_write(
 
 
 def test_a_batch_whose_write_fails_is_not_acked_and_comes_again(
-    harness: Any, tmp_path: Path
+    harness: Any,  # noqa: F811 - the fixture
+    tmp_path: Path,
 ) -> None:
     # Given a DLQ whose first batch write fails, and 20 failing messages
     dlq = CountingDLQ(tmp_path / "dlq.db", refuse_first=True)
