@@ -31,7 +31,8 @@ extensions = [
 
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
 root_doc = "index"
-exclude_patterns = ["_build", "Thumbs.db", ".DS_Store"]
+# design/ holds the developers' design records (sketches, not runnable examples).
+exclude_patterns = ["_build", "design", "Thumbs.db", ".DS_Store"]
 
 # Links such as ``cli.md#probes-metrics-and-logs`` name a heading by its slug, as
 # GitHub does; myst makes these anchors for headings down to this level.

@@ -1,7 +1,8 @@
 """Every Python block of every page of the guide runs exactly as printed.
 
-The blocks are collected from the pages Sphinx builds (``docs/``, but not the design
-notes in ``docs/design/`` nor the output in ``docs/_build/``; the five pages of
+The blocks are collected from the pages Sphinx builds (``docs/``: not the design
+records in ``docs/design/``, which ``conf.py`` leaves out of the guide, nor the output
+in ``docs/_build/``; the five pages of
 ``tests/test_docs_pages.py`` are run there). Each block runs alone in a fresh
 interpreter and folder (``tests/docs_blocks.py``), pytest for a block of tests.
 A block whose ``__main__`` runs a broker's adapter until it is stopped runs in the

@@ -31,8 +31,10 @@ def test_the_user_guide_builds_without_a_warning(tmp_path: Path) -> None:
     api = (tmp_path / "html" / "api.html").read_text("utf-8")
     assert 'id="missive.Processor"' in api
     assert 'id="missive.dlq.sqlite.SQLiteDLQ"' in api
-    for page in ("index", "quickstart", "cli", "dlq", "design/retries"):
+    for page in ("index", "quickstart", "cli", "dlq", "routing", "console"):
         assert (tmp_path / "html" / f"{page}.html").is_file(), page
+    # The design records (sketches, not runnable examples) are not part of the guide
+    assert not (tmp_path / "html" / "design").exists()
 
 
 def a_site(tmp_path: Path, page: str) -> Path:
