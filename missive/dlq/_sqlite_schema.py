@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -97,7 +98,7 @@ def open_database(
         if read_only:
             _check_read_only(conn, path)
         else:
-            _prepare(conn, path, allow_other_tables)
+            _prepare_waiting(conn, path, allow_other_tables, timeout)
     except sqlite3.Error as exc:
         conn.close()
         raise DLQError(problem(path, exc, "open the database", timeout)) from exc
@@ -187,6 +188,23 @@ def _check_read_only(conn: sqlite3.Connection, path: str) -> None:
     if _version(conn) < SCHEMA_VERSION:
         for statement in _READ_ONLY_1:
             conn.execute(statement)
+
+
+def _prepare_waiting(
+    conn: sqlite3.Connection, path: str, allow_other_tables: bool, timeout: float
+) -> None:
+    """:func:`_prepare`, tried again for up to ``timeout`` seconds while another process
+    holds the file: when several open a new file at once, switching it to WAL can
+    answer "database is locked" at once, without SQLite's busy wait."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            _prepare(conn, path, allow_other_tables)
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+        time.sleep(0.02)
 
 
 def _prepare(conn: sqlite3.Connection, path: str, allow_other_tables: bool) -> None:

@@ -331,6 +331,38 @@ def test_several_processes_write_one_new_file_at_once(tmp_path: Path) -> None:
     assert _query(path, f"SELECT count(*), count(DISTINCT message_id) FROM {TABLE}") == [(200, 200)]
 
 
+def _open_when(path: str, start: Any, results: Any) -> None:
+    start.wait(10)
+    try:
+        SQLiteDLQ(path).close()
+    except Exception as exc:
+        results.put(f"{type(exc).__name__}: {exc}")
+    else:
+        results.put("opened")
+
+
+def test_processes_opening_one_new_file_at_the_same_moment_all_open_it(
+    tmp_path: Path,
+) -> None:
+    # Given processes waiting at one start line, ten times over, each on a new file
+    context = multiprocessing.get_context("fork")
+    for trial in range(10):
+        path = str(tmp_path / f"dlq-{trial}.db")
+        start, results = context.Event(), context.Queue()
+        openers = [
+            context.Process(target=_open_when, args=(path, start, results)) for _ in range(4)
+        ]
+        for opener in openers:
+            opener.start()
+        # When they open it at once (one switches it to WAL while others read it)
+        start.set()
+        outcomes = [results.get(timeout=60) for _ in openers]
+        for opener in openers:
+            opener.join(30)
+        # Then every one opened it: a busy file is waited for, not an error
+        assert outcomes == ["opened"] * 4, outcomes
+
+
 def test_a_forked_child_writes_through_its_own_connection(
     open_sqlite: Callable[..., SQLiteDLQ],
 ) -> None:
