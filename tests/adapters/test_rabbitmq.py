@@ -251,6 +251,11 @@ def test_a_published_message_is_delivered_with_its_id_and_attributes(
         "content_type": None,
         "correlation_id": None,
         "reply_to": None,
+        "content_encoding": None,
+        "priority": None,
+        "timestamp": None,
+        "type": None,
+        "app_id": None,
     }
 
 
