@@ -31,6 +31,7 @@ from missive.cli._replay_loop import Deletes, RefusedError, Replay, Stop
 from missive.cli._replay_pace import RateLimit, ReplayProgress, on_terminal
 from missive.cli._replay_select import chosen_ids, letters
 from missive.dlq import DeadLetter, DeadLetterStore
+from missive.dlq._codec import OTHER_PAYLOAD
 from missive.message import Message
 
 __all__ = ["REPLAYS", "URL_VARIABLE", "Publisher", "origin", "replay_to_broker", "where"]
@@ -63,7 +64,6 @@ _MODULES = {
     "nats": "_republish_nats",
     "mqtt": "_republish_mqtt",
 }
-_OTHER_PAYLOAD = b"~other-payload-"
 
 
 class Publisher(Protocol):
@@ -145,7 +145,7 @@ def original_id(record: DeadLetter) -> bytes:
     """The message's own id: the DLQ's key without the suffix it adds to another
     payload under a reused id."""
     message_id = record.message_id
-    cut = message_id.find(_OTHER_PAYLOAD)
+    cut = message_id.find(OTHER_PAYLOAD)
     return message_id if cut < 0 else message_id[:cut]
 
 
