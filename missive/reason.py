@@ -98,6 +98,22 @@ def _frames(tb: TracebackType) -> str:
     return text
 
 
+def _exception_only(exc: BaseException) -> str:
+    # traceback.format_exception_only's text, without its cost (a TracebackException
+    # each) in the common case: no notes, not a SyntaxError (whose text shows the line).
+    if isinstance(exc, SyntaxError) or getattr(exc, "__notes__", None) is not None:
+        return "".join(_traceback.format_exception_only(exc))
+    kind = type(exc)
+    name, module = kind.__qualname__, kind.__module__
+    if module not in ("__main__", "builtins"):
+        name = f"{module if isinstance(module, str) else '<unknown>'}.{name}"
+    try:
+        text = str(exc)
+    except Exception:  # as the standard library words it
+        text = "<exception str() failed>"
+    return f"{name}: {text}\n" if text else f"{name}\n"
+
+
 def format_traceback(exc: BaseException) -> str:
     """:func:`traceback.format_exception`'s text, chained exceptions included, without
     Python 3.11's column markers (``~~~^^^``): working those out costs some 25 us a
@@ -111,7 +127,7 @@ def format_traceback(exc: BaseException) -> str:
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        parts[:0] = _traceback.format_exception_only(current)
+        parts.insert(0, _exception_only(current))
         if current.__traceback__ is not None:
             parts.insert(0, _frames(current.__traceback__))
         if current.__cause__ is not None:

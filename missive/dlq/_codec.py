@@ -39,26 +39,48 @@ BYTES_TAG = "__missive_bytes_b64__"
 _TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%f+00:00"
 
 
+def _key(key: Any) -> str:
+    # As the json module spells the keys it takes; any other key as its str.
+    if key is True or key is False or key is None:
+        return json.dumps(key)
+    return key if isinstance(key, str) else str(key)
+
+
 def _jsonable(value: Any) -> Any:
     if value is None or isinstance(value, str | bool | int | float):
         return value
     if isinstance(value, bytes | bytearray | memoryview):
         return {BYTES_TAG: base64.b64encode(bytes(value)).decode("ascii")}
     if isinstance(value, Mapping):
-        return {str(key): _jsonable(item) for key, item in value.items()}
+        return {_key(key): _jsonable(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
         return [_jsonable(item) for item in value]
     return str(value)
+
+
+def _tagged(value: Any) -> Any:
+    # What the json module cannot encode itself, as _jsonable has it.
+    if isinstance(value, Mapping):
+        return dict(value)
+    if isinstance(value, bytes | bytearray | memoryview):
+        return {BYTES_TAG: base64.b64encode(bytes(value)).decode("ascii")}
+    return str(value)
+
+
+_ENCODER = json.JSONEncoder(separators=(",", ":"), default=_tagged)
 
 
 def encode_attributes(attributes: Mapping[str, Any]) -> str:
     """``attributes`` as JSON text.
 
     ``bytes`` values become ``{BYTES_TAG: base64}`` and read back as ``bytes``; tuples
-    become lists; keys become strings; any other value JSON cannot hold is stored
-    as its ``str``.
+    become lists; keys become strings (``True``, ``False`` and ``None`` spelt as JSON
+    spells them); any other value JSON cannot hold is stored as its ``str``.
     """
-    return json.dumps(_jsonable(attributes), separators=(",", ":"))
+    try:  # the json module's own walk, when every key is one it takes
+        return _ENCODER.encode(attributes if type(attributes) is dict else dict(attributes))
+    except (TypeError, ValueError):
+        return json.dumps(_jsonable(attributes), separators=(",", ":"))
 
 
 def _untag(obj: dict[str, Any]) -> Any:

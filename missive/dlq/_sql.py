@@ -8,12 +8,19 @@ stores text and times (:data:`SQLITE`, :data:`POSTGRES`); each store fills in
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from missive.dlq._codec import encode_attributes, format_time, parse_time, reason_fields, utc
+from missive.dlq._codec import (
+    checked_entry,
+    encode_attributes,
+    format_time,
+    parse_time,
+    reason_fields,
+    utc,
+)
 from missive.message import Message
 
 __all__ = ["AUDIT_COLUMNS", "COLUMNS", "POSTGRES", "SQLITE", "Dialect", "Statements"]
@@ -123,8 +130,13 @@ class Dialect:
         columns = tuple(column.format(**self.types) for column in _ARCHIVE_COLUMNS)
         return columns, _AUDIT_TABLE.format(**self.types)
 
-    def fields(self, message: Message, reason: str) -> tuple[Any, ...]:
-        """What the upsert stores after the key: the message, its reason and the time."""
+    def fields(
+        self, message: Message, reason: str, stamp: Any = None, attributes: str | None = None
+    ) -> tuple[Any, ...]:
+        """What the upsert stores after the key: the message, its reason and the time.
+
+        ``stamp``: the time as :meth:`now` gives it (default: now); ``attributes``: the
+        message's attributes already encoded (default: encoded here)."""
         full, summary, handler, exc_type, traceback = reason_fields(reason)
         class_name, text = message.class_name, self.text
         if text is not None:
@@ -132,11 +144,14 @@ class Dialect:
             handler, exc_type, traceback = (
                 None if value is None else text(value) for value in (handler, exc_type, traceback)
             )
-        stamp = self.now()
+        if stamp is None:
+            stamp = self.now()
+        if attributes is None:
+            attributes = encode_attributes(message.attributes)
         return (
             message.raw_data,
             class_name,
-            encode_attributes(message.attributes),
+            attributes,
             full,
             summary,
             handler,
@@ -145,6 +160,31 @@ class Dialect:
             stamp,
             stamp,
         )
+
+    def rows(
+        self, entries: Iterable[tuple[bytes, tuple[Message, str]]], at: datetime | None = None
+    ) -> list[tuple[bytes, bytes, tuple[Any, ...]]]:
+        """Each entry checked (:func:`checked_entry`) as ``(message_id, raw_data,
+        fields)``, all stamped with one time (``at``, aware, or now).
+
+        A batch's messages often have the same attributes (a transport gives every
+        plain delivery the same): they are encoded once.
+        """
+        stamp = self.now() if at is None else self.stored_time(at)
+        encoded: dict[tuple[tuple[str, Any], ...], str] = {}
+        rows = []
+        for message_id, value in entries:
+            message, reason = checked_entry(message_id, value)
+            mapping = message.attributes
+            same = _plain_items(mapping)
+            attributes = None if same is None else encoded.get(same)
+            if attributes is None:
+                attributes = encode_attributes(mapping)
+                if same is not None:
+                    encoded[same] = attributes
+            fields = self.fields(message, reason, stamp, attributes)
+            rows.append((message_id, message.raw_data, fields))
+        return rows
 
     def filters(
         self,
@@ -177,8 +217,26 @@ class Dialect:
 
     def now(self) -> Any:
         """The time now, as the database keeps times."""
-        moment = datetime.now(UTC)
+        return self.stored_time(datetime.now(UTC))
+
+    def stored_time(self, moment: datetime) -> Any:
+        """``moment`` (aware) as the database keeps times."""
         return moment if self.time is None else self.time(moment)
+
+
+# Values that are equal only when their JSON is the same (not bool, 1 == True; not
+# float, 0.0 == -0.0).
+_PLAIN = frozenset({str, int, bytes, type(None)})
+
+
+def _plain_items(mapping: Mapping[str, Any]) -> tuple[tuple[str, Any], ...] | None:
+    """``mapping``'s items, when each key is a ``str`` and each value of a type in
+    ``_PLAIN``, so that equal items are encoded alike; otherwise ``None``."""
+    items = tuple(mapping.items())
+    for key, value in items:
+        if type(key) is not str or type(value) not in _PLAIN:
+            return None
+    return items
 
 
 def _same(value: Any) -> Any:

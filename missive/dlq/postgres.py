@@ -34,7 +34,7 @@ try:
 except ImportError as _exc:  # pragma: no cover - exercised by a test in a subprocess
     raise MissingExtraError("postgres", "missive.dlq.postgres") from _exc
 
-from missive.dlq._codec import MessageClasses, checked_entry, log_stored, storage_keys
+from missive.dlq._codec import MessageClasses, log_stored, storage_keys
 from missive.dlq._postgres_connection import ConnectionPoolLike, Connections
 from missive.dlq._postgres_ddl import INDEX_SUFFIX, SCHEMA_VERSION, Table, check_name
 from missive.dlq._postgres_errors import problem
@@ -188,10 +188,7 @@ class PostgresDLQ(SQLStore):
     def put_many(self, entries: Sequence[tuple[bytes, tuple[Message, str]]]) -> None:
         """Store several dead letters in one transaction; see
         :meth:`DeadLetterStore.put_many`."""
-        rows = []
-        for message_id, value in entries:
-            message, reason = checked_entry(message_id, value)
-            rows.append((message_id, message.raw_data, POSTGRES.fields(message, reason)))
+        rows = POSTGRES.rows(entries)
         what = (
             f"store dead letter {rows[0][0]!r}"
             if len(rows) == 1

@@ -27,7 +27,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from missive.dlq import _sqlite_fork as fork
-from missive.dlq._codec import MessageClasses, checked_entry, format_time, log_stored, storage_keys
+from missive.dlq._codec import MessageClasses, log_stored, storage_keys
 from missive.dlq._legacy import path_of
 from missive.dlq._sql import SQLITE, Statements
 from missive.dlq._sql_store import SQLStore
@@ -210,20 +210,21 @@ class SQLiteDLQ(SQLStore):
     ) -> None:
         """Store several dead letters in one transaction; see
         :meth:`DeadLetterStore.put_many`. ``at``: as :meth:`restore`'s."""
-        rows = []
-        for message_id, value in entries:
-            message, reason = checked_entry(message_id, value)
-            fields = self._sql.dialect.fields(message, reason)
-            if at is not None:
-                stamp = format_time(at)
-                fields = (*fields[:-2], stamp, stamp)
-            rows.append((message_id, message.raw_data, fields))
+        rows = self._sql.dialect.rows(entries, at)
 
         def store(conn: sqlite3.Connection) -> list[bytes]:
             if len(rows) == 1:  # each statement decides alone: no transaction needed
                 return [self._upsert(conn, *rows[0])]
             conn.execute("BEGIN IMMEDIATE")
             with conn:  # committed, or rolled back if one fails
+                # All at once, each under its own id, unless one id holds another
+                # payload (a row not written): then undone, and each row in turn.
+                before = conn.total_changes
+                conn.execute("SAVEPOINT every_row")
+                conn.executemany(self._sql.upsert, [(row[0], *row[2]) for row in rows])
+                if conn.total_changes - before == len(rows):
+                    return [row[0] for row in rows]
+                conn.execute("ROLLBACK TO every_row")
                 return [self._upsert(conn, *row) for row in rows]
 
         letters = f"dead letter {rows[0][0]!r}" if len(rows) == 1 else f"{len(rows)} dead letters"

@@ -14,6 +14,7 @@ import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import pytest
@@ -198,6 +199,22 @@ def test_attribute_values_json_cannot_hold_read_back_as_str(
     put(dlq, missive.RawMessage(b"x", b"id-1", {"at": moment, "pair": (1, 2)}))
 
     assert dict(dlq[b"id-1"][0].attributes) == {"at": str(moment), "pair": [1, 2]}
+
+
+def test_attribute_keys_read_back_as_json_spells_them(
+    open_sqlite: Callable[..., SQLiteDLQ],
+) -> None:
+    # Keys JSON takes are spelt as JSON spells them; any other key as its str, nested
+    # or not, and a mapping of either kind is read back alike.
+    dlq = open_sqlite()
+    plain = {"d": {3: True, True: 1, None: 2, 1.5: "f"}}
+    odd = {"d": MappingProxyType({(1, 2): "pair", b"k": 2, None: 3})}
+
+    put(dlq, missive.RawMessage(b"x", b"id-1", plain))
+    put(dlq, missive.RawMessage(b"y", b"id-2", odd))
+
+    assert dict(dlq[b"id-1"][0].attributes) == {"d": {"3": True, "true": 1, "null": 2, "1.5": "f"}}
+    assert dict(dlq[b"id-2"][0].attributes) == {"d": {"(1, 2)": "pair", "b'k'": 2, "null": 3}}
 
 
 def test_a_stored_class_name_is_never_imported(

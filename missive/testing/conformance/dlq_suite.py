@@ -293,6 +293,25 @@ class StoreSuite(MappingSuite):
             f"handler 'orders' raised ValueError: bad {i}" for i in range(3)
         ]
 
+    def test_put_many_keeps_another_payload_under_a_reused_id_apart(
+        self, store: DeadLetterStore
+    ) -> None:
+        store[b"id-1"] = (missive.RawMessage(b"first payload", b"id-1"), "first")
+        batch = [
+            missive.RawMessage(b"p0", b"id-0"),
+            missive.RawMessage(b"another payload", b"id-1"),
+            missive.RawMessage(b"p2", b"id-2"),
+        ]
+        store.put_many([(m.message_id, (m, f"bad {m.message_id!r}")) for m in batch])
+        assert store[b"id-1"][0].raw_data == b"first payload"
+        assert {key: store[key][0].raw_data for key in store} == {
+            b"id-1": b"first payload",
+            b"id-0": b"p0",
+            b"id-2": b"p2",
+            **{key: b"another payload" for key in store if key.startswith(b"id-1~")},
+        }
+        assert len(store) == 4
+
     def test_put_many_stores_none_when_one_is_refused(self, store: DeadLetterStore) -> None:
         good = missive.RawMessage(b"good", b"id-1")
         with pytest.raises((TypeError, ValueError)):
