@@ -22,6 +22,7 @@ Uses psycopg 3; only this module imports it.
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -195,30 +196,41 @@ class PostgresDLQ(SQLStore):
             else (f"store {len(rows)} dead letters")
         )
         self._writable(what)
-        keys = []
         try:
             with (
                 self._connections.borrow() as conn,
                 conn.transaction(),
                 conn.cursor(row_factory=tuple_row) as cur,
             ):
-                for message_id, data, fields in rows:
-                    # Each statement decides alone: concurrent writers need no lock.
-                    for key in storage_keys(message_id, data):
-                        cur.execute(self._sql.upsert, (key, *fields))
-                        if cur.fetchall():  # a row: stored
-                            keys.append(key)
-                            break
-                    else:
-                        raise DLQError(
-                            f"PostgreSQL DLQ at {self.where}: cannot store dead letter "
-                            f"{message_id!r}: too many other payloads already stored "
-                            "under this id; delete some"
-                        )
+                # Each statement decides alone: concurrent writers need no lock. All
+                # go in one round trip; a row not written (its id holds another
+                # payload) then tries its other keys in turn.
+                cur.executemany(
+                    self._sql.upsert, [(row[0], *row[2]) for row in rows], returning=True
+                )
+                written = [bool(cur.fetchall())]
+                while cur.nextset():
+                    written.append(bool(cur.fetchall()))
+                keys = [
+                    row[0] if done else self._other_key(cur, *row)
+                    for row, done in zip(rows, written, strict=True)
+                ]
         except psycopg.Error as exc:
             raise DLQError(problem(self.where, exc, what, self._connections.dsn)) from None
         for (message_id, data, _), key in zip(rows, keys, strict=True):
             log_stored(logger, message_id, key, len(data))
+
+    def _other_key(
+        self, cur: psycopg.Cursor[Any], message_id: bytes, data: bytes, fields: tuple[Any, ...]
+    ) -> bytes:
+        for key in itertools.islice(storage_keys(message_id, data), 1, None):
+            cur.execute(self._sql.upsert, (key, *fields))
+            if cur.fetchall():  # a row: stored
+                return key
+        raise DLQError(
+            f"PostgreSQL DLQ at {self.where}: cannot store dead letter {message_id!r}: too "
+            "many other payloads already stored under this id; delete some"
+        )
 
     def record_attempt(self, message_id: bytes) -> int:
         """Count one more attempt at ``message_id``; see :class:`DeadLetterStore`."""
