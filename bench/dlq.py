@@ -191,7 +191,8 @@ def main() -> None:
         _row(f"replay, {how}", backends, args, run)
     if args.flood:
         print()
-        dlq_flood.rows(args.flood, args.repeat, ["rabbitmq", "redis"], args.dir)
+        dlq_flood.POSTGRES_URL = args.postgres
+        dlq_flood.rows(args.flood, args.repeat, ["rabbitmq", "redis"], args.dir, tuple(backends))
 
 
 def _replay(count: int, batch: int, location: Location) -> float:

@@ -2,13 +2,14 @@
 every message is handled, side by side (issue 16: at least 0.5).
 
 One queue (RabbitMQ) or stream (Redis Streams) holds N JSON messages; one processor
-with an SQLite DLQ on disk (WAL, synchronous=FULL) either acks each one or raises on
-each one, so that each is stored in the DLQ before it is acked. Timed from the first
-message handled until ``run()`` returned (the last dead letters stored and acked);
-the runs are interleaved. ``bench/dlq.py --flood N`` prints these rows.
+with a DLQ (SQLite on disk, WAL, synchronous=FULL; or PostgreSQL on loopback) either
+acks each one or raises on each one, so that each is stored in the DLQ before it is
+acked. Timed from the first message handled until ``run()`` returned (the last dead
+letters stored and acked); the runs are interleaved. ``bench/dlq.py --flood N``
+prints these rows. ``bench/dlq_flood_floor.py`` is the same flood without Missive.
 
     python bench/dlq_flood.py [--messages 20000] [--repeat 3] [--brokers rabbitmq,redis]
-        [--dir /tmp]
+        [--dlq sqlite,postgres] [--dir /tmp]
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ import statistics
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pika
@@ -34,6 +36,34 @@ from missive.dlq.sqlite import SQLiteDLQ
 
 AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+POSTGRES_URL = os.environ.get("POSTGRES_URL", "postgresql://127.0.0.1:5432/test")
+
+
+@contextmanager
+def open_dlq(kind: str, directory: str, name: str) -> Iterator[Any]:
+    """A new, empty DLQ of ``kind`` (``sqlite`` or ``postgres``), removed afterwards."""
+    if kind == "sqlite":
+        path = os.path.join(directory, f"{name}.db")
+        try:
+            with SQLiteDLQ(path) as dlq:
+                yield dlq
+        finally:
+            for suffix in ("", "-wal", "-shm"):
+                if os.path.exists(path + suffix):
+                    os.remove(path + suffix)
+        return
+    import psycopg
+
+    from missive.dlq.postgres import PostgresDLQ
+
+    table = name.replace("-", "_")
+    try:
+        with PostgresDLQ(POSTGRES_URL, table=table) as dlq:
+            yield dlq
+    finally:
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+            for suffix in ("", "_attempts", "_audit"):
+                conn.execute(f"DROP TABLE IF EXISTS {table}{suffix}")  # type: ignore[arg-type]
 
 
 def bodies(count: int) -> list[bytes]:
@@ -41,7 +71,7 @@ def bodies(count: int) -> list[bytes]:
 
 
 def processor(
-    count: int, fail: bool, dlq: SQLiteDLQ, stop: Callable[[], None], started: list[float]
+    count: int, fail: bool, dlq: Any, stop: Callable[[], None], started: list[float]
 ) -> missive.Processor[missive.JSONMessage]:
     proc = missive.Processor[missive.JSONMessage]()
     proc.set_dlq(dlq)
@@ -68,18 +98,17 @@ def _timed(make: Callable[[], Any], started: list[float]) -> float:
     return time.perf_counter() - started[0]
 
 
-def rabbitmq(count: int, fail: bool, directory: str) -> float:
+def rabbitmq(count: int, fail: bool, kind: str, directory: str) -> float:
     queue = f"missive-bench-flood-{uuid.uuid4().hex[:10]}"
     with pika.BlockingConnection(pika.URLParameters(AMQP_URL)) as connection:
         channel = connection.channel()
         channel.queue_declare(queue, durable=True)
         for body in bodies(count):
             channel.basic_publish("", queue, body)
-    path = os.path.join(directory, f"{queue}.db")
     adapters: list[Any] = []
     started: list[float] = []
     try:
-        with SQLiteDLQ(path) as dlq:
+        with open_dlq(kind, directory, queue) as dlq:
             proc = processor(count, fail, dlq, lambda: adapters[0].stop(), started)
 
             def make() -> Any:
@@ -92,12 +121,9 @@ def rabbitmq(count: int, fail: bool, directory: str) -> float:
     finally:
         with pika.BlockingConnection(pika.URLParameters(AMQP_URL)) as connection:
             connection.channel().queue_delete(queue)
-        for suffix in ("", "-wal", "-shm"):
-            if os.path.exists(path + suffix):
-                os.remove(path + suffix)
 
 
-def redis_streams(count: int, fail: bool, directory: str) -> float:
+def redis_streams(count: int, fail: bool, kind: str, directory: str) -> float:
     client = redis.Redis.from_url(REDIS_URL)
     stream = f"missive-bench-flood-{uuid.uuid4().hex[:10]}"
     with client.pipeline(transaction=False) as pipe:
@@ -105,11 +131,10 @@ def redis_streams(count: int, fail: bool, directory: str) -> float:
             pipe.xadd(stream, {"data": body})
         pipe.execute()
     client.xgroup_create(stream, "bench", id="0")
-    path = os.path.join(directory, f"{stream}.db")
     adapters: list[Any] = []
     started: list[float] = []
     try:
-        with SQLiteDLQ(path) as dlq:
+        with open_dlq(kind, directory, stream) as dlq:
             proc = processor(count, fail, dlq, lambda: adapters[0].stop(), started)
 
             def make() -> Any:
@@ -126,33 +151,36 @@ def redis_streams(count: int, fail: bool, directory: str) -> float:
     finally:
         client.delete(stream)
         client.close()
-        for suffix in ("", "-wal", "-shm"):
-            if os.path.exists(path + suffix):
-                os.remove(path + suffix)
 
 
-RUNS: dict[str, Callable[[int, bool, str], float]] = {
+RUNS: dict[str, Callable[[int, bool, str, str], float]] = {
     "rabbitmq": rabbitmq,
     "redis": redis_streams,
 }
 
 
-def rows(count: int, repeat: int, brokers: list[str], directory: str) -> None:
-    """Print the table: each broker's rates, interleaved, and the ratio."""
+def rows(
+    count: int, repeat: int, brokers: list[str], directory: str, dlqs: tuple[str, ...] = ("sqlite",)
+) -> None:
+    """Print the table: each broker's and DLQ's rates, interleaved, and the ratio."""
     print(
         f"Every message handled vs every message dead-lettered ({count:,} messages, "
         f"median of {repeat})\n"
     )
-    print("| broker | handled msg/s | dead-lettered msg/s | ratio |")
-    print("|---|---:|---:|---:|")
+    print("| broker | DLQ | handled msg/s | dead-lettered msg/s | ratio |")
+    print("|---|---|---:|---:|---:|")
     for broker in brokers:
-        run = RUNS[broker]
-        rates: dict[bool, list[float]] = {False: [], True: []}
-        for repetition in range(repeat):
-            for fail in (False, True) if repetition % 2 == 0 else (True, False):
-                rates[fail].append(run(count, fail, directory))
-        ok, failing = statistics.median(rates[False]), statistics.median(rates[True])
-        print(f"| {broker} | {ok:,.0f} | {failing:,.0f} | {failing / ok:.2f} |", flush=True)
+        for kind in dlqs:
+            run = RUNS[broker]
+            rates: dict[bool, list[float]] = {False: [], True: []}
+            for repetition in range(repeat):
+                for fail in (False, True) if repetition % 2 == 0 else (True, False):
+                    rates[fail].append(run(count, fail, kind, directory))
+            ok, failing = statistics.median(rates[False]), statistics.median(rates[True])
+            print(
+                f"| {broker} | {kind} | {ok:,.0f} | {failing:,.0f} | {failing / ok:.2f} |",
+                flush=True,
+            )
 
 
 def main() -> None:
@@ -160,10 +188,11 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=20_000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--brokers", default="rabbitmq,redis")
+    parser.add_argument("--dlq", default="sqlite,postgres", help="sqlite, postgres or both")
     parser.add_argument("--dir", default=tempfile.gettempdir(), help="where SQLite files go")
     args = parser.parse_args()
     logging.basicConfig(level=logging.CRITICAL)
-    rows(args.messages, args.repeat, args.brokers.split(","), args.dir)
+    rows(args.messages, args.repeat, args.brokers.split(","), args.dir, tuple(args.dlq.split(",")))
 
 
 if __name__ == "__main__":
