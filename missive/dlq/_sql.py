@@ -41,17 +41,16 @@ _REPLACED = (
 _SET = ",\n    ".join(f"{column} = excluded.{column}" for column in _REPLACED)
 # Stores under a key that is free or holds the same bytes; no row back means the key
 # holds another payload, which is never replaced (the next key is tried).
-_UPSERT = f"""
-INSERT INTO {{table}} AS d ({", ".join(_WRITTEN)}, times)
-VALUES ({", ".join(["?"] * len(_WRITTEN))}, 1)
+_ROW = f"({', '.join(['?'] * len(_WRITTEN))}, 1)"
+_CONFLICT = f"""
 ON CONFLICT (message_id) DO UPDATE SET
     {_SET},
     times = d.times + 1,
     archived_at = NULL,
     expires_at = NULL
-WHERE d.raw_data = excluded.raw_data
-RETURNING seq
-"""  # noqa: S608 - names only, values are parameters
+WHERE d.raw_data = excluded.raw_data"""
+_INSERT = f"INSERT INTO {{table}} AS d ({', '.join(_WRITTEN)}, times)\nVALUES "
+_UPSERT = f"{_INSERT}{_ROW}{_CONFLICT}\nRETURNING seq"
 _SELECT = f"SELECT {', '.join(COLUMNS)} FROM {{table}}"  # noqa: S608 - constants only
 
 # The two tables, each column's type named by its kind (Dialect.types).
@@ -285,6 +284,7 @@ class Statements:
         self.dialect = dialect
         self._render = render
         self.upsert = self.make(_UPSERT)
+        self._upserts: dict[int, Any] = {}
         self.select_one = self.make(f"{_SELECT} WHERE message_id = ?")
         self.contains = self.make("SELECT 1 FROM {table} WHERE message_id = ?")
         self.delete = self.make("DELETE FROM {table} WHERE message_id = ?")
@@ -320,6 +320,15 @@ class Statements:
     def make(self, template: str) -> Any:
         """``template`` in the store's dialect and with its tables."""
         return self._render(self.dialect.sql(template))
+
+    def upsert_rows(self, count: int) -> Any:
+        """The upsert of ``count`` rows in one statement, without ``RETURNING``: a row
+        not written (its key holds another payload) is told by the count of changes."""
+        statement = self._upserts.get(count)
+        if statement is None:
+            rows = ",\n".join([_ROW] * count)
+            statement = self._upserts[count] = self.make(f"{_INSERT}{rows}{_CONFLICT}")
+        return statement
 
     def select(self, where: str) -> Any:
         """The dead letters matching ``where``, oldest first, ``LIMIT ?`` of them."""

@@ -51,6 +51,9 @@ logger = logging.getLogger("missive.dlq.sqlite")
 
 _T = TypeVar("_T")
 
+# Rows in one statement: 11 parameters each, under SQLite's limit (999 before 3.32).
+_ROWS_A_STATEMENT = 1000 if sqlite3.sqlite_version_info >= (3, 32) else 90
+
 _SQL = Statements(
     SQLITE, lambda sql: sql.format(table=TABLE, attempts=ATTEMPTS_TABLE, audit=AUDIT_TABLE)
 )
@@ -219,9 +222,14 @@ class SQLiteDLQ(SQLStore):
             with conn:  # committed, or rolled back if one fails
                 # All at once, each under its own id, unless one id holds another
                 # payload (a row not written): then undone, and each row in turn.
+                # A statement of many rows is one step for SQLite, which holds no
+                # lock of Python's meanwhile (the loop may write on a thread).
                 before = conn.total_changes
                 conn.execute("SAVEPOINT every_row")
-                conn.executemany(self._sql.upsert, [(row[0], *row[2]) for row in rows])
+                for start in range(0, len(rows), _ROWS_A_STATEMENT):
+                    chunk = rows[start : start + _ROWS_A_STATEMENT]
+                    params = [value for row in chunk for value in (row[0], *row[2])]
+                    conn.execute(self._sql.upsert_rows(len(chunk)), params)
                 if conn.total_changes - before == len(rows):
                     return [row[0] for row in rows]
                 conn.execute("ROLLBACK TO every_row")
