@@ -27,12 +27,19 @@ class Acks:
     sent with the originals, again as one multiple ack, once :meth:`committed` says
     the copies are on disk. So the acks stay batched while copies are in flight.
 
+    The deliveries handed back at a stop are rejected last (:meth:`reject_handed_back`,
+    just before the channel closes), after every ack: a quorum queue keeps the
+    settlements a channel sends while 32 of its commands are not applied yet, and
+    drops them if the channel closes first (RabbitMQ issue 10327), so an ack sent
+    behind a burst of rejects could be lost and its message delivered again.
+
     If the connection drops, the unsent acks are lost and RabbitMQ delivers those
     messages again: duplicates, never a lost message. Nothing is kept per message
-    but the tags of retries in flight and of the acks held behind them.
+    but the tags of retries in flight, of the acks held behind them and of the
+    deliveries handed back.
     """
 
-    __slots__ = ("_channel", "_requeues", "held", "owed", "pending", "through")
+    __slots__ = ("_channel", "_requeues", "handed_back", "held", "owed", "pending", "through")
 
     def __init__(self, channel: BlockingChannel) -> None:
         self._channel = channel
@@ -45,6 +52,8 @@ class Acks:
         self.held: list[int] = []
         #: The last delivery :meth:`send` was given: every one up to it is settled.
         self.through = 0
+        #: Deliveries handed back (received, not started), rejected by the close.
+        self.handed_back: list[int] = []
 
     def send(self, tags: list[int]) -> None:
         """Ack the deliveries ``tags`` (in delivery order, every earlier one settled):
@@ -94,6 +103,13 @@ class Acks:
         for tag in tags:
             self._channel.basic_ack(tag)
         self.owed = 0
+
+    def reject_handed_back(self) -> None:
+        """Reject with requeue the deliveries handed back: the last settlements before
+        the channel closes (see the class), which requeues them too if these are lost."""
+        tags, self.handed_back = self.handed_back, []
+        for tag in tags:
+            self._channel.basic_reject(tag, requeue=True)
 
     def requeue(self, tag: int, delay: float) -> None:
         """Nack delivery ``tag`` with requeue: now, or after ``delay`` seconds."""

@@ -168,18 +168,19 @@ class _RabbitMQTransport(Transport):
             raise publisher.failure
 
     def hand_back(self, batch: Batch, start: int) -> None:
-        # Cancelled first, so that the rows rejected below are not delivered back to us.
-        # pika rejects the deliveries it holds but has not dispatched, and those that
-        # come before the cancel's reply; one last dispatch may still add rows.
-        channel, connection = self._channel, self._connection
+        # Nothing more comes; the rows are rejected by close(), after the acks of those in
+        # flight (see Acks). Dispatched first: pika would reject at the cancel what it holds.
+        channel, connection, acks = self._channel, self._connection, self._acks
         assert channel is not None
         assert connection is not None
-        self._cancel_consumers(channel)
+        assert acks is not None
+        own, first = self._batch, len(self._batch)
         connection.process_data_events(time_limit=0)
-        for tag in batch.handles[start:]:  # the rows not started, and any it just added
-            channel.basic_reject(tag, requeue=True)
+        self._cancel_consumers(channel)
+        tags = batch.handles[start:] + (own.handles[first:] if own is not batch else [])
+        acks.handed_back += tags
         if self._delays.on:
-            self._delays.settled(batch.handles[start:])
+            self._delays.settled(tags)
 
     def wake(self, from_signal: bool) -> None:
         if from_signal:
@@ -215,6 +216,8 @@ class _RabbitMQTransport(Transport):
         if connection.is_open and channel is not None and channel.is_open:
             with contextlib.suppress(pika.exceptions.AMQPError):
                 self._cancel_consumers(channel)  # pika rejects the deliveries it still holds
+                if acks is not None:
+                    acks.reject_handed_back()  # the last settlements: after every ack
                 channel.close()  # RabbitMQ requeues the ones still unacked
         self._consumers = []
         if connection.is_open:

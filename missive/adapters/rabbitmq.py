@@ -87,9 +87,12 @@ class RabbitMQAdapter(Adapter[M]):
     the main thread): the message in hand is finished and settled, the owed acks are
     sent, the consumers are cancelled and the prefetched messages not yet started are
     handed back (rejected with requeue: back in the queue at once), the
-    ``after_processing`` hooks run and the connection is closed. Python cannot cut a
-    running handler short, so there is no drain timeout: a stop waits for the handler
-    in progress to return.
+    ``after_processing`` hooks run and the connection is closed. With ``concurrency``
+    the consumers are cancelled first, and the messages not started are rejected once
+    those in flight are settled, after their acks: a quorum queue may drop acks sent
+    just after many rejects when the channel closes (RabbitMQ issue 10327), and the
+    message would come again. Python cannot cut a running handler short, so there is
+    no drain timeout: a stop waits for the handler in progress to return.
 
     **Reconnection.** A dropped connection (broker restart, network, ``rabbitmqctl
     close_connection``) or a consumer the broker cancelled is logged at WARNING and

@@ -8,10 +8,12 @@ from typing import Any
 
 import missive
 from missive.adapters._rabbitmq_acks import Acks
+from missive.runtime.transport import Batch
 from missive.testing.conformance.support import wait_until
 from tests.adapters.test_rabbitmq import (
     RabbitMQHarness,
     harness,  # noqa: F401 - fixture
+    quorum_harness,  # noqa: F401 - fixture
 )
 
 
@@ -87,7 +89,7 @@ def test_an_original_committed_past_the_last_ack_is_acked_alone() -> None:
     assert channel.sent == [("ack", 4, True), ("ack", 9, False), ("ack", 5, False)]
 
 
-def test_hand_back_gives_the_unstarted_rows_back_and_returns(
+def test_hand_back_takes_nothing_more_and_gives_the_rows_back_after_the_acks(
     harness: RabbitMQHarness,  # noqa: F811
 ) -> None:
     # Given a transport holding prefetched rows, the first two handled and acked
@@ -103,9 +105,39 @@ def test_hand_back_gives_the_unstarted_rows_back_and_returns(
         transport.ack(batch.handles[:2])
         # When the rest are handed back (a stop)
         transport.hand_back(batch, 2)
-        # Then they are ready again at once, for another consumer, and nothing more comes
-        wait_until(lambda: harness.ready() == 18, "18 messages are ready")
+        # Then nothing more comes; they are rejected with the close, after the acks
         assert len(transport.receive(100, 0.2)) == 0
+        assert harness.ready() == 10
     finally:
         transport.close()
+    wait_until(lambda: harness.ready() == 18, "18 messages are ready")
     assert harness.remaining() == 18
+
+
+def test_on_a_quorum_queue_no_ack_sent_after_a_hand_back_is_lost(
+    quorum_harness: RabbitMQHarness,  # noqa: F811
+) -> None:
+    # A quorum queue keeps a channel's settlements while 32 of its commands are not
+    # applied, and drops them if the channel closes first (RabbitMQ issue 10327): acks
+    # sent just after 42 rejects, then the close, came back 17 times in 20.
+    for _ in range(5):
+        # Given 50 rows received, 8 of them still being handled when a stop comes
+        quorum_harness.publish([b"%d" % i for i in range(50)])
+        adapter = quorum_harness.adapter(missive.RawMessage, missive.Processor())
+        transport: Any = adapter.transport()
+        transport.connect()
+        try:
+            handles: list[int] = []
+            while len(handles) < 50:
+                handles += transport.receive(100, 5.0).handles
+            # When the 42 others are handed back, then the 8 acked, then the close
+            back = Batch()
+            for handle in handles[8:]:
+                back.add(b"", handle=handle)
+            transport.hand_back(back, 0)
+            transport.ack(handles[:8])
+        finally:
+            transport.close()
+        # Then the broker holds the 42 handed back, not one acked message more
+        wait_until(lambda: quorum_harness.remaining() == 42, "the 42 are back")
+        quorum_harness.channel.queue_purge(quorum_harness.queue)
