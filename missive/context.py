@@ -407,6 +407,13 @@ class ProcessingContext(Generic[M]):
 
     def stored(self, message: M, reason: DeadLetterReason) -> None:
         """Log a dead letter written to the DLQ and tell the observers."""
+        if logger.isEnabledFor(logging.WARNING):
+            self._log_stored(message, reason)
+        obs = self.processor.observers
+        if obs:
+            obs.dead_lettered(message, reason)
+
+    def _log_stored(self, message: M, reason: DeadLetterReason) -> None:
         logger.warning(
             "message %r (%d bytes) dead-lettered: %s",
             message.message_id,
@@ -418,9 +425,6 @@ class ProcessingContext(Generic[M]):
                 "outcome": "dead_lettered",
             },
         )
-        obs = self.processor.observers
-        if obs:
-            obs.dead_lettered(message, reason)
 
     def _run_before_handling_hooks(
         self, hooks: list[HandlingHook[M]], hctx: HandlingContext[M]

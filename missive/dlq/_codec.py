@@ -147,7 +147,8 @@ def log_stored(logger: logging.Logger, message_id: bytes, key: bytes, size: int)
             message_id,
             key,
         )
-    logger.debug("stored dead letter %r (%d bytes)", key, size)
+    if logger.isEnabledFor(logging.DEBUG):
+        logger.debug("stored dead letter %r (%d bytes)", key, size)
 
 
 def other_payload_prefix(message_id: bytes) -> bytes:
