@@ -8,8 +8,11 @@ acked. Timed from the first message handled until ``run()`` returned (the last d
 letters stored and acked); the runs are interleaved. ``bench/dlq.py --flood N``
 prints these rows. ``bench/dlq_flood_floor.py`` is the same flood without Missive.
 
+``--work-ms 0.5`` gives each handler that much work (a sleep) before it acks or
+raises, as a handler calling a service would.
+
     python bench/dlq_flood.py [--messages 20000] [--repeat 3] [--brokers rabbitmq,redis]
-        [--dlq sqlite,postgres] [--dir /tmp]
+        [--dlq sqlite,postgres] [--work-ms 0] [--dir /tmp]
 """
 
 from __future__ import annotations
@@ -70,6 +73,10 @@ def bodies(count: int) -> list[bytes]:
     return [json.dumps({"order": i, "note": "x" * 60}).encode() for i in range(count)]
 
 
+#: Seconds each handler sleeps after decoding (``--work-ms``): 0 measures the bare path.
+WORK = [0.0]
+
+
 def processor(
     count: int, fail: bool, dlq: Any, stop: Callable[[], None], started: list[float]
 ) -> missive.Processor[missive.JSONMessage]:
@@ -85,6 +92,8 @@ def processor(
         if seen[0] == count:
             stop()
         message.get_json()
+        if WORK[0]:
+            time.sleep(WORK[0])
         if fail:
             raise ValueError("a bad deploy")
         ctx.ack()
@@ -189,9 +198,11 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--brokers", default="rabbitmq,redis")
     parser.add_argument("--dlq", default="sqlite,postgres", help="sqlite, postgres or both")
+    parser.add_argument("--work-ms", type=float, default=0.0, help="each handler's sleep")
     parser.add_argument("--dir", default=tempfile.gettempdir(), help="where SQLite files go")
     args = parser.parse_args()
     logging.basicConfig(level=logging.CRITICAL)
+    WORK[0] = args.work_ms / 1000
     rows(args.messages, args.repeat, args.brokers.split(","), args.dir, tuple(args.dlq.split(",")))
 
 
