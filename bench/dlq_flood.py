@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import dlq_flood_floor
 import pika
 import redis
 
@@ -168,28 +169,57 @@ RUNS: dict[str, Callable[[int, bool, str, str], float]] = {
 }
 
 
+def _floor(broker: str, count: int, fail: bool, directory: str) -> float:
+    """The same flood, hand-written on the raw client and sqlite3 (bench/dlq_flood_floor.py)."""
+    store = dlq_flood_floor.Store(
+        os.path.join(directory, f"floor-{uuid.uuid4().hex[:10]}.db"), "missive's columns"
+    )
+    try:
+        return dlq_flood_floor.RUNS[broker](count, fail, store)
+    finally:
+        store.close()
+
+
 def rows(
-    count: int, repeat: int, brokers: list[str], directory: str, dlqs: tuple[str, ...] = ("sqlite",)
+    count: int,
+    repeat: int,
+    brokers: list[str],
+    directory: str,
+    dlqs: tuple[str, ...] = ("sqlite",),
+    floor: bool = True,
 ) -> None:
-    """Print the table: each broker's and DLQ's rates, interleaved, and the ratio."""
+    """Print the table: each broker's and DLQ's rates, interleaved, and the ratio; with
+    SQLite and ``floor``, the hand-written consumer's too, in the same repetitions."""
     print(
         f"Every message handled vs every message dead-lettered ({count:,} messages, "
-        f"median of {repeat})\n"
+        f"median of {repeat}); raw: hand-written on the raw client and sqlite3\n"
     )
-    print("| broker | DLQ | handled msg/s | dead-lettered msg/s | ratio |")
-    print("|---|---|---:|---:|---:|")
+    print(
+        "| broker | DLQ | handled msg/s | dead-lettered msg/s | ratio "
+        "| raw handled | raw dead-lettered | raw ratio |"
+    )
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
     for broker in brokers:
         for kind in dlqs:
             run = RUNS[broker]
-            rates: dict[bool, list[float]] = {False: [], True: []}
+            with_floor = floor and kind == "sqlite"
+            rates: dict[tuple[str, bool], list[float]] = {}
             for repetition in range(repeat):
                 for fail in (False, True) if repetition % 2 == 0 else (True, False):
-                    rates[fail].append(run(count, fail, kind, directory))
-            ok, failing = statistics.median(rates[False]), statistics.median(rates[True])
-            print(
-                f"| {broker} | {kind} | {ok:,.0f} | {failing:,.0f} | {failing / ok:.2f} |",
-                flush=True,
-            )
+                    rates.setdefault(("missive", fail), []).append(
+                        run(count, fail, kind, directory)
+                    )
+                    if with_floor:
+                        rates.setdefault(("raw", fail), []).append(
+                            _floor(broker, count, fail, directory)
+                        )
+            cells = []
+            for who in ("missive", "raw") if with_floor else ("missive",):
+                ok = statistics.median(rates[(who, False)])
+                failing = statistics.median(rates[(who, True)])
+                cells += [f"{ok:,.0f}", f"{failing:,.0f}", f"{failing / ok:.2f}"]
+            cells += ["-"] * (6 - len(cells))
+            print(f"| {broker} | {kind} | {' | '.join(cells)} |", flush=True)
 
 
 def main() -> None:
