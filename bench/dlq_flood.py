@@ -18,7 +18,6 @@ raises, as a handler calling a service would.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import statistics
@@ -70,10 +69,6 @@ def open_dlq(kind: str, directory: str, name: str) -> Iterator[Any]:
                 conn.execute(f"DROP TABLE IF EXISTS {table}{suffix}")  # type: ignore[arg-type]
 
 
-def bodies(count: int) -> list[bytes]:
-    return [json.dumps({"order": i, "note": "x" * 60}).encode() for i in range(count)]
-
-
 #: Seconds each handler sleeps after decoding (``--work-ms``): 0 measures the bare path.
 WORK = [0.0]
 
@@ -109,12 +104,8 @@ def _timed(make: Callable[[], Any], started: list[float]) -> float:
 
 
 def rabbitmq(count: int, fail: bool, kind: str, directory: str) -> float:
-    queue = f"missive-bench-flood-{uuid.uuid4().hex[:10]}"
     with pika.BlockingConnection(pika.URLParameters(AMQP_URL)) as connection:
-        channel = connection.channel()
-        channel.queue_declare(queue, durable=True)
-        for body in bodies(count):
-            channel.basic_publish("", queue, body)
+        queue = dlq_flood_floor.filled_queue(connection.channel(), "missive-bench-flood", count)
     adapters: list[Any] = []
     started: list[float] = []
     try:
@@ -135,12 +126,7 @@ def rabbitmq(count: int, fail: bool, kind: str, directory: str) -> float:
 
 def redis_streams(count: int, fail: bool, kind: str, directory: str) -> float:
     client = redis.Redis.from_url(REDIS_URL)
-    stream = f"missive-bench-flood-{uuid.uuid4().hex[:10]}"
-    with client.pipeline(transaction=False) as pipe:
-        for body in bodies(count):
-            pipe.xadd(stream, {"data": body})
-        pipe.execute()
-    client.xgroup_create(stream, "bench", id="0")
+    stream = dlq_flood_floor.filled_stream(client, "missive-bench-flood", count)
     adapters: list[Any] = []
     started: list[float] = []
     try:

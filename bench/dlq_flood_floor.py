@@ -44,7 +44,28 @@ _FRAMES: dict[Any, str] = {}
 
 
 def bodies(count: int) -> list[bytes]:
+    """``count`` JSON messages of about 90 bytes."""
     return [json.dumps({"order": i, "note": "x" * 60}).encode() for i in range(count)]
+
+
+def filled_queue(channel: Any, prefix: str, count: int) -> str:
+    """A new durable queue holding ``count`` messages: its name."""
+    queue = f"{prefix}-{uuid.uuid4().hex[:10]}"
+    channel.queue_declare(queue, durable=True)
+    for body in bodies(count):
+        channel.basic_publish("", queue, body)
+    return queue
+
+
+def filled_stream(client: redis.Redis, prefix: str, count: int) -> str:
+    """A new stream holding ``count`` entries, with a group ``bench`` at its start."""
+    stream = f"{prefix}-{uuid.uuid4().hex[:10]}"
+    with client.pipeline(transaction=False) as pipe:
+        for body in bodies(count):
+            pipe.xadd(stream, {"data": body})
+        pipe.execute()
+    client.xgroup_create(stream, "bench", id="0")
+    return stream
 
 
 class Store:
@@ -100,12 +121,7 @@ def handle(data: bytes, fail: bool) -> None:
 
 def redis_streams(count: int, fail: bool, store: Store) -> float:
     client = redis.Redis.from_url(REDIS_URL)
-    stream = f"missive-bench-floor-{uuid.uuid4().hex[:10]}"
-    with client.pipeline(transaction=False) as pipe:
-        for body in bodies(count):
-            pipe.xadd(stream, {"data": body})
-        pipe.execute()
-    client.xgroup_create(stream, "bench", id="0")
+    stream = filled_stream(client, "missive-bench-floor", count)
     attributes = {"stream": stream, "group": "bench", "consumer": "c", "delivery_count": 1}
     try:
         owed: list[bytes] = []
@@ -138,12 +154,9 @@ def redis_streams(count: int, fail: bool, store: Store) -> float:
 
 
 def rabbitmq(count: int, fail: bool, store: Store) -> float:
-    queue = f"missive-bench-floor-{uuid.uuid4().hex[:10]}"
     with pika.BlockingConnection(pika.URLParameters(AMQP_URL)) as connection:
         channel = connection.channel()
-        channel.queue_declare(queue, durable=True)
-        for body in bodies(count):
-            channel.basic_publish("", queue, body)
+        queue = filled_queue(channel, "missive-bench-floor", count)
         channel.basic_qos(prefetch_count=BATCH)
         done, rows, last = 0, [], 0
         started = time.perf_counter()
