@@ -190,6 +190,8 @@ class PostgresDLQ(SQLStore):
         """Store several dead letters in one transaction; see
         :meth:`DeadLetterStore.put_many`."""
         rows = POSTGRES.rows(entries)
+        if not rows:
+            return
         what = (
             f"store dead letter {rows[0][0]!r}"
             if len(rows) == 1

@@ -214,6 +214,8 @@ class SQLiteDLQ(SQLStore):
         """Store several dead letters in one transaction; see
         :meth:`DeadLetterStore.put_many`. ``at``: as :meth:`restore`'s."""
         rows = self._sql.dialect.rows(entries, at)
+        if not rows:
+            return
 
         def store(conn: sqlite3.Connection) -> list[bytes]:
             if len(rows) == 1:  # each statement decides alone: no transaction needed
@@ -222,8 +224,7 @@ class SQLiteDLQ(SQLStore):
             with conn:  # committed, or rolled back if one fails
                 # All at once, each under its own id, unless one id holds another
                 # payload (a row not written): then undone, and each row in turn.
-                # A statement of many rows is one step for SQLite, which holds no
-                # lock of Python's meanwhile (the loop may write on a thread).
+                # A statement of many rows: bound at once, and one step for SQLite.
                 before = conn.total_changes
                 conn.execute("SAVEPOINT every_row")
                 for start in range(0, len(rows), _ROWS_A_STATEMENT):

@@ -293,6 +293,10 @@ class StoreSuite(MappingSuite):
             f"handler 'orders' raised ValueError: bad {i}" for i in range(3)
         ]
 
+    def test_put_many_of_nothing_stores_nothing(self, store: DeadLetterStore) -> None:
+        store.put_many([])
+        assert len(store) == 0
+
     def test_put_many_keeps_another_payload_under_a_reused_id_apart(
         self, store: DeadLetterStore
     ) -> None:
