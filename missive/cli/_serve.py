@@ -188,8 +188,10 @@ def _show_address(out: Output, url: str, made: bool, token: str) -> None:
         out.note(f"open {url}?token=TOKEN, TOKEN being the value of {TOKEN_VARIABLE}")
 
 
-class _StoppedError(Exception):
-    """Raised in the serving loop by SIGTERM."""
+class _StoppedError(BaseException):
+    """Raised in the serving loop by SIGTERM. Not an ``Exception``, as
+    ``KeyboardInterrupt`` is not: socketserver reports and swallows an ``Exception``
+    raised while it starts a request's thread, and would serve on."""
 
 
 @contextmanager
