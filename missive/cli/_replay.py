@@ -33,7 +33,7 @@ from missive.cli._common import CLIError, format_id, load_processor, open_store
 from missive.cli._dlq import add_dlq_option
 from missive.cli._filters import add_group_option
 from missive.cli._output import Output, safe_text
-from missive.cli._replay_loop import BATCH, Deletes, InProcess, Replay, Stop
+from missive.cli._replay_loop import BATCH, Deletes, InProcess, Replay, Stop, summarise
 from missive.cli._replay_pace import (
     RateLimit,
     ReplayProgress,
@@ -193,27 +193,16 @@ def _summary(
     replay: Replay, total: int, gone: int, stop: Stop, args: argparse.Namespace, out: Output
 ) -> int:
     counts = replay.counts
-    done = sum(counts.values())
-    # Stopped, the letters not reached cannot be told from those gone meanwhile.
-    left, gone = (total - done, 0) if replay.stopped else (0, gone)
-    parts = [
+    outcomes = [
         f"{counts['acked']} handled and removed",
         f"{counts['failed']} failed again (kept)",
         f"{counts['nacked']} nacked (kept)",
     ]
     if counts["skipped"]:
-        parts.append(f"{counts['skipped']} skipped (kept)")
-    if gone:
-        parts.append(f"{gone} no longer in the DLQ")
-    if replay.stopped:
-        parts.append(f"{left} not replayed (stopped)")
-    out.line(f"replayed {done} of {total} dead letter(s): {', '.join(parts)}")
-    if replay.stopped:
-        out.note(
-            f"missive: stopped by {stop.signal or 'a signal'} after {done} of {total} dead "
-            f"letter(s), handled ones removed; run the same command again to replay the "
-            f"{left} left"
-        )
+        outcomes.append(f"{counts['skipped']} skipped (kept)")
+    if summarise(
+        replay, total, gone, stop, out, outcomes, did="replayed", do="replay", removed="handled"
+    ):
         return STOPPED
     return 1 if counts["failed"] or counts["nacked"] or counts["skipped"] else 0
 

@@ -30,7 +30,16 @@ from missive.dlq import DeadLetter, DeadLetterStore
 from missive.errors import DLQWriteError
 from missive.message import Message
 
-__all__ = ["BATCH", "Deletes", "Destination", "InProcess", "RefusedError", "Replay", "Stop"]
+__all__ = [
+    "BATCH",
+    "Deletes",
+    "Destination",
+    "InProcess",
+    "RefusedError",
+    "Replay",
+    "Stop",
+    "summarise",
+]
 
 #: Dead letters handled between two commits of their deletes.
 BATCH = 500
@@ -234,3 +243,39 @@ class Replay:
         except KeyError:
             return "(no longer in the DLQ)"
         return f"{safe_text(again.summary)} (kept; dead-lettered {again.times} times)"
+
+
+def summarise(
+    replay: Replay,
+    total: int,
+    gone: int,
+    stop: Stop,
+    out: Output,
+    outcomes: list[str],
+    *,
+    did: str,
+    do: str,
+    removed: str,
+    where: str = "",
+) -> bool:
+    """Print what a replay of ``total`` letters did: ``outcomes``, the letters
+    ``gone`` from the DLQ meanwhile, and, if it was stopped, those left and how to go
+    on. ``did``/``do``: its verb ("replayed"/"replay"); ``removed``: which letters it
+    removed ("handled"); ``where``: after the count (" to URL"). Returns whether it
+    was stopped."""
+    done = sum(replay.counts.values())
+    # Stopped, the letters not reached cannot be told from those gone meanwhile.
+    left, gone = (total - done, 0) if replay.stopped else (0, gone)
+    parts = list(outcomes)
+    if gone:
+        parts.append(f"{gone} no longer in the DLQ")
+    if replay.stopped:
+        parts.append(f"{left} not {did} (stopped)")
+    out.line(f"{did} {done} of {total} dead letter(s){where}: {', '.join(parts)}")
+    if replay.stopped:
+        out.note(
+            f"missive: stopped by {stop.signal or 'a signal'} after {done} of {total} dead "
+            f"letter(s), {removed} ones removed; run the same command again to {do} the "
+            f"{left} left"
+        )
+    return replay.stopped

@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 from missive.cli._common import CLIError, format_id, redact
 from missive.cli._output import Output, safe_text
 from missive.cli._replay import STOPPED
-from missive.cli._replay_loop import Deletes, RefusedError, Replay, Stop
+from missive.cli._replay_loop import Deletes, RefusedError, Replay, Stop, summarise
 from missive.cli._replay_pace import RateLimit, ReplayProgress, on_terminal
 from missive.cli._replay_select import chosen_ids, letters
 from missive.dlq import DeadLetter, DeadLetterStore
@@ -228,20 +228,19 @@ def replay_to_broker(store: DeadLetterStore, args: argparse.Namespace, out: Outp
 
 def _summary(replay: Replay, total: int, gone: int, stop: Stop, url: str, out: Output) -> int:
     counts = replay.counts
-    done = sum(counts.values())
-    left, gone = (total - done, 0) if replay.stopped else (0, gone)
-    parts = [f"{counts['acked']} confirmed and removed", f"{counts['refused']} not sent (kept)"]
-    if gone:
-        parts.append(f"{gone} no longer in the DLQ")
-    if replay.stopped:
-        parts.append(f"{left} not sent (stopped)")
-    out.line(f"sent {done} of {total} dead letter(s) to {url}: {', '.join(parts)}")
-    if replay.stopped:
-        out.note(
-            f"missive: stopped by {stop.signal or 'a signal'} after {done} of {total} dead "
-            f"letter(s), confirmed ones removed; run the same command again to send the "
-            f"{left} left"
-        )
+    outcomes = [f"{counts['acked']} confirmed and removed", f"{counts['refused']} not sent (kept)"]
+    if summarise(
+        replay,
+        total,
+        gone,
+        stop,
+        out,
+        outcomes,
+        did="sent",
+        do="send",
+        removed="confirmed",
+        where=f" to {url}",
+    ):
         return STOPPED
     return 1 if counts["refused"] else 0
 
