@@ -1,5 +1,6 @@
 """Acking and nacking from a handler."""
 
+import json
 from typing import Any
 
 import pytest
@@ -128,3 +129,33 @@ def test_a_reason_s_traceback_is_the_standard_one_without_column_markers() -> No
     markers = [line for line in full.splitlines() if re.fullmatch(r"\s*[~^]+\s*", line)]
     assert markers, "the standard text has column markers here"
     assert text == "".join(line + "\n" for line in full.splitlines() if line not in markers)
+
+
+class _UnprintableError(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no text")
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        ValueError("a bad deploy"),
+        ValueError(),
+        KeyError("sku"),
+        OSError(2, "No such file"),
+        UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte"),
+        json.JSONDecodeError("Expecting value", "x", 0),
+        _UnprintableError(),
+    ],
+    ids=lambda exc: type(exc).__name__ + ("-empty" if not exc.args else ""),
+)
+def test_a_reason_s_last_line_is_the_standard_one(exc: Exception) -> None:
+    # Given an exception of a builtin type, of a module's or whose str() fails
+    import traceback
+
+    from missive.reason import format_traceback
+
+    # When its traceback is formatted (no frames: it was never raised)
+    text = format_traceback(exc)
+    # Then it is what the standard library prints
+    assert text == "".join(traceback.format_exception_only(exc))
