@@ -41,7 +41,7 @@ from missive.cli._replay_pace import (
     on_terminal,
     rate_option,
 )
-from missive.cli._replay_select import chosen_ids, letters
+from missive.cli._replay_select import chosen_ids, letters, stored
 from missive.cli._routes import Route, load_message_class, route
 from missive.dlq import DeadLetter, DeadLetterStore
 from missive.message import Message
@@ -257,11 +257,8 @@ def _dry_run(
     store: DeadLetterStore, ids: list[bytes], rebuild: _Rebuild, router: Router[Any], out: Output
 ) -> int:
     rows = []
-    for message_id in ids:
-        try:
-            record = store.record(message_id)
-        except KeyError:
-            continue
+    for record in stored(store, ids):
+        message_id = record.message_id
         message = rebuild(record)
         if message is None:
             rows.append([safe_text(format_id(message_id)), out.style("skipped", "red"), "-"])

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from missive.cli._common import CLIError, parse_id
 from missive.cli._filters import selected
 from missive.dlq import DeadLetter, DeadLetterStore
 
-__all__ = ["chosen_ids", "letters"]
+__all__ = ["chosen_ids", "letters", "stored"]
 
 
 def chosen_ids(store: DeadLetterStore, args: argparse.Namespace) -> list[bytes]:
@@ -36,6 +36,13 @@ def chosen_ids(store: DeadLetterStore, args: argparse.Namespace) -> list[bytes]:
     if missing:
         raise CLIError(f"no dead letter with id {', '.join(map(repr, missing))}; nothing replayed")
     return ids
+
+
+def stored(store: DeadLetterStore, ids: Iterable[bytes]) -> Iterator[DeadLetter]:
+    """The records of ``ids`` still in ``store``, in their order (the others skipped)."""
+    for message_id in ids:
+        with contextlib.suppress(KeyError):
+            yield store.record(message_id)
 
 
 def letters(

@@ -29,7 +29,7 @@ from missive.cli._output import Output, safe_text
 from missive.cli._replay import STOPPED
 from missive.cli._replay_loop import Deletes, RefusedError, Replay, Stop, summarise
 from missive.cli._replay_pace import RateLimit, ReplayProgress, on_terminal
-from missive.cli._replay_select import chosen_ids, letters
+from missive.cli._replay_select import chosen_ids, letters, stored
 from missive.dlq import DeadLetter, DeadLetterStore
 from missive.dlq._codec import OTHER_PAYLOAD
 from missive.message import Message
@@ -247,11 +247,8 @@ def _summary(replay: Replay, total: int, gone: int, stop: Stop, url: str, out: O
 
 def _dry_run(store: DeadLetterStore, ids: list[bytes], out: Output) -> int:
     rows = []
-    for message_id in ids:
-        try:
-            record = store.record(message_id)
-        except KeyError:
-            continue
+    for record in stored(store, ids):
+        message_id = record.message_id
         try:
             text, colour = where(record.attributes), "green"
         except RefusedError as exc:
